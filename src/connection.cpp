@@ -1,0 +1,345 @@
+// Message framing over AF_UNIX stream sockets, with descriptor passing and
+// shared-memory attachments for large bodies.
+#include "mp/connection.hpp"
+
+#include <sys/uio.h>
+
+#include <cstring>
+#include <deque>
+#include <mutex>
+
+#include "sys/sys.hpp"
+#include "wire/attachment.hpp"
+
+namespace mp::detail {
+namespace {
+
+constexpr std::uint32_t frame_magic = 0x6e63706d;  // "mpcn"
+constexpr std::uint32_t flag_attached = 1;         // the body is in a memfd sent with the frame
+
+// Bodies at least this large go through a memfd: one copy in, one copy out,
+// instead of squeezing megabytes through the socket buffer in 200 KiB steps.
+constexpr std::size_t attach_threshold = 1 << 20;
+// Bodies sent through the socket itself are bounded so that a corrupt length
+// cannot make the reader allocate without limit.
+constexpr std::uint64_t max_inline_body = std::uint64_t{1} << 30;
+
+struct frame_header {
+    std::uint32_t magic;
+    std::uint32_t flags;
+    std::uint64_t body_size;
+    std::uint64_t type_tag;
+    std::uint16_t name_size;
+    std::uint16_t fd_count;
+    std::uint32_t reserved;
+};
+static_assert(sizeof(frame_header) == 32);
+
+// How long a receiver keeps trying before it sleeps: waking a sleeping process
+// costs tens of microseconds here, so a reply that comes sooner than this is
+// caught without a sleep; the price is this much CPU per idle wait.
+constexpr auto spin_budget = std::chrono::microseconds(50);
+
+}  // namespace
+
+struct connection_core::state {
+    unique_fd fd;
+    std::mutex send_mutex;
+    std::mutex recv_mutex;
+    // The read side, guarded by recv_mutex.
+    std::vector<std::byte> buffer = std::vector<std::byte>(64 * 1024);
+    std::size_t begin = 0, end = 0;
+    std::deque<unique_fd> fds;  // received, not yet claimed by a frame
+    bool broken = false;        // a corrupt frame was seen: the stream cannot be resynchronised
+    std::string broken_reason;
+
+    // The frame read but not yet consumed (kept across a type mismatch).
+    struct frame {
+        frame_header header{};
+        std::string type_name;
+        std::vector<std::byte> owned;  // body, when it did not fit in `buffer`
+        attachment mapped;             // body, when it came as a memfd
+        std::size_t body_offset = 0;   // body in `buffer` at this offset (if neither above)
+        bool in_buffer = false;
+        std::size_t consumed = 0;      // bytes of `buffer` to drop when the frame is consumed
+        std::vector<unique_fd> fds;
+    };
+    std::optional<frame> pending;
+
+    std::size_t buffered() const { return end - begin; }
+
+    // Makes at least `n` bytes available at buffer[begin..]. Returns false on
+    // timeout; throws eof_error at EOF.
+    bool fill(std::size_t n, std::optional<sys::clock::time_point> deadline, bool mid_message) {
+        if (buffered() >= n) return true;
+        if (begin > 0) {
+            std::memmove(buffer.data(), buffer.data() + begin, buffered());
+            end -= begin;
+            begin = 0;
+        }
+        if (buffer.size() < n) buffer.resize(n);
+        auto spin_until = sys::clock::now() + spin_budget;
+        std::vector<unique_fd> got;
+        while (end < n) {
+            long r = sys::recv_some(fd.get(), buffer.data() + end, buffer.size() - end, &got, true);
+            for (auto& f : got) fds.push_back(std::move(f));
+            got.clear();
+            if (r > 0) {
+                end += static_cast<std::size_t>(r);
+                continue;
+            }
+            if (r == 0) {
+                if (mid_message || end > begin)
+                    throw eof_error("mp: the other end of the pipe closed in the middle of a message "
+                                    "(its process probably died while sending); the partial message was dropped");
+                throw eof_error("mp: the other end of the pipe is closed (its process may have ended)");
+            }
+            auto now = sys::clock::now();
+            if (now < spin_until && (!deadline || now < *deadline)) {
+                __builtin_ia32_pause();
+                continue;
+            }
+            if (!sys::wait_readable(fd.get(), deadline)) return false;
+        }
+        return true;
+    }
+
+    [[noreturn]] void corrupt(const std::string& why) {
+        broken = true;
+        broken_reason = why;
+        throw serialization_error(why);
+    }
+
+    // Reads one whole frame into `pending`. Returns false on timeout.
+    bool read_frame(std::optional<sys::clock::time_point> deadline) {
+        if (pending) return true;
+        if (broken) throw serialization_error(broken_reason + " (the connection cannot be used any more)");
+        if (!fill(sizeof(frame_header), deadline, false)) return false;
+        frame f;
+        std::memcpy(&f.header, buffer.data() + begin, sizeof(frame_header));
+        const auto& h = f.header;
+        if (h.magic != frame_magic)
+            corrupt("mp: corrupt message on a pipe: bad frame header (was something other than mp "
+                    "writing to this socket?)");
+        bool attached = (h.flags & flag_attached) != 0;
+        if (!attached && h.body_size > max_inline_body)
+            corrupt("mp: corrupt message on a pipe: it declares a body of " + std::to_string(h.body_size) +
+                    " bytes, more than the limit of " + std::to_string(max_inline_body));
+        std::size_t head = sizeof(frame_header) + h.name_size;
+        std::size_t inline_body = attached ? 0 : static_cast<std::size_t>(h.body_size);
+        // Everything from here on belongs to a message that has begun: a
+        // timeout now would split it, so wait for the rest without deadline.
+        if (head + inline_body <= buffer.size() || head + inline_body <= 4 * 1024 * 1024) {
+            fill(head + inline_body, std::nullopt, true);
+            f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)),
+                               h.name_size);
+            f.in_buffer = true;
+            f.body_offset = begin + head;
+            f.consumed = head + inline_body;
+        } else {
+            fill(head, std::nullopt, true);
+            f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)),
+                               h.name_size);
+            begin += head;
+            f.owned.resize(inline_body);
+            std::size_t have = std::min(buffered(), inline_body);
+            std::memcpy(f.owned.data(), buffer.data() + begin, have);
+            begin += have;
+            std::size_t at = have;
+            while (at < inline_body) {
+                std::vector<unique_fd> got;
+                long r = sys::recv_some(fd.get(), f.owned.data() + at, inline_body - at, &got, false);
+                for (auto& g : got) fds.push_back(std::move(g));
+                if (r == 0)
+                    throw eof_error("mp: the other end of the pipe closed in the middle of a message "
+                                    "(its process probably died while sending)");
+                if (r > 0) at += static_cast<std::size_t>(r);
+            }
+        }
+        // The fds of this frame were sent with its first byte, so they have
+        // arrived by now.
+        if (fds.size() < h.fd_count) corrupt("mp: corrupt message on a pipe: file descriptors missing");
+        for (std::uint16_t i = 0; i < h.fd_count; ++i) {
+            f.fds.push_back(std::move(fds.front()));
+            fds.pop_front();
+        }
+        if (attached) {
+            if (f.fds.empty()) corrupt("mp: corrupt message on a pipe: shared-memory attachment missing");
+            unique_fd memfd = std::move(f.fds.back());
+            f.fds.pop_back();
+            f.mapped = attachment::open(std::move(memfd), static_cast<std::size_t>(h.body_size));
+        }
+        pending = std::move(f);
+        return true;
+    }
+
+    std::span<const std::byte> body() const {
+        const frame& f = *pending;
+        if (f.mapped) return f.mapped.bytes();
+        if (f.in_buffer)
+            return {buffer.data() + f.body_offset, static_cast<std::size_t>(f.header.body_size)};
+        return {f.owned.data(), f.owned.size()};
+    }
+
+    void consume() {
+        if (pending->in_buffer) begin += pending->consumed;
+        pending.reset();
+        if (begin == end) begin = end = 0;
+    }
+};
+
+connection_core::connection_core(unique_fd fd, bool readable, bool writable)
+    : s_(std::make_unique<state>()), readable_(readable), writable_(writable) {
+    s_->fd = std::move(fd);
+}
+
+connection_core::~connection_core() = default;
+
+int connection_core::fd() const { return s_->fd.get(); }
+bool connection_core::closed() const { return !s_->fd; }
+
+void connection_core::close() {
+    std::scoped_lock guard(s_->send_mutex, s_->recv_mutex);
+    s_->fd.reset();
+}
+
+void connection_core::send_message(std::uint64_t tag, std::string_view type_name, const output_archive& body) {
+    if (!writable_) throw closed_error("mp: this end of the pipe is read-only (mp::pipe(false) returns (reader, writer))");
+    std::lock_guard guard(s_->send_mutex);
+    if (!s_->fd) throw closed_error("mp: send on a closed connection");
+    frame_header h{};
+    h.magic = frame_magic;
+    h.body_size = body.size();
+    h.type_tag = tag;
+    h.name_size = static_cast<std::uint16_t>(std::min<std::size_t>(type_name.size(), 65535));
+    std::vector<int> fds(body.fds());
+    attachment attached;
+    if (body.size() >= attach_threshold) {
+        attached = attachment::create(body);
+        h.flags |= flag_attached;
+        fds.push_back(attached.fd());
+    }
+    if (fds.size() > 250) throw error("mp: a message can carry at most 250 file descriptors");
+    h.fd_count = static_cast<std::uint16_t>(fds.size() - (attached ? 1 : 0));
+    std::vector<::iovec> iov;
+    iov.push_back({&h, sizeof h});
+    iov.push_back({const_cast<char*>(type_name.data()), h.name_size});
+    if (!attached)
+        body.for_each_piece([&](const std::byte* p, std::size_t n) {
+            iov.push_back({const_cast<std::byte*>(p), n});
+        });
+    sys::send_all(s_->fd.get(), iov, fds);
+}
+
+void connection_core::recv_message(std::uint64_t tag, std::string_view type_name,
+                                   std::optional<std::chrono::steady_clock::time_point> deadline,
+                                   void (*read)(void*, input_archive&), void* context) {
+    if (!readable_) throw closed_error("mp: this end of the pipe is write-only (mp::pipe(false) returns (reader, writer))");
+    std::lock_guard guard(s_->recv_mutex);
+    if (!s_->fd) throw closed_error("mp: recv on a closed connection");
+    if (!s_->read_frame(deadline)) throw timeout_error("mp: recv timed out: no message arrived in time");
+    auto& f = *s_->pending;
+    if (f.header.type_tag != tag)
+        throw serialization_error("mp: received a message of type '" + f.type_name + "' but recv<" +
+                                  std::string(type_name) + ">() was called; the message is kept: "
+                                  "receive it with the type it was sent as");
+    std::vector<unique_fd> fds = std::move(f.fds);
+    struct consume_on_exit {
+        state* s;
+        ~consume_on_exit() { s->consume(); }
+    } done{s_.get()};
+    input_archive ar(s_->body(), &fds);
+    read(context, ar);
+}
+
+std::vector<std::byte> connection_core::recv_raw(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    if (!readable_) throw closed_error("mp: this end of the pipe is write-only");
+    std::lock_guard guard(s_->recv_mutex);
+    if (!s_->fd) throw closed_error("mp: recv on a closed connection");
+    if (!s_->read_frame(deadline)) throw timeout_error("mp: recv timed out: no message arrived in time");
+    auto body = s_->body();
+    std::vector<std::byte> out(body.begin(), body.end());
+    s_->consume();
+    return out;
+}
+
+bool connection_core::has_buffered() const { return s_->pending || s_->buffered() > 0; }
+
+bool connection_core::poll(std::optional<std::chrono::steady_clock::time_point> deadline) {
+    if (!s_->fd) throw closed_error("mp: poll on a closed connection");
+    if (has_buffered()) return true;
+    return sys::wait_readable(s_->fd.get(), deadline);
+}
+
+}  // namespace mp::detail
+
+namespace mp {
+
+connection::connection(detail::unique_fd fd, bool readable, bool writable)
+    : core_(std::make_shared<detail::connection_core>(std::move(fd), readable, writable)) {}
+
+namespace {
+detail::connection_core& checked(const std::shared_ptr<detail::connection_core>& core) {
+    if (!core) throw closed_error("mp: this connection was default-constructed and is not connected to anything");
+    return *core;
+}
+}  // namespace
+
+void connection::send_bytes(std::span<const std::byte> bytes) {
+    detail::output_archive ar;
+    ar.saveBinary(bytes.data(), bytes.size());
+    checked(core_).send_message(detail::type_tag<detail::bytes_message>(), "bytes", ar);
+}
+
+void connection::send_bytes(std::string_view bytes) {
+    send_bytes(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+}
+
+std::vector<std::byte> connection::recv_bytes() { return checked(core_).recv_raw(std::nullopt); }
+
+bool connection::poll(duration timeout) {
+    return checked(core_).poll(std::chrono::steady_clock::now() + timeout);
+}
+
+bool connection::poll_forever() { return checked(core_).poll(std::nullopt); }
+
+void connection::close() {
+    if (core_) core_->close();
+}
+
+bool connection::closed() const { return !core_ || core_->closed(); }
+
+int connection::fileno() const { return checked(core_).fd(); }
+
+std::pair<connection, connection> pipe(bool duplex) {
+    auto [a, b] = sys::socket_pair();
+    if (duplex) return {connection(std::move(a), true, true), connection(std::move(b), true, true)};
+    return {connection(std::move(a), true, false), connection(std::move(b), false, true)};
+}
+
+namespace {
+std::optional<sys::clock::time_point> deadline_after(std::optional<sys::clock::duration> timeout) {
+    if (!timeout) return std::nullopt;
+    return sys::clock::now() + *timeout;
+}
+}  // namespace
+
+std::vector<connection> wait(const std::vector<connection>& connections,
+                             std::optional<std::chrono::steady_clock::duration> timeout) {
+    std::vector<connection> ready;
+    for (const auto& c : connections)
+        if (c.has_buffered()) ready.push_back(c);
+    if (!ready.empty()) return ready;
+    std::vector<int> fds;
+    for (const auto& c : connections) fds.push_back(c.fileno());
+    for (auto i : sys::wait_any_readable(fds, deadline_after(timeout))) ready.push_back(connections[i]);
+    return ready;
+}
+
+std::vector<int> wait(const std::vector<int>& fds, std::optional<std::chrono::steady_clock::duration> timeout) {
+    std::vector<int> ready;
+    for (auto i : sys::wait_any_readable(fds, deadline_after(timeout))) ready.push_back(fds[i]);
+    return ready;
+}
+
+}  // namespace mp

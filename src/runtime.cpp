@@ -1,0 +1,173 @@
+// Process-wide state, mp::init, start methods, and who this process is.
+#include "runtime.hpp"
+
+#include <sched.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+
+#include "launch/exec.hpp"
+#include "launch/launch.hpp"
+#include "shm_tracker.hpp"
+#include "sys/sys.hpp"
+
+namespace mp::detail {
+
+runtime& runtime::get() {
+    // Never destroyed: children and atexit handlers may still use it.
+    static runtime* rt = [] {
+        auto* r = new runtime;
+        std::random_device rd;
+        for (auto& b : r->self.authkey) b = static_cast<std::uint8_t>(rd());
+        return r;
+    }();
+    return *rt;
+}
+
+identity runtime::next_child(const std::string& requested_name, bool daemon, start_method method,
+                             const char* name_prefix) {
+    (void)method;
+    std::lock_guard guard(mutex);
+    start_method_fixed = true;
+    identity child = self;
+    child.ids.push_back(++child_counter);
+    if (requested_name.empty()) {
+        child.name = name_prefix;
+        child.name += '-';
+        for (std::size_t i = 0; i < child.ids.size(); ++i) {
+            if (i) child.name += ':';
+            child.name += std::to_string(child.ids[i]);
+        }
+    } else {
+        child.name = requested_name;
+    }
+    child.daemon = daemon;
+    child.parent_pid = sys::current_pid();
+    child.parent_name = self.name;
+    return child;
+}
+
+void runtime::after_fork_in_child(identity child) {
+    // Another thread of the parent may have held the mutex at fork time.
+    new (&mutex) std::mutex;
+    self = std::move(child);
+    child_counter = 0;
+    children.clear();
+    warned_threads_at_fork = false;
+    launch::forkserver_after_fork_in_child();
+}
+
+void runtime::adopt(identity child) {
+    std::lock_guard guard(mutex);
+    self = std::move(child);
+    child_counter = 0;
+}
+
+void warn_if_threads_at_fork() {
+    auto& rt = runtime::get();
+    {
+        std::lock_guard guard(rt.mutex);
+        if (rt.warned_threads_at_fork) return;
+    }
+    auto others = sys::other_thread_names();
+    if (others.empty()) return;
+    std::lock_guard guard(rt.mutex);
+    if (rt.warned_threads_at_fork) return;
+    rt.warned_threads_at_fork = true;
+    std::string list;
+    for (const auto& t : others) list += (list.empty() ? "" : ", ") + t;
+    std::fprintf(stderr,
+                 "mp: warning: starting a process with the fork method while this process runs other "
+                 "threads (%s). Those threads do not exist in the child, and any lock they hold stays "
+                 "locked there, which may deadlock it. Prefer the forkserver or spawn start method.\n",
+                 list.c_str());
+}
+
+std::vector<int> helper_pids() {
+    std::vector<int> pids;
+    if (int p = launch::forkserver_pid()) pids.push_back(p);
+    if (int p = shm_tracker::helper_pid()) pids.push_back(p);
+    return pids;
+}
+
+}  // namespace mp::detail
+
+namespace mp {
+
+std::string_view to_string(start_method m) noexcept {
+    switch (m) {
+        case start_method::fork: return "fork";
+        case start_method::spawn: return "spawn";
+        case start_method::forkserver: return "forkserver";
+    }
+    return "?";
+}
+
+void init(int argc, char** argv) {
+    auto& rt = detail::runtime::get();
+    if (const char* boot = std::getenv(detail::launch::bootstrap_env)) {
+        std::string value = boot;
+        ::unsetenv(detail::launch::bootstrap_env);
+        auto colon = value.find(':');
+        std::string role = value.substr(0, colon);
+        int parent = colon == std::string::npos ? 0 : std::atoi(value.c_str() + colon + 1);
+        rt.initialized = true;
+        for (int i = 0; i < argc; ++i) rt.argv.emplace_back(argv[i]);
+        if (role == "spawn") {
+            sys::die_with_parent(parent);
+            detail::run_bootstrapped_child(detail::launch::bootstrap_fd);
+        }
+        if (role == "forkserver") detail::run_forkserver(detail::launch::bootstrap_fd, parent);
+        std::fprintf(stderr, "mp: unknown bootstrap role '%s'\n", role.c_str());
+        sys::flush_and_exit(1);
+    }
+    std::lock_guard guard(rt.mutex);
+    if (rt.initialized) return;
+    rt.initialized = true;
+    for (int i = 0; i < argc; ++i) rt.argv.emplace_back(argv[i]);
+}
+
+void set_start_method(start_method m, bool force) {
+    auto& rt = detail::runtime::get();
+    std::lock_guard guard(rt.mutex);
+    if (rt.start_method_fixed && !force && rt.self.default_method != m)
+        throw process_error("mp: the start method was already used to start a process; call "
+                            "set_start_method before starting any, or pass force = true");
+    rt.self.default_method = m;
+}
+
+start_method get_start_method() noexcept {
+    auto& rt = detail::runtime::get();
+    std::lock_guard guard(rt.mutex);
+    return rt.self.default_method;
+}
+
+std::vector<start_method> get_all_start_methods() {
+    return {start_method::forkserver, start_method::fork, start_method::spawn};
+}
+
+context get_context(std::optional<start_method> m) { return context(m ? *m : get_start_method()); }
+
+int cpu_count() {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    return 1;
+}
+
+process_info current_process() {
+    auto& rt = detail::runtime::get();
+    std::lock_guard guard(rt.mutex);
+    return {rt.self.name, sys::current_pid(), rt.self.daemon};
+}
+
+std::optional<process_info> parent_process() {
+    auto& rt = detail::runtime::get();
+    std::lock_guard guard(rt.mutex);
+    if (rt.self.parent_pid == 0) return std::nullopt;
+    return process_info{rt.self.parent_name, rt.self.parent_pid, false};
+}
+
+}  // namespace mp

@@ -1,0 +1,100 @@
+// sys/sys.hpp — the platform layer: the only headers in mp that talk to the
+// kernel directly. Everything above it sees RAII handles and exceptions.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mp/detail/unique_fd.hpp"
+#include "mp/error.hpp"
+
+struct iovec;
+
+namespace mp::sys {
+
+using detail::unique_fd;
+using clock = std::chrono::steady_clock;
+
+/// Throws mp::system_error keeping errno, the call and the object it acted on.
+[[noreturn]] void throw_errno(const char* call, std::string_view object = {});
+[[noreturn]] void throw_errno(int err, const char* call, std::string_view object = {});
+
+/// Milliseconds for poll() until `deadline` (-1: no deadline), rounded up.
+int poll_timeout(std::optional<clock::time_point> deadline);
+
+// ---- file descriptors -------------------------------------------------------
+unique_fd dup_cloexec(int fd);
+void set_cloexec(int fd, bool on);
+void set_nonblocking(int fd, bool on);
+/// Waits until fd is readable (or hung up). false on timeout. EINTR-safe.
+bool wait_readable(int fd, std::optional<clock::time_point> deadline);
+/// Waits on many fds; returns the indexes that are readable or hung up.
+std::vector<std::size_t> wait_any_readable(std::span<const int> fds,
+                                           std::optional<clock::time_point> deadline);
+int open_devnull(int flags);
+
+// ---- memory -----------------------------------------------------------------
+unique_fd memfd(const char* name, std::size_t size);
+/// Maps `size` bytes of `fd` shared read/write; throws on failure.
+void* map_shared(int fd, std::size_t size, std::size_t offset = 0, bool noreserve = false);
+void unmap(void* addr, std::size_t size) noexcept;
+/// Maps a whole file, faulting its pages in at once (one call instead of one
+/// page fault per 4 KiB).
+void* map_populated(int fd, std::size_t size, bool writable);
+std::size_t file_size(int fd);
+/// Gives the pages of [offset, offset+len) of a memfd back to the system.
+void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
+std::size_t page_size() noexcept;
+
+// ---- futex (process-shared) ------------------------------------------------
+/// Sleeps while *word == expected, until woken or `deadline`. Returns false on
+/// timeout. Spurious returns are possible: callers re-check their condition.
+bool futex_wait(const std::uint32_t* word, std::uint32_t expected,
+                std::optional<clock::time_point> deadline);
+void futex_wake(const std::uint32_t* word, int count) noexcept;
+
+// ---- sockets with descriptor passing --------------------------------------
+/// A connected pair of AF_UNIX sockets (SOCK_STREAM or SOCK_SEQPACKET), CLOEXEC.
+std::pair<unique_fd, unique_fd> socket_pair(bool seqpacket = false);
+/// Sends all of `iov` plus `fds` (attached to the first byte). Handles partial
+/// writes; throws eof_error if the peer is gone.
+void send_all(int fd, std::span<const ::iovec> iov, std::span<const int> fds = {});
+/// One recvmsg(): returns bytes read (0 at EOF) and appends received fds.
+/// -1 with EAGAIN semantics when `dontwait` and nothing is there.
+long recv_some(int fd, void* buf, std::size_t len, std::vector<unique_fd>* fds, bool dontwait);
+
+// ---- processes ---------------------------------------------------------------
+unique_fd pidfd_open(int pid);
+/// Non-blocking reap of a child; returns the Python-style exit code if it ended.
+std::optional<int> try_reap(int pid);
+/// Blocking reap of a child; returns the Python-style exit code.
+int reap(int pid);
+/// Python's convention: exit status n, or -N when killed by signal N.
+int exit_code_from_status(int status) noexcept;
+int current_pid() noexcept;
+int current_tid() noexcept;
+/// Names ("comm") of every other thread of this process.
+std::vector<std::string> other_thread_names();
+/// Kill this process with SIGKILL when the thread that forked it exits; exit
+/// at once if that parent is already gone (the fork/prctl race).
+void die_with_parent(int expected_parent_pid) noexcept;
+/// Makes the child's stdin /dev/null (async-signal-safe).
+void stdin_to_devnull() noexcept;
+void send_signal(int pid, int sig);
+/// Ignore SIGINT in this process (pool workers; Ctrl-C goes to the parent).
+void ignore_sigint() noexcept;
+/// Restore every signal disposition to default and unblock all signals.
+void reset_signals() noexcept;
+/// Closes every fd >= lowest except those listed (used by helper processes).
+void close_fds_except(int lowest, std::span<const int> keep) noexcept;
+/// Flushes C and C++ stdio, then _exit(code): a forked child never unwinds
+/// into its parent's frames nor runs the parent's atexit handlers.
+[[noreturn]] void flush_and_exit(int code) noexcept;
+
+}  // namespace mp::sys
