@@ -220,7 +220,7 @@ void connection_core::send_message(std::uint64_t tag, std::string_view type_name
         fds.push_back(attached.fd());
     }
     if (fds.size() > 250) throw error("mp: a message can carry at most 250 file descriptors");
-    h.fd_count = static_cast<std::uint16_t>(fds.size() - (attached ? 1 : 0));
+    h.fd_count = static_cast<std::uint16_t>(fds.size());  // the attachment, if any, is the last
     std::vector<::iovec> iov;
     iov.push_back({&h, sizeof h});
     iov.push_back({const_cast<char*>(type_name.data()), h.name_size});

@@ -41,9 +41,9 @@
 namespace mp {
 
 struct process_options {
-    std::string name;                      // "" → "Process-N"
+    std::string name{};                    // "" → "Process-N"
     bool daemon = false;                   // daemons are terminated, not awaited, by the destructor
-    std::optional<mp::context> context;    // start method; default: mp::get_start_method()
+    std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
 };
 
 namespace detail {
