@@ -144,8 +144,8 @@ public:
     void unlock();
 
     /// Python's acquire(block): blocks if `block`, else tries once.
-    /// Returns whether the lock is now held.
-    [[nodiscard]] bool acquire(bool block = true) { return acquire_until(std::nullopt, block); }
+    /// Returns whether the lock is now held (always true when `block`).
+    bool acquire(bool block = true) { return acquire_until(std::nullopt, block); }
     /// Python's acquire(timeout=...): false if the lock was not obtained in
     /// time (at once if this thread holds a non-recursive lock).
     template <class Rep, class Period>
@@ -223,7 +223,7 @@ public:
     /// Throws mp::system_error.
     explicit semaphore(std::uint32_t value = 1) : semaphore(value, false) {}
 
-    [[nodiscard]] bool acquire(bool block = true) { return acquire_until(std::nullopt, block); }
+    bool acquire(bool block = true) { return acquire_until(std::nullopt, block); }
     template <class Rep, class Period>
     [[nodiscard]] bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
         return acquire_until(detail::deadline_after(timeout), true);
@@ -287,7 +287,7 @@ public:
     void lock() { lock_.lock(); }
     [[nodiscard]] bool try_lock() { return lock_.try_lock(); }
     void unlock() { lock_.unlock(); }
-    [[nodiscard]] bool acquire(bool block = true) { return lock_.acquire(block); }
+    bool acquire(bool block = true) { return lock_.acquire(block); }
     template <class Rep, class Period>
     [[nodiscard]] bool acquire(const std::chrono::duration<Rep, Period>& timeout) {
         return lock_.acquire(timeout);
