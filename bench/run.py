@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Runs every benchmark workload in mp and in CPython's multiprocessing, plus
+the machine's raw limits, in one run, and prints the figures, their ratios and
+the targets of issue 2 in one table.
+
+    bench/run.py [--build-dir build/release] [--reps 3] [--quick]
+
+bench/run.sh builds the release preset and calls this.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def collect(cmd):
+    """Runs cmd (progress on our stderr) and returns its "result key value" lines as a dict."""
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    figures = {}
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "result":
+            figures[parts[1]] = float(parts[2])
+        else:
+            print(line, file=sys.stderr)
+    if proc.returncode != 0:
+        print(f"bench: {cmd[0]} exited with status {proc.returncode}", file=sys.stderr)
+    return figures, proc.returncode
+
+
+def fmt(value, unit):
+    if value is None:
+        return "n/a"
+    if unit == "msg/s":
+        for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if value >= scale:
+                return f"{value / scale:.3g} {prefix}msg/s"
+        return f"{value:.3g} msg/s"
+    return f"{value:.3g} {unit}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--build-dir", default=os.path.join(HERE, "..", "build", "release"))
+    parser.add_argument("--reps", type=int, default=3, help="repetitions per workload (medians are printed)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke test")
+    args = parser.parse_args()
+
+    common = ["--quick"] if args.quick else ["--reps", str(args.reps)]
+    bench_dir = os.path.join(args.build_dir, "bench")
+    raw, rc1 = collect([os.path.join(bench_dir, "baselines")] + common)
+    mp, rc2 = collect([os.path.join(bench_dir, "foundation_bench")] + common)
+    py, rc3 = collect([sys.executable, os.path.join(HERE, "python", "foundation.py")] + common)
+
+    # (workload, unit, mp key, reference label, reference value, ratio, ratio meaning, target, met)
+    rows = []
+
+    def add(workload, unit, mp_value, ref_label, ref_value, ref_unit, ratio, meaning, target=None, ok=None):
+        rows.append((workload, fmt(mp_value, unit), ref_label, fmt(ref_value, ref_unit),
+                     "n/a" if ratio is None else f"{ratio:.3g}", meaning,
+                     target or "", "" if ok is None or ratio is None else ("yes" if ok(ratio) else "NO")))
+
+    def div(a, b):
+        return a / b if a is not None and b else None
+
+    g = lambda d, k: d.get(k)
+    version = f"CPython {sys.version_info.major}.{sys.version_info.minor}"
+
+    q = g(mp, "queue_msgs_per_s")
+    add("queue, 64 B messages", "msg/s", q, version, g(py, "queue_msgs_per_s"), "msg/s",
+        div(q, g(py, "queue_msgs_per_s")), "mp/CPython", ">= 30", lambda r: r >= 30)
+    add("", "msg/s", q, "raw shm ring", g(raw, "raw_ring_msgs_per_s"), "msg/s",
+        div(q, g(raw, "raw_ring_msgs_per_s")), "mp/raw", ">= 0.25", lambda r: r >= 0.25)
+
+    p = g(mp, "pipe_rtt_us")
+    add("pipe round trip", "us", p, version, g(py, "pipe_rtt_us"), "us",
+        div(g(py, "pipe_rtt_us"), p), "speed-up")
+    add("", "us", p, "raw socketpair", g(raw, "raw_socketpair_rtt_us_median"), "us",
+        div(p, g(raw, "raw_socketpair_rtt_us_median")), "mp/raw time", "<= 1.3", lambda r: r <= 1.3)
+
+    f = g(mp, "start_fork_ms")
+    add("start+join, fork", "ms", f, version, g(py, "start_fork_ms"), "ms", div(g(py, "start_fork_ms"), f), "speed-up")
+    add("", "ms", f, "bare fork", g(raw, "bare_fork_ms"), "ms", div(f, g(raw, "bare_fork_ms")), "mp/raw time",
+        "<= 2", lambda r: r <= 2)
+    for method in ("forkserver", "spawn"):
+        k = f"start_{method}_ms"
+        add(f"start+join, {method}", "ms", g(mp, k), version, g(py, k), "ms", div(g(py, k), g(mp, k)),
+            "speed-up", ">= 20", lambda r: r >= 20)
+
+    b = g(mp, "big_result_gbps")
+    add("256 MiB result", "GB/s", b, version + " Pool", g(py, "big_result_gbps"), "GB/s",
+        div(b, g(py, "big_result_gbps")), "mp/CPython", ">= 5", lambda r: r >= 5)
+    add("", "GB/s", b, "memcpy, fresh pages", g(raw, "memcpy_fresh_gbps"), "GB/s",
+        div(b, g(raw, "memcpy_fresh_gbps")), "mp/raw", ">= 0.5", lambda r: r >= 0.5)
+
+    header = ("workload", "mp", "compared with", "its figure", "ratio", "ratio is", "target", "met")
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    print()
+    print(f"mp vs {version} multiprocessing (median of {1 if args.quick else args.reps} runs"
+          f"{', QUICK: sizes too small to mean anything' if args.quick else ''})")
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+
+    print()
+    print("raw limits of this machine (same run)")
+    for key, label, unit in (("raw_socketpair_rtt_us_median", "socketpair ping-pong, median", "us"),
+                             ("raw_socketpair_rtt_us_best", "socketpair ping-pong, best", "us"),
+                             ("raw_ring_msgs_per_s", "shm SPSC ring, 64 B", "msg/s"),
+                             ("memcpy_warm_gbps", "memcpy 256 MiB, warm", "GB/s"),
+                             ("memcpy_fresh_gbps", "memcpy 256 MiB, fresh pages", "GB/s"),
+                             ("bare_fork_ms", "fork + _exit + waitpid", "ms")):
+        print(f"  {label:<32} {fmt(raw.get(key), unit)}")
+
+    failed = [r for r in rows if r[7] == "NO"]
+    print()
+    print(f"{sum(1 for r in rows if r[7] == 'yes')} targets met, {len(failed)} missed"
+          f"{', ' + str(sum(1 for r in rows if r[6] and r[4] == 'n/a')) + ' not measured' if any(r[6] and r[4] == 'n/a' for r in rows) else ''}")
+    return 1 if (rc1 or rc2 or rc3) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

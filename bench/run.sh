@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# run.sh — builds the release preset and runs every benchmark workload in mp
+# and in CPython's multiprocessing, printing both figures, their ratio and the
+# targets in one table. Takes a few minutes. Arguments go to bench/run.py
+# (--reps N, --quick).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake --preset release >/dev/null
+cmake --build --preset release -j 2 --target baselines foundation_bench
+exec python3 bench/run.py --build-dir build/release "$@"
