@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# run-examples.sh — builds the examples (release preset) and runs each one, in
+# the order below, showing its output. Fails if a build or an example fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh || exit 1
+cmake --preset release >/dev/null || exit 1
+cmake --build --preset release -j 2 || exit 1
+
+# The seed's programs first, then one short example per feature. An example
+# that is built but not listed runs after these, in name order (add it here
+# to fix its place); a listed example that was not built is a failure.
+order=(
+  queue_worker_farm
+  queue_deadlock_fixed
+)
+
+dir=build/release/examples
+if [ ! -d "$dir" ]; then
+  echo "run-examples: $dir does not exist (is MP_BUILD_EXAMPLES off?)" >&2
+  exit 1
+fi
+
+programs=()
+for name in "${order[@]}"; do
+  if [ -x "$dir/$name" ]; then
+    programs+=("$name")
+  else
+    echo "run-examples: listed example $name was not built" >&2
+    missing_listed=1
+  fi
+done
+while IFS= read -r name; do
+  case " ${order[*]} " in *" $name "*) ;; *) programs+=("$name") ;; esac
+done < <(find "$dir" -maxdepth 1 -type f -perm -u+x -printf '%f\n' | sort)
+
+ok=0
+bad=()
+for name in "${programs[@]}"; do
+  echo "==== $name"
+  if timeout 300 "$dir/$name" </dev/null; then
+    ok=$((ok + 1))
+  else
+    echo "run-examples: $name FAILED (exit status $?)" >&2
+    bad+=("$name")
+  fi
+  echo
+done
+
+echo "examples: $ok succeeded, ${#bad[@]} failed${bad:+ (${bad[*]})}"
+[ ${#bad[@]} -eq 0 ] && [ -z "${missing_listed:-}" ]
