@@ -81,6 +81,9 @@ public:
     function(fn_t<F>)  // NOLINT: converts like a function pointer does
         : call_(&call_fn<F>), name_(fn_t<F>::name()) {}
 
+    /// The name is looked up in the program's exported symbols (mp::mp links
+    /// with -rdynamic); a function with internal linkage gets an empty name.
+    /// mp::fn<&f> always knows its name.
     function(pointer f)  // NOLINT
         : call_(f), name_(f ? detail::function_name(reinterpret_cast<const void*>(f)) : std::string()) {}
 
