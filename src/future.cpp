@@ -1,0 +1,242 @@
+// future.cpp — the non-template half of mp::future, mp::wait and mp::as_completed.
+#include "mp/future.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <typeinfo>
+
+#include <cxxabi.h>
+
+namespace mp::detail {
+
+namespace {
+
+std::string describe(std::exception_ptr e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+        int status = 0;
+        char* name = abi::__cxa_demangle(typeid(x).name(), nullptr, nullptr, &status);
+        std::string out = (status == 0 && name) ? name : typeid(x).name();
+        std::free(name);
+        return out + ": " + x.what();
+    } catch (...) {
+        return "an exception that is not a std::exception";
+    }
+}
+
+void log_callback_exception(std::exception_ptr e) noexcept {
+    try {
+        std::string msg = "mp: exception in a future's done callback (ignored): " + describe(e) + "\n";
+        std::fputs(msg.c_str(), stderr);
+    } catch (...) {
+        std::fputs("mp: exception in a future's done callback (ignored)\n", stderr);
+    }
+}
+
+}  // namespace
+
+void throw_invalid_future() {
+    throw error(
+        "mp::future: this future has no shared state (it was default-constructed); "
+        "use a future returned by submit(), apply_async() or map_async()");
+}
+
+void throw_future_timeout() {
+    throw timeout_error(
+        "mp::future: the task did not finish within the timeout; wait longer, or check done() first");
+}
+
+void throw_as_completed_timeout(std::size_t unfinished, std::size_t total) {
+    throw timeout_error("mp::as_completed: " + std::to_string(unfinished) + " (of " + std::to_string(total) +
+                        ") futures unfinished when the timeout passed; give a longer timeout or none");
+}
+
+void future_waiter::notify(const future_state_base* state, bool failed) {
+    {
+        std::lock_guard lock(mutex_);
+        finished_.push_back(state);
+        any_failed_ = any_failed_ || failed;
+    }
+    cv_.notify_all();
+}
+
+future_status future_state_base::status() const {
+    std::lock_guard lock(mutex_);
+    return status_;
+}
+
+bool future_state_base::done() const {
+    auto s = status();
+    return s == future_status::cancelled || s == future_status::finished;
+}
+
+bool future_state_base::failed() const {
+    std::lock_guard lock(mutex_);
+    return status_ == future_status::finished && exception_;
+}
+
+void future_state_base::wait() const {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [&] { return status_ == future_status::cancelled || status_ == future_status::finished; });
+}
+
+bool future_state_base::wait_until(steady_deadline deadline) const {
+    if (!deadline) {
+        wait();
+        return true;
+    }
+    std::unique_lock lock(mutex_);
+    return cv_.wait_until(lock, *deadline,
+                          [&] { return status_ == future_status::cancelled || status_ == future_status::finished; });
+}
+
+bool future_state_base::cancel() {
+    std::vector<std::shared_ptr<future_waiter>> waiters;
+    std::vector<std::function<void()>> callbacks;
+    {
+        std::lock_guard lock(mutex_);
+        if (status_ == future_status::running || status_ == future_status::finished) return false;
+        if (status_ == future_status::cancelled) return true;
+        status_ = future_status::cancelled;
+        waiters.swap(waiters_);
+        callbacks.swap(callbacks_);
+    }
+    notify_all(waiters, callbacks);
+    return true;
+}
+
+bool future_state_base::set_running_or_notify_cancel() {
+    std::lock_guard lock(mutex_);
+    if (status_ == future_status::cancelled) return false;
+    // Running or finished already: a producer bug; leave the state as it is.
+    if (status_ == future_status::pending) status_ = future_status::running;
+    return true;
+}
+
+bool future_state_base::set_exception(std::exception_ptr e) {
+    return complete(future_status::finished, [&] { exception_ = std::move(e); });
+}
+
+void future_state_base::abandon() noexcept {
+    try {
+        set_exception(std::make_exception_ptr(
+            error("mp::future: broken promise: the task's producer (an executor or pool) was destroyed "
+                  "before the task produced a result")));
+    } catch (...) {
+        // Allocation failed; the waiters stay waiting, as without this guard.
+    }
+}
+
+std::exception_ptr future_state_base::exception_when_done() const {
+    std::lock_guard lock(mutex_);
+    if (status_ == future_status::cancelled)
+        throw cancelled_error("mp::future: the task was cancelled before it ran, so it has no result");
+    return exception_;
+}
+
+bool future_state_base::add_waiter(const std::shared_ptr<future_waiter>& w, bool& failed) {
+    std::lock_guard lock(mutex_);
+    if (status_ == future_status::cancelled || status_ == future_status::finished) {
+        failed = status_ == future_status::finished && exception_;
+        return false;
+    }
+    waiters_.push_back(w);
+    return true;
+}
+
+void future_state_base::remove_waiter(const future_waiter* w) noexcept {
+    std::lock_guard lock(mutex_);
+    std::erase_if(waiters_, [&](const std::shared_ptr<future_waiter>& x) { return x.get() == w; });
+}
+
+void future_state_base::add_callback(std::function<void()> fn) {
+    {
+        std::lock_guard lock(mutex_);
+        if (status_ != future_status::cancelled && status_ != future_status::finished) {
+            callbacks_.push_back(std::move(fn));
+            return;
+        }
+    }
+    try {
+        fn();
+    } catch (...) {
+        log_callback_exception(std::current_exception());
+    }
+}
+
+void future_state_base::notify_all(std::vector<std::shared_ptr<future_waiter>>& waiters,
+                                   std::vector<std::function<void()>>& callbacks) noexcept {
+    cv_.notify_all();
+    bool failed_now = failed();
+    for (auto& w : waiters) {
+        try {
+            w->notify(this, failed_now);
+        } catch (...) {
+            // notify only allocates; a watcher that misses it times out or
+            // sees the state when it looks again.
+        }
+    }
+    for (auto& fn : callbacks) {
+        try {
+            fn();
+        } catch (...) {
+            log_callback_exception(std::current_exception());
+        }
+    }
+}
+
+void remove_waiter_from(const std::vector<future_state_base*>& states, const future_waiter* w) noexcept {
+    for (auto* s : states) s->remove_waiter(w);
+}
+
+std::vector<bool> wait_states(const std::vector<future_state_base*>& states, steady_deadline deadline, int when_int) {
+    auto when = static_cast<return_when>(when_int);
+    auto waiter = std::make_shared<future_waiter>();
+    std::vector<future_state_base*> registered;
+    std::size_t done_count = 0;
+    bool any_failed = false;
+    try {
+        for (auto* s : states) {
+            bool failed = false;
+            if (s->add_waiter(waiter, failed)) {
+                registered.push_back(s);
+            } else {
+                ++done_count;
+                any_failed = any_failed || failed;
+            }
+        }
+        auto satisfied = [&](std::size_t done, bool failed) {
+            switch (when) {
+                case return_when::first_completed:
+                    return done > 0 || states.empty();
+                case return_when::first_exception:
+                    return failed || done == states.size();
+                case return_when::all_completed:
+                    break;
+            }
+            return done == states.size();
+        };
+        if (!satisfied(done_count, any_failed)) {
+            std::unique_lock lock(waiter->mutex_);
+            auto pred = [&] {
+                return satisfied(done_count + waiter->finished_.size(), any_failed || waiter->any_failed_);
+            };
+            if (deadline)
+                (void)waiter->cv_.wait_until(lock, *deadline, pred);
+            else
+                waiter->cv_.wait(lock, pred);
+        }
+    } catch (...) {
+        remove_waiter_from(registered, waiter.get());
+        throw;
+    }
+    remove_waiter_from(registered, waiter.get());
+    std::vector<bool> done;
+    done.reserve(states.size());
+    for (auto* s : states) done.push_back(s->done());
+    return done;
+}
+
+}  // namespace mp::detail
