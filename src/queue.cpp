@@ -208,12 +208,13 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
     auto has_data = [&] {
         return s.head.load(std::memory_order_seq_cst) != s.tail.load(std::memory_order_seq_cst);
     };
-    auto spin_until = clock::now() + get_spin;
+    std::optional<clock::time_point> spin_until;  // read the clock only once the queue is empty
     for (;;) {
         if (!has_data()) {
             auto now = clock::now();
             if (deadline && now >= *deadline) return false;
-            if (now < spin_until) {
+            if (!spin_until) spin_until = now + get_spin;
+            if (now < *spin_until) {
                 __builtin_ia32_pause();
                 continue;
             }

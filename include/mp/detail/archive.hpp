@@ -12,6 +12,7 @@
 #include <cereal/cereal.hpp>
 
 #include <cstddef>
+#include <algorithm>
 #include <cstring>
 #include <span>
 #include <string>
@@ -36,19 +37,17 @@ public:
     };
 
     output_archive() : OutputArchive(this) {}
-    explicit output_archive(std::vector<std::byte>&& reuse) : OutputArchive(this), buffer_(std::move(reuse)) {
-        buffer_.clear();
-    }
+    explicit output_archive(std::vector<std::byte>&& reuse) : OutputArchive(this), buffer_(std::move(reuse)) {}
 
     void saveBinary(const void* data, std::size_t size) {
         if (size >= borrow_threshold) {
-            borrowed_.push_back({buffer_.size(), static_cast<const std::byte*>(data), size});
+            borrowed_.push_back({used_, static_cast<const std::byte*>(data), size});
             borrowed_size_ += size;
             return;
         }
-        auto old = buffer_.size();
-        buffer_.resize(old + size);
-        if (size) std::memcpy(buffer_.data() + old, data, size);
+        if (used_ + size > buffer_.size()) grow(used_ + size);
+        if (size) std::memcpy(buffer_.data() + used_, data, size);
+        used_ += size;
     }
 
     /// Attaches a file descriptor (borrowed until the message is sent);
@@ -58,9 +57,10 @@ public:
         return static_cast<std::uint32_t>(fds_.size() - 1);
     }
 
-    [[nodiscard]] std::size_t size() const noexcept { return buffer_.size() + borrowed_size_; }
-    [[nodiscard]] const std::vector<std::byte>& buffer() const noexcept { return buffer_; }
-    [[nodiscard]] std::vector<std::byte>& buffer() noexcept { return buffer_; }
+    [[nodiscard]] std::size_t size() const noexcept { return used_ + borrowed_size_; }
+    /// The bytes written into the archive's own buffer (borrowed blocks excluded).
+    [[nodiscard]] std::span<const std::byte> buffer() const noexcept { return {buffer_.data(), used_}; }
+    [[nodiscard]] std::span<std::byte> buffer() noexcept { return {buffer_.data(), used_}; }
     [[nodiscard]] const std::vector<borrowed>& borrowed_blocks() const noexcept { return borrowed_; }
     [[nodiscard]] const std::vector<int>& fds() const noexcept { return fds_; }
 
@@ -73,7 +73,7 @@ public:
             f(b.data, b.size);
             at = b.offset;
         }
-        if (buffer_.size() > at) f(buffer_.data() + at, buffer_.size() - at);
+        if (used_ > at) f(buffer_.data() + at, used_ - at);
     }
 
     /// Copies the whole message to `dst` (which has size() bytes).
@@ -85,10 +85,21 @@ public:
     }
 
     /// Gives the buffer back for reuse by the next message.
-    std::vector<std::byte> take_buffer() noexcept { return std::move(buffer_); }
+    std::vector<std::byte> take_buffer() noexcept {
+        used_ = 0;
+        return std::move(buffer_);
+    }
 
 private:
+    void grow(std::size_t needed) {
+        // The vector's size is its usable capacity (used_ says how much is
+        // written): growing never zero-fills bytes that are written anyway
+        // more than once per doubling.
+        buffer_.resize(std::max<std::size_t>({needed, 2 * buffer_.size(), 256}));
+    }
+
     std::vector<std::byte> buffer_;
+    std::size_t used_ = 0;
     std::vector<borrowed> borrowed_;
     std::size_t borrowed_size_ = 0;
     std::vector<int> fds_;
@@ -179,6 +190,33 @@ inline void CEREAL_SAVE_FUNCTION_NAME(mp::detail::output_archive& ar, const Bina
 template <class T>
 inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, BinaryData<T>& bd) {
     ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+// Strings and vectors of numbers are built straight from the message bytes:
+// cereal's generic loads resize first (zero-filling every byte) and copy
+// after, which for a 256 MiB vector means touching it twice.
+template <class C, class T, class A>
+inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::basic_string<C, T, A>& str) {
+    size_type size = 0;
+    ar(make_size_tag(size));
+    auto bytes = ar.take(static_cast<std::size_t>(size) * sizeof(C));
+    const auto* first = reinterpret_cast<const C*>(bytes.data());
+    str.assign(first, first + size);
+}
+template <class V, class A>
+inline std::enable_if_t<std::is_arithmetic_v<V> && !std::is_same_v<V, bool>>
+CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::vector<V, A>& vec) {
+    size_type size = 0;
+    ar(make_size_tag(size));
+    auto bytes = ar.take(static_cast<std::size_t>(size) * sizeof(V));
+    std::size_t n = static_cast<std::size_t>(size);
+    if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(V) == 0) {
+        const auto* first = reinterpret_cast<const V*>(bytes.data());
+        vec.assign(first, first + n);
+    } else {  // the message may sit at any alignment: then copy bytes
+        vec.resize(n);
+        if (n) std::memcpy(vec.data(), bytes.data(), bytes.size());
+    }
 }
 
 }  // namespace cereal
