@@ -68,11 +68,13 @@ void process::start() {
     }
     detail::identity child = rt.next_child(s.id.name, s.id.daemon, s.method);
     s.id = child;
-    switch (s.method) {
-        case start_method::fork: s.child = detail::launch::start_fork(child, s.target); break;
-        case start_method::spawn: s.child = detail::launch::start_spawn(child, s.target); break;
-        case start_method::forkserver: s.child = detail::launch::start_forkserver(child, s.target); break;
-    }
+    detail::launch::run_where_children_may_start([&] {
+        switch (s.method) {
+            case start_method::fork: s.child = detail::launch::start_fork(child, s.target); break;
+            case start_method::spawn: s.child = detail::launch::start_spawn(child, s.target); break;
+            case start_method::forkserver: s.child = detail::launch::start_forkserver(child, s.target); break;
+        }
+    });
     std::lock_guard guard(rt.mutex);
     rt.children.push_back(state_);
 }

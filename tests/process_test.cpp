@@ -51,6 +51,7 @@ void read_stdin(mp::queue<int> q) {
     char c;
     q.put(static_cast<int>(::read(0, &c, 1)));  // /dev/null: 0 bytes, end of file
 }
+void relay(mp::queue<int> in, mp::queue<int> out) { out.put(in.get() + 1); }
 void start_grandchild(mp::queue<int> q, mp::start_method m) {
     mp::process g({.context = mp::get_context(m)}, sleep_forever);
     g.start();
@@ -324,4 +325,18 @@ TEST(process, fork_with_threads_running_warns_once_naming_them) {
 TEST(process, the_default_start_method_is_forkserver) {
     EXPECT_EQ(mp::get_start_method(), mp::start_method::forkserver);
     EXPECT_GE(mp::cpu_count(), 1);
+}
+
+TEST_P(process_test, a_child_started_from_a_thread_outlives_that_thread) {
+    mp::queue<int> go, out;
+    std::optional<mp::process> p;
+    std::thread starter([&] {
+        p.emplace(opts(), relay, go, out);
+        p->start();
+    });
+    starter.join();  // the thread that started the child is gone
+    go.put(5);       // the child is still there to answer
+    EXPECT_EQ(out.get(10s), 6);
+    p->join();
+    EXPECT_EQ(p->exitcode(), 0);
 }

@@ -138,7 +138,8 @@ std::unique_ptr<popen> start_forkserver(const identity& child, const process_tar
                 sys::send_all(control, std::span<const ::iovec>(&iov, 1), fds);
                 break;
             } catch (const eof_error&) {
-                // The server died (killed by someone): start a new one, once.
+                // The server died (killed by someone): reap it, start a new one, once.
+                ::waitpid(h.pid, nullptr, 0);
                 h.pid = 0;
                 h.control.reset();
                 if (attempt > 0) throw;

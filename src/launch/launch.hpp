@@ -47,6 +47,11 @@ void check_startable_fresh(const identity& child, const process_target& target, 
 /// uncaught exception, as Python does).
 int run_guarded(std::string_view process_name, const std::function<void()>& body) noexcept;
 
+/// Runs `job` (which starts a child) on the main thread if called there, else
+/// on a long-lived launcher thread, so that the child is not killed when the
+/// calling thread exits. Rethrows what `job` throws.
+void run_where_children_may_start(const std::function<void()>& job);
+
 /// Forkserver bookkeeping in this process.
 int forkserver_pid() noexcept;
 void forkserver_after_fork_in_child() noexcept;
