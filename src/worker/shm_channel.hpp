@@ -1,0 +1,100 @@
+// worker/shm_channel.hpp — the shared-memory transport between a pool and its
+// workers on one machine.
+//
+// Tasks go through one shared queue (mp::detail::queue_core) that every
+// worker takes from, so work spreads by itself; results come back through a
+// second one that only the parent reads. Neither costs a system call while
+// the other side is busy. Each worker owns a slot in a third, small memfd,
+// where it writes the id of the task it takes while it still holds the task
+// queue's lock: if it dies, the parent knows which task was lost, and only
+// that one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "mp/detail/unique_fd.hpp"
+#include "mp/function.hpp"
+#include "mp/queue.hpp"
+#include "worker/protocol.hpp"
+
+namespace mp::detail::worker {
+
+/// What a worker process is started with (its process argument): the three
+/// shared objects, its slot, and its options.
+struct worker_setup {
+    int task_fd = -1;     // in the parent (and a fork child): borrowed fds
+    int result_fd = -1;
+    int slots_fd = -1;
+    std::uint32_t slot = 0;
+    std::uint32_t slot_count = 0;
+    std::int32_t max_tasks = 0;
+    mp::function<void()> initializer;
+    std::shared_ptr<std::vector<unique_fd>> owned;  // in a spawn/forkserver child: the received fds
+
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(ar.add_fd(task_fd), ar.add_fd(result_fd), ar.add_fd(slots_fd), slot, slot_count, max_tasks, initializer);
+    }
+    template <class Archive>
+    void load(Archive& ar) {
+        std::uint32_t t = 0, r = 0, s = 0;
+        ar(t, r, s, slot, slot_count, max_tasks, initializer);
+        owned = std::make_shared<std::vector<unique_fd>>();
+        owned->push_back(ar.take_fd(t));
+        owned->push_back(ar.take_fd(r));
+        owned->push_back(ar.take_fd(s));
+        task_fd = (*owned)[0].get();
+        result_fd = (*owned)[1].get();
+        slots_fd = (*owned)[2].get();
+    }
+};
+
+/// The slots of all workers of one pool, in a memfd.
+class slot_table {
+public:
+    /// Creates a table of `count` slots.
+    explicit slot_table(std::uint32_t count);
+    /// Maps the table received by a worker.
+    slot_table(unique_fd fd, std::uint32_t count);
+    ~slot_table();
+    slot_table(const slot_table&) = delete;
+    slot_table& operator=(const slot_table&) = delete;
+
+    [[nodiscard]] worker_slot& operator[](std::uint32_t i) noexcept { return slots_[i]; }
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
+private:
+    unique_fd fd_;
+    worker_slot* slots_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+/// The worker's end of the shared-memory transport.
+class shm_worker_channel final : public worker_channel {
+public:
+    explicit shm_worker_channel(const worker_setup& setup);
+    bool receive(received_task& task) override;
+    void send(const output_archive& result) override;
+    void finished() noexcept override;
+
+private:
+    queue_core tasks_;
+    queue_core results_;
+    slot_table slots_;
+    worker_slot& mine_;
+};
+
+/// The process target of every pool worker: ignores SIGINT, attaches to the
+/// pool's shared objects, runs the initializer, then the worker loop.
+void pool_worker_main(worker_setup& setup);
+
+/// Steady-clock nanoseconds, comparable between processes of one machine.
+std::int64_t steady_now_ns() noexcept;
+
+}  // namespace mp::detail::worker
+
+namespace mp::detail::worker {
+/// "killed by signal 9 (SIGKILL: Killed)" or "exited with code 3".
+std::string describe_exit(int exit_code);
+}  // namespace mp::detail::worker
