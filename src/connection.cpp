@@ -78,7 +78,7 @@ struct connection_core::state {
             begin = 0;
         }
         if (buffer.size() < n) buffer.resize(n);
-        auto spin_until = sys::clock::now() + spin_budget;
+        sys::spinner spin(spin_budget);
         std::vector<unique_fd> got;
         while (end < n) {
             long r = sys::recv_some(fd.get(), buffer.data() + end, buffer.size() - end, &got, true);
@@ -94,11 +94,7 @@ struct connection_core::state {
                                     "(its process probably died while sending); the partial message was dropped");
                 throw eof_error("mp: the other end of the pipe is closed (its process may have ended)");
             }
-            auto now = sys::clock::now();
-            if (now < spin_until && (!deadline || now < *deadline)) {
-                __builtin_ia32_pause();
-                continue;
-            }
+            if ((!deadline || sys::clock::now() < *deadline) && spin.step()) continue;
             if (!sys::wait_readable(fd.get(), deadline)) return false;
         }
         return true;

@@ -208,16 +208,11 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
     auto has_data = [&] {
         return s.head.load(std::memory_order_seq_cst) != s.tail.load(std::memory_order_seq_cst);
     };
-    std::optional<clock::time_point> spin_until;  // read the clock only once the queue is empty
+    sys::spinner spin(get_spin);
     for (;;) {
         if (!has_data()) {
-            auto now = clock::now();
-            if (deadline && now >= *deadline) return false;
-            if (!spin_until) spin_until = now + get_spin;
-            if (now < *spin_until) {
-                __builtin_ia32_pause();
-                continue;
-            }
+            if (deadline && clock::now() >= *deadline) return false;
+            if (spin.step()) continue;
             sleep_until(s.data_seq, s.sleeping_consumers, has_data, deadline);
             continue;
         }

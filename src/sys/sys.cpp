@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -147,6 +148,19 @@ void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept {
 std::size_t page_size() noexcept {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     return size;
+}
+
+bool spinner::step() {
+    ++steps_;
+    if (steps_ < 64) {  // a few hundred nanoseconds: the usual hand-over time
+        __builtin_ia32_pause();
+        return true;
+    }
+    auto now = clock::now();
+    if (!until_) until_ = now + budget_;
+    if (now >= *until_) return false;
+    ::sched_yield();
+    return true;
 }
 
 bool futex_wait(const std::uint32_t* word, std::uint32_t expected,

@@ -52,6 +52,23 @@ std::size_t file_size(int fd);
 void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
 std::size_t page_size() noexcept;
 
+// ---- busy waiting -------------------------------------------------------------
+/// Busy-waits in steps for at most `budget` before a caller goes to sleep:
+/// waking a sleeping process costs tens of microseconds, far more than a
+/// message takes to arrive from a busy peer. The first steps only pause the
+/// CPU; later ones yield it, so a peer waiting for this core can run.
+class spinner {
+public:
+    explicit spinner(std::chrono::microseconds budget) : budget_(budget) {}
+    /// One step of waiting; false once the budget is spent (then sleep).
+    bool step();
+
+private:
+    std::chrono::microseconds budget_;
+    std::optional<clock::time_point> until_;
+    unsigned steps_ = 0;
+};
+
 // ---- futex (process-shared) ------------------------------------------------
 /// Sleeps while *word == expected, until woken or `deadline`. Returns false on
 /// timeout. Spurious returns are possible: callers re-check their condition.
