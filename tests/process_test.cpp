@@ -51,6 +51,7 @@ void read_stdin(mp::queue<int> q) {
     char c;
     q.put(static_cast<int>(::read(0, &c, 1)));  // /dev/null: 0 bytes, end of file
 }
+void put_one(mp::queue<int> q, int v) { q.put(v); }
 void relay(mp::queue<int> in, mp::queue<int> out) { out.put(in.get() + 1); }
 void start_grandchild(mp::queue<int> q, mp::start_method m) {
     mp::process g({.context = mp::get_context(m)}, sleep_forever);
@@ -339,4 +340,14 @@ TEST_P(process_test, a_child_started_from_a_thread_outlives_that_thread) {
     EXPECT_EQ(out.get(10s), 6);
     p->join();
     EXPECT_EQ(p->exitcode(), 0);
+}
+
+TEST_P(process_test, a_context_makes_processes_and_queues) {
+    auto ctx = mp::get_context(GetParam());
+    auto q = ctx.queue<int>();
+    auto p = ctx.process(put_one, q, 11);
+    EXPECT_EQ(p.method(), GetParam());
+    p.start();
+    EXPECT_EQ(q.get(10s), 11);
+    p.join();
 }

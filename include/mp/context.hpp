@@ -15,12 +15,21 @@
 // itself a fresh run, forks each child). The default is forkserver.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace mp {
+
+class process;
+template <class T>
+class queue;
+template <class T>
+class simple_queue;
+template <class T>
+class joinable_queue;
 
 enum class start_method { fork, spawn, forkserver };
 
@@ -38,13 +47,28 @@ void set_start_method(start_method m, bool force = false);
 [[nodiscard]] start_method get_start_method() noexcept;
 [[nodiscard]] std::vector<start_method> get_all_start_methods();
 
-/// A start method to create processes, pools and executors with. Passing a
-/// context in the options (`{.context = ctx}`) uses its start method.
+/// A start method to create processes, pools and executors with, as Python's
+/// multiprocessing.get_context(): `ctx.process(f, args...)` is
+/// `mp::process({.context = ctx}, f, args...)`, and passing a context in any
+/// options (`{.context = ctx}`) uses its start method. The factories are
+/// defined with the types they make (include that type's header to use one).
 class context {
 public:
     explicit context(start_method m) noexcept : method_(m) {}
     [[nodiscard]] start_method get_start_method() const noexcept { return method_; }
     friend bool operator==(const context&, const context&) = default;
+
+    /// An unstarted process with this start method (mp/process.hpp).
+    template <class F, class... Args>
+    [[nodiscard]] mp::process process(F&& target, Args&&... args) const;
+    /// Queues work the same under every start method; these exist so code
+    /// written against a context reads as in Python (mp/queue.hpp).
+    template <class T>
+    [[nodiscard]] mp::queue<T> queue(std::size_t maxsize = 0) const;
+    template <class T>
+    [[nodiscard]] mp::simple_queue<T> simple_queue() const;
+    template <class T>
+    [[nodiscard]] mp::joinable_queue<T> joinable_queue(std::size_t maxsize = 0) const;
 
 private:
     start_method method_;

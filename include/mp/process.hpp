@@ -140,4 +140,9 @@ private:
     std::shared_ptr<detail::process_state> state_;
 };
 
+template <class F, class... Args>
+mp::process context::process(F&& target, Args&&... args) const {
+    return mp::process(process_options{.context = *this}, std::forward<F>(target), std::forward<Args>(args)...);
+}
+
 }  // namespace mp

@@ -31,6 +31,7 @@
 #include <optional>
 #include <span>
 
+#include "mp/context.hpp"
 #include "mp/detail/archive.hpp"
 #include "mp/serialize.hpp"
 
@@ -217,5 +218,18 @@ public:
         return this->core().join(std::chrono::steady_clock::now() + timeout);
     }
 };
+
+template <class T>
+mp::queue<T> context::queue(std::size_t maxsize) const {
+    return mp::queue<T>(maxsize);
+}
+template <class T>
+mp::simple_queue<T> context::simple_queue() const {
+    return mp::simple_queue<T>();
+}
+template <class T>
+mp::joinable_queue<T> context::joinable_queue(std::size_t maxsize) const {
+    return mp::joinable_queue<T>(maxsize);
+}
 
 }  // namespace mp
