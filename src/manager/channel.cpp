@@ -1,0 +1,122 @@
+#include "manager/channel.hpp"
+
+#include <sys/uio.h>
+
+#include <cstring>
+
+#include "sys/net.hpp"
+#include "sys/sys.hpp"
+
+namespace mp::detail::mgr {
+
+namespace {
+constexpr std::size_t initial_buffer = 64 * 1024;
+}
+
+channel::channel(unique_fd fd) : fd_(std::move(fd)), buf_(initial_buffer) {}
+
+void channel::begin(output_archive& ar) {
+    const std::byte zeros[header_size] = {};
+    ar.saveBinary(zeros, header_size);
+}
+
+void channel::send(output_archive& ar) {
+    auto b = ar.buffer();
+    std::uint64_t body = ar.size() - header_size;
+    if (body > 0xffffffffu)
+        throw value_error("mp: a manager message of " + std::to_string(body) +
+                          " bytes is larger than the protocol's 4 GiB limit; send less per call");
+    auto length = static_cast<std::uint32_t>(body);
+    std::memcpy(b.data(), &frame_magic, 4);
+    std::memcpy(b.data() + 4, &length, 4);
+    std::vector<::iovec> iov;
+    ar.for_each_piece([&](const std::byte* p, std::size_t n) { iov.push_back({const_cast<std::byte*>(p), n}); });
+    sys::send_all(fd_.get(), iov);
+}
+
+bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin, bool mid_frame) {
+    if (end_ - begin_ >= n) return true;
+    if (begin_ > 0) {
+        std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
+    }
+    if (buf_.size() < n) buf_.resize(n);
+    auto spin_until = spin > clock::duration::zero() ? clock::now() + spin : clock::time_point{};
+    while (end_ < n) {
+        long r = sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, true);
+        if (r > 0) {
+            end_ += static_cast<std::size_t>(r);
+            continue;
+        }
+        if (r == 0)
+            throw eof_error(mid_frame || end_ > begin_
+                                ? "mp: manager connection closed in the middle of a message (the peer probably died)"
+                                : "mp: manager connection closed by the peer");
+        auto now = clock::now();
+        if (now < spin_until && (!deadline || now < *deadline)) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+            continue;
+        }
+        if (!sys::wait_readable(fd_.get(), deadline)) return false;
+    }
+    return true;
+}
+
+void channel::discard_consumed() {
+    begin_ += consumed_;
+    consumed_ = 0;
+    if (begin_ == end_) {
+        begin_ = end_ = 0;
+        // Give back the memory of an unusually large message.
+        if (buf_.size() > 4 * initial_buffer) {
+            buf_.resize(initial_buffer);
+            buf_.shrink_to_fit();
+        }
+    }
+}
+
+bool channel::spin_wait(clock::duration budget) {
+    discard_consumed();
+    if (end_ > begin_) return true;
+    begin_ = end_ = 0;
+    auto until = clock::now() + budget;
+    for (;;) {
+        long r = sys::recv_some(fd_.get(), buf_.data(), buf_.size(), nullptr, true);
+        if (r > 0) {
+            end_ = static_cast<std::size_t>(r);
+            return true;
+        }
+        if (r == 0) return true;  // end of file: receive() reports it
+        if (clock::now() >= until) return false;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+}
+
+std::span<const std::byte> channel::receive(std::size_t max_body, std::optional<clock::time_point> deadline,
+                                            clock::duration spin) {
+    discard_consumed();
+    if (!fill(header_size, deadline, spin, false))
+        throw timeout_error("mp: manager connection: no message arrived in time");
+    std::uint32_t magic, length;
+    std::memcpy(&magic, buf_.data() + begin_, 4);
+    std::memcpy(&length, buf_.data() + begin_ + 4, 4);
+    if (magic != frame_magic)
+        throw frame_error("mp: manager connection: bad frame header (the peer does not speak mp's manager protocol)");
+    if (length > max_body)
+        throw frame_error("mp: manager connection: a message of " + std::to_string(length) +
+                          " bytes exceeds the limit of " + std::to_string(max_body) +
+                          " bytes (manager_options::max_message_size)");
+    if (!fill(header_size + length, deadline, spin, true))
+        throw timeout_error("mp: manager connection: a message arrived only in part before the deadline");
+    consumed_ = header_size + length;
+    return {buf_.data() + begin_ + header_size, length};
+}
+
+void channel::shutdown() noexcept { sys::shutdown_socket(fd_.get()); }
+
+}  // namespace mp::detail::mgr
