@@ -202,6 +202,8 @@ void report_name(const std::string& name) {
     std::ofstream(out) << name << "\n";
 }
 
+void do_nothing() {}
+
 void child_creates_and_reports(mp::queue<std::string> q) {
     mp::shared_memory shm(4096);
     q.put(shm.name());
@@ -227,6 +229,15 @@ TEST(shm_program, run) {
         mp::shared_memory shm(4096);
         report_name(shm.name());
         std::exit(0);  // normal exit, no unlink
+    } else if (mode == "exits-after-children") {
+        for (auto m : {mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver}) {
+            mp::process p({.context = mp::get_context(m)}, do_nothing);
+            p.start();
+            p.join();
+        }
+        mp::shared_memory shm(4096);
+        report_name(shm.name());
+        std::exit(0);
     } else if (mode == "untracked") {
         mp::shared_memory shm(4096, {.track = false});
         mp::shared_memory other(4096);
@@ -261,6 +272,14 @@ TEST(shared_memory_program, a_segment_left_at_normal_exit_is_unlinked_before_the
     const std::string& name = names[0];
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
     EXPECT_FALSE(shm_exists(name)) << name;  // cleanup finished before exit
+}
+
+TEST(shared_memory_program, cleanup_at_normal_exit_is_finished_even_after_starting_children) {
+    int status = 0;
+    auto names = run_program("exits-after-children", status);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+    ASSERT_EQ(names.size(), 1u);
+    EXPECT_FALSE(shm_exists(names[0])) << names[0];
 }
 
 TEST(shared_memory_program, untracked_segments_survive_the_program) {

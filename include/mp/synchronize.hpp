@@ -179,7 +179,7 @@ public:
     template <class Archive>
     void load(Archive& ar) {
         require_mp_input_archive<Archive>();
-        block_ = load_block(ar, block_->type());
+        block_ = load_block(ar, kind_);
     }
 
     /// The shared state, for mp's own use (mp::condition).
@@ -188,11 +188,16 @@ public:
     /// Two handles are equal when they refer to the same lock.
     friend bool operator==(const basic_lock& a, const basic_lock& b) noexcept { return a.block_ == b.block_; }
 
+    // Copying shares the lock. There is no move: a handle is never empty.
+    basic_lock(const basic_lock&) = default;
+    basic_lock& operator=(const basic_lock&) = default;
+
 protected:
-    explicit basic_lock(sync_block::kind k) : block_(sync_block::create(k)) {}
+    explicit basic_lock(sync_block::kind k) : block_(sync_block::create(k)), kind_(k) {}
     bool acquire_until(sync_deadline deadline, bool block);
 
-    std::shared_ptr<sync_block> block_;
+    std::shared_ptr<sync_block> block_;  // never null
+    sync_block::kind kind_;              // lock, rlock, or any_lock (mp::condition's)
 };
 
 }  // namespace detail
@@ -222,6 +227,9 @@ class semaphore {
 public:
     /// Throws mp::system_error.
     explicit semaphore(std::uint32_t value = 1) : semaphore(value, false) {}
+    // Copying shares the semaphore. There is no move: a handle is never empty.
+    semaphore(const semaphore&) = default;
+    semaphore& operator=(const semaphore&) = default;
 
     bool acquire(bool block = true) { return acquire_until(std::nullopt, block); }
     template <class Rep, class Period>
@@ -283,6 +291,9 @@ public:
     /// With `lk` as its lock (shared with every other handle to it).
     explicit condition(const lock_type& lk);
     explicit condition(const rlock_type& lk);
+    // Copying shares the condition. There is no move: a handle is never empty.
+    condition(const condition&) = default;
+    condition& operator=(const condition&) = default;
 
     void lock() { lock_.lock(); }
     [[nodiscard]] bool try_lock() { return lock_.try_lock(); }
@@ -344,12 +355,9 @@ public:
 private:
     /// Any basic_lock; lock_type and rlock_type add nothing but constructors.
     struct any_lock : detail::basic_lock {
-        any_lock() : basic_lock(detail::sync_block::kind::rlock) {}
-        explicit any_lock(const basic_lock& other) : basic_lock(other) {}
-        template <class Archive>
-        void load(Archive& ar) {
-            detail::require_mp_input_archive<Archive>();
-            block_ = detail::load_block(ar, detail::sync_block::kind::any_lock);
+        any_lock() : basic_lock(detail::sync_block::kind::rlock) { kind_ = detail::sync_block::kind::any_lock; }
+        explicit any_lock(const basic_lock& other) : basic_lock(other) {
+            kind_ = detail::sync_block::kind::any_lock;
         }
     };
     bool wait_until(detail::sync_deadline deadline);
@@ -363,6 +371,9 @@ class event {
 public:
     /// A new event, not set. Throws mp::system_error.
     event();
+    // Copying shares the event. There is no move: a handle is never empty.
+    event(const event&) = default;
+    event& operator=(const event&) = default;
     /// Sets the flag and wakes every waiter.
     void set() noexcept;
     void clear() noexcept;
@@ -407,6 +418,9 @@ public:
     barrier(std::uint32_t parties, function<void()> action, std::chrono::duration<Rep, Period> timeout)
         : barrier(parties, std::move(action),
                   std::optional<timeout_type>(std::chrono::ceil<timeout_type>(timeout))) {}
+    // Copying shares the barrier. There is no move: a handle is never empty.
+    barrier(const barrier&) = default;
+    barrier& operator=(const barrier&) = default;
 
     /// Waits until all parties have called wait(); returns this party's
     /// arrival index, 0 .. parties()-1. Throws mp::broken_barrier_error if

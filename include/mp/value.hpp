@@ -21,7 +21,6 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -53,17 +52,21 @@ constexpr void check_shareable_element() {
 class shared_object_base {
 public:
     /// The lock guarding the data. Throws mp::value_error if created with
-    /// mp::no_lock. The returned reference is to this handle's copy of it.
+    /// mp::no_lock. The reference is valid while this handle exists.
     [[nodiscard]] rlock& get_lock() const {
         if (!lock_)
             throw value_error("mp: get_lock() on a value/array created with mp::no_lock: it has no lock; "
                               "create it with a lock, or guard it with an mp::lock of your own");
         return *lock_;
     }
-    [[nodiscard]] bool has_lock() const noexcept { return lock_.has_value(); }
+    [[nodiscard]] bool has_lock() const noexcept { return lock_ != nullptr; }
+
+    // Copying shares the memory. There is no move: a handle is never empty.
+    shared_object_base(const shared_object_base&) = default;
+    shared_object_base& operator=(const shared_object_base&) = default;
 
 protected:
-    shared_object_base(sync_block::kind k, std::size_t bytes, std::size_t element_size, std::optional<rlock> lk)
+    shared_object_base(sync_block::kind k, std::size_t bytes, std::size_t element_size, std::shared_ptr<rlock> lk)
         : block_(sync_block::create(k, bytes, element_size)), lock_(std::move(lk)) {}
 
     /// Runs f with the lock held (if there is one).
@@ -76,7 +79,7 @@ protected:
 
     void save_base(output_archive& ar) const {
         save_block(ar, *block_);
-        bool locked = lock_.has_value();
+        bool locked = lock_ != nullptr;
         ar(locked);
         if (locked) ar(*lock_);
     }
@@ -85,15 +88,16 @@ protected:
         bool locked = false;
         ar(locked);
         if (locked) {
-            if (!lock_) lock_.emplace();
-            ar(*lock_);
+            auto lk = std::make_shared<rlock>();  // replaced by the one received
+            ar(*lk);
+            lock_ = std::move(lk);
         } else {
             lock_.reset();
         }
     }
 
     std::shared_ptr<sync_block> block_;
-    mutable std::optional<rlock> lock_;
+    std::shared_ptr<rlock> lock_;  // null: created with mp::no_lock
 };
 
 }  // namespace detail
@@ -105,11 +109,11 @@ public:
     using value_type = T;
 
     /// A new shared T, with a new rlock. Throws mp::system_error.
-    explicit value(const T& initial = T{}) : value(initial, std::optional<rlock>(std::in_place)) {}
+    explicit value(const T& initial = T{}) : value(initial, std::make_shared<rlock>()) {}
     /// Guarded by `lk` (which may guard other objects too).
-    value(const T& initial, rlock lk) : value(initial, std::optional<rlock>(std::move(lk))) {}
+    value(const T& initial, rlock lk) : value(initial, std::make_shared<rlock>(std::move(lk))) {}
     /// Without a lock.
-    value(const T& initial, no_lock_t) : value(initial, std::optional<rlock>()) {}
+    value(const T& initial, no_lock_t) : value(initial, std::shared_ptr<rlock>()) {}
 
     /// A copy of the value, read under the lock.
     [[nodiscard]] T get() const {
@@ -138,7 +142,7 @@ public:
     }
 
 private:
-    value(const T& initial, std::optional<rlock> lk)
+    value(const T& initial, std::shared_ptr<rlock> lk)
         : shared_object_base((detail::check_shareable_element<T>(), detail::sync_block::kind::value), sizeof(T),
                              sizeof(T), std::move(lk)) {
         std::memcpy(static_cast<void*>(data()), &initial, sizeof(T));
@@ -153,16 +157,16 @@ public:
     using iterator = T*;
 
     /// n value-initialised (zeroed) elements, with a new rlock.
-    explicit array(std::size_t n = 0) : array(n, std::optional<rlock>(std::in_place)) {}
-    array(std::size_t n, rlock lk) : array(n, std::optional<rlock>(std::move(lk))) {}
-    array(std::size_t n, no_lock_t) : array(n, std::optional<rlock>()) {}
+    explicit array(std::size_t n = 0) : array(n, std::make_shared<rlock>()) {}
+    array(std::size_t n, rlock lk) : array(n, std::make_shared<rlock>(std::move(lk))) {}
+    array(std::size_t n, no_lock_t) : array(n, std::shared_ptr<rlock>()) {}
     /// A copy of `init`.
     array(std::initializer_list<T> init) : array(std::span<const T>(init.begin(), init.size())) {}
-    explicit array(std::span<const T> init) : array(init.size(), std::optional<rlock>(std::in_place)) {
+    explicit array(std::span<const T> init) : array(init.size(), std::make_shared<rlock>()) {
         assign(init);
     }
-    array(std::span<const T> init, no_lock_t) : array(init.size(), std::optional<rlock>()) { assign(init); }
-    array(std::span<const T> init, rlock lk) : array(init.size(), std::optional<rlock>(std::move(lk))) {
+    array(std::span<const T> init, no_lock_t) : array(init.size(), std::shared_ptr<rlock>()) { assign(init); }
+    array(std::span<const T> init, rlock lk) : array(init.size(), std::make_shared<rlock>(std::move(lk))) {
         assign(init);
     }
 
@@ -221,7 +225,7 @@ private:
             throw value_error("mp::array: " + std::to_string(n) + " elements is too many");
         return n * sizeof(T);
     }
-    array(std::size_t n, std::optional<rlock> lk)
+    array(std::size_t n, std::shared_ptr<rlock> lk)
         : shared_object_base((detail::check_shareable_element<T>(), detail::sync_block::kind::array),
                              checked_bytes(n), sizeof(T), std::move(lk)) {
         std::uninitialized_value_construct_n(data(), n);
