@@ -158,6 +158,8 @@ public:
         });
     }
     [[nodiscard]] const auto& value() const noexcept { return value_; }
+    /// For a producer's own internal futures, whose value nobody else reads.
+    [[nodiscard]] auto& mutable_value() noexcept { return value_; }
 
 private:
     struct nothing {};
