@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j 2 --target baselines foundation_bench
+# Managers: mp and CPython in one command, their table on stderr.
+cmake --build --preset release -j 2 --target manager_bench
+build/release/bench/manager_bench "$@" >/dev/null
 exec python3 bench/run.py --build-dir build/release "$@"

@@ -44,10 +44,11 @@ bool wait_for(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, s
         auto until = clock::now() + wait_slice;
         if (deadline && *deadline < until) until = *deadline;
         cv.wait_until(lock, until);
+        // The client first: an item must not go to a caller that has hung up.
+        if (sys::peer_closed(ctx.fd)) throw client_gone{};
         if (ready()) return true;
         if (deadline && clock::now() >= *deadline) return false;
         if (ctx.stopping->load()) throw closed_error("mp: the manager's server is shutting down");
-        if (sys::peer_closed(ctx.fd)) throw client_gone{};
     }
 }
 
