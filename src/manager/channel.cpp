@@ -42,9 +42,12 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
         begin_ = 0;
     }
     if (buf_.size() < n) buf_.resize(n);
-    auto spin_until = spin > clock::duration::zero() ? clock::now() + spin : clock::time_point{};
+    sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(spin));
+    bool spinning = spin > clock::duration::zero();
     while (end_ < n) {
-        long r = sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, true);
+        // Not spinning and no deadline: one blocking recv, the fewest system calls.
+        bool block = !spinning && !deadline;
+        long r = sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, !block);
         if (r > 0) {
             end_ += static_cast<std::size_t>(r);
             continue;
@@ -53,12 +56,9 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
             throw eof_error(mid_frame || end_ > begin_
                                 ? "mp: manager connection closed in the middle of a message (the peer probably died)"
                                 : "mp: manager connection closed by the peer");
-        auto now = clock::now();
-        if (now < spin_until && (!deadline || now < *deadline)) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-            continue;
+        if (spinning && (!deadline || clock::now() < *deadline)) {
+            spinning = spinner.step();
+            if (spinning) continue;
         }
         if (!sys::wait_readable(fd_.get(), deadline)) return false;
     }
@@ -75,25 +75,6 @@ void channel::discard_consumed() {
             buf_.resize(initial_buffer);
             buf_.shrink_to_fit();
         }
-    }
-}
-
-bool channel::spin_wait(clock::duration budget) {
-    discard_consumed();
-    if (end_ > begin_) return true;
-    begin_ = end_ = 0;
-    auto until = clock::now() + budget;
-    for (;;) {
-        long r = sys::recv_some(fd_.get(), buf_.data(), buf_.size(), nullptr, true);
-        if (r > 0) {
-            end_ = static_cast<std::size_t>(r);
-            return true;
-        }
-        if (r == 0) return true;  // end of file: receive() reports it
-        if (clock::now() >= until) return false;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
     }
 }
 

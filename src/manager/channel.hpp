@@ -11,7 +11,6 @@
 // oversized length leaves the stream unusable: the caller closes it.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -27,12 +26,12 @@ using clock = std::chrono::steady_clock;
 inline constexpr std::uint32_t frame_magic = 0x676d706d;  // "mpmg"
 inline constexpr std::size_t header_size = 8;
 
-/// How long a reader polls the socket before it sleeps in poll(): waking a
-/// sleeping thread costs tens of microseconds here, so a reply (or the next
-/// request of a busy client) that comes sooner is caught without a sleep.
-/// The price is this much CPU per idle wait.
-inline constexpr auto spin_budget = std::chrono::microseconds(40);
-
+/// Readers of a manager connection do not spin before sleeping (unlike
+/// mp::connection): measured on a 2-core machine, a blocking recv woke in a
+/// few microseconds, while a spinning reader on a machine with no idle core
+/// delayed the very peer it waited for (a 12 µs call became 40 µs) and cost
+/// throughput with many clients. receive() accepts a spin budget for callers
+/// that know a core is free.
 /// Thrown when a frame header is bad (magic, length over the limit): the
 /// stream cannot be resynchronised.
 class frame_error : public serialization_error {
@@ -56,11 +55,6 @@ public:
     /// Spins up to `spin` before sleeping.
     std::span<const std::byte> receive(std::size_t max_body, std::optional<clock::time_point> deadline,
                                        clock::duration spin);
-
-    /// Polls the socket without sleeping for up to `budget`; true as soon as
-    /// data (or end of file) is there. Call it before receive() with no spin
-    /// to spin only when the caller decides it may.
-    bool spin_wait(clock::duration budget);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     /// Wakes a thread blocked on this socket (it then sees end of file).

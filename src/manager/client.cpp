@@ -117,7 +117,7 @@ struct client::impl {
             write(ar);
             p->ch.send(ar);
             p->out = ar.take_buffer();
-            body = p->ch.receive(limits.max_message, std::nullopt, spin_budget);
+            body = p->ch.receive(limits.max_message, std::nullopt, clock::duration::zero());
         } catch (const eof_error&) {
             throw eof_error("mp: lost the connection to the manager at " + to_string(addr) +
                             " (its server has shut down or died)");

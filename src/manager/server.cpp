@@ -456,7 +456,6 @@ manager_server::impl::impl(server_config config) : config_(std::move(config)) {
     auto [r, w] = sys::socket_pair();
     wake_read_ = std::move(r);
     wake_write_ = std::move(w);
-    spin_limit_ = std::max(1, mp::cpu_count() / 2);
 }
 
 manager_server::impl::~impl() {
@@ -549,12 +548,6 @@ void manager_server::impl::serve_connection(connection_slot& slot) {
     for (;;) {
         std::span<const std::byte> body;
         try {
-            if (!stopping_ && spinners_.fetch_add(1) < spin_limit_) {
-                ch->spin_wait(spin_budget);
-                --spinners_;
-            } else {
-                --spinners_;
-            }
             body = ch->receive(config_.max_message, std::nullopt, clock::duration::zero());
         } catch (const frame_error& e) {
             // Garbage or an oversized length prefix: say why, then hang up

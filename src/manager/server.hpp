@@ -82,10 +82,6 @@ private:
     std::unordered_map<std::uint64_t, slot> objects_;  // guarded by objects_mutex_
     std::uint64_t next_id_ = 1;                        // guarded by objects_mutex_
 
-    // At most this many connection threads spin on their socket at once
-    // (spinning threads beyond the number of idle cores only slow the busy ones).
-    std::atomic<int> spinners_{0};
-    int spin_limit_ = 1;
 };
 
 }  // namespace mp
