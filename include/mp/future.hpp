@@ -36,6 +36,7 @@
 #include <utility>
 #include <vector>
 
+#include "mp/detail/deadline.hpp"
 #include "mp/error.hpp"
 
 namespace mp {
@@ -45,20 +46,6 @@ class future;
 
 namespace detail {
 
-using steady_deadline = std::optional<std::chrono::steady_clock::time_point>;
-
-/// The time point `d` from now; nullopt (no limit) when that is too far away
-/// to represent. A negative or zero `d` means "now".
-template <class Rep, class Period>
-steady_deadline deadline_after(std::chrono::duration<Rep, Period> d) {
-    using clock = std::chrono::steady_clock;
-    auto now = clock::now();
-    if (d <= d.zero()) return now;
-    // Compared in double so that hours::max() and the like do not overflow.
-    if (std::chrono::duration<double>(d) >= std::chrono::duration<double>(clock::time_point::max() - now) / 2)
-        return std::nullopt;
-    return now + std::chrono::ceil<clock::duration>(d);
-}
 
 enum class future_status : unsigned char { pending, running, cancelled, finished };
 

@@ -1,20 +1,21 @@
 // mp/mp.hpp — everything in mp: Python's multiprocessing and
-// concurrent.futures for C++20 on Linux.
+// concurrent.futures for C++20 on Linux. Each header below also stands alone.
 #pragma once
 
 #include "mp/connection.hpp"
 #include "mp/context.hpp"
 #include "mp/error.hpp"
 #include "mp/function.hpp"
+#include "mp/future.hpp"
+#include "mp/manager.hpp"
+#include "mp/pool.hpp"
 #include "mp/process.hpp"
+#include "mp/process_pool_executor.hpp"
+#include "mp/progress.hpp"
+#include "mp/proxy.hpp"
 #include "mp/queue.hpp"
 #include "mp/serialize.hpp"
-#if __has_include("mp/synchronize.hpp")
-#include "mp/synchronize.hpp"
-#endif
-#if __has_include("mp/value.hpp")
-#include "mp/value.hpp"
-#endif
-#if __has_include("mp/shared_memory.hpp")
 #include "mp/shared_memory.hpp"
-#endif
+#include "mp/synchronize.hpp"
+#include "mp/thread_pool_executor.hpp"
+#include "mp/value.hpp"

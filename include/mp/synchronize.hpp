@@ -12,8 +12,8 @@
 // A fork child inherits its parent's handles; a spawn or forkserver child
 // receives them as process arguments (or through a queue or pipe): the memfd
 // travels as a file descriptor. All operations are thread-safe and
-// fork-safe. Blocking calls take std::chrono durations; a duration of 100
-// years or more means "no timeout".
+// fork-safe. Blocking calls take std::chrono durations; one too long to be
+// a deadline (hours::max(), ...) means "no timeout".
 //
 // A lock whose holder dies (killed, crashed, or a thread that exited) is not
 // lost: the next acquire succeeds and owner_died() tells it that the data the
@@ -29,6 +29,7 @@
 
 #include "mp/detail/archive.hpp"
 #include "mp/detail/unique_fd.hpp"
+#include "mp/detail/deadline.hpp"
 #include "mp/error.hpp"
 #include "mp/function.hpp"
 
@@ -48,15 +49,6 @@ using sync_clock = std::chrono::steady_clock;
 /// nullopt: wait forever.
 using sync_deadline = std::optional<sync_clock::time_point>;
 
-/// The deadline `timeout` from now; nullopt (forever) for 100 years or more.
-template <class Rep, class Period>
-[[nodiscard]] sync_deadline deadline_after(const std::chrono::duration<Rep, Period>& timeout) {
-    using namespace std::chrono;
-    if (timeout >= hours(24 * 365 * 100)) return std::nullopt;
-    auto now = sync_clock::now();
-    if (timeout <= timeout.zero()) return now;
-    return now + ceil<sync_clock::duration>(timeout);
-}
 
 template <class Clock, class Duration>
 [[nodiscard]] sync_deadline deadline_at(const std::chrono::time_point<Clock, Duration>& when) {
