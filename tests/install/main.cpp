@@ -1,5 +1,6 @@
-// Uses the installed mp package: init first, then ask for the CPU count.
-#include <mp/context.hpp>
+// Uses the installed mp package through its umbrella header: init first,
+// then ask for the CPU count.
+#include <mp/mp.hpp>
 
 #include <iostream>
 
