@@ -18,7 +18,8 @@
 // - Thread-safe: any number of threads may call one proxy (or copies of it)
 //   at once; each call borrows its own connection from a per-process pool, so
 //   a call that blocks in the server (lock_proxy::acquire, queue_proxy::get)
-//   never holds up another thread's calls.
+//   never holds up another thread's calls. (Exception: a generator_proxy is
+//   an iterator with a read position; iterate it from one thread.)
 // - Copies share one reference to the server object. A proxy can be passed to
 //   another process (as an mp::process or pool argument, through a queue or a
 //   pipe) under every start method: it travels as the server's address and
@@ -200,8 +201,8 @@ public:
 
 /// A proxy for a range made in the server by a registered generator
 /// function (base_manager::make_generator<T>). An input range: iterate it
-/// once; items are fetched lazily, `batch` per round trip (the server runs
-/// the generator at most that far ahead of the reader).
+/// once, from one thread; items are fetched lazily, `batch` per round trip
+/// (the server runs the generator at most that far ahead of the reader).
 template <class T>
 class generator_proxy : public detail::mgr::proxy_base {
 public:

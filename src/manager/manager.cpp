@@ -246,6 +246,7 @@ void base_manager::shutdown_server() {
 }
 
 mp::address base_manager::address() const {
+    if (!s_) throw process_error("mp: base_manager::address(): this manager was moved from");
     if (s_->bound) return *s_->bound;
     if (s_->options.address) return *s_->options.address;
     throw process_error("mp: base_manager::address(): the default address is chosen by start() or get_server()");
