@@ -50,6 +50,7 @@ struct connection_core::state {
     std::vector<std::byte> buffer = std::vector<std::byte>(64 * 1024);
     std::size_t begin = 0, end = 0;
     std::deque<unique_fd> fds;  // received, not yet claimed by a frame
+    sys::spin_history spin_history;  // does spinning pay off for this receiver?
     bool broken = false;        // a corrupt frame was seen: the stream cannot be resynchronised
     std::string broken_reason;
 
@@ -78,7 +79,7 @@ struct connection_core::state {
             begin = 0;
         }
         if (buffer.size() < n) buffer.resize(n);
-        sys::spinner spin(spin_budget);
+        sys::spinner spin(spin_budget, &spin_history);
         std::vector<unique_fd> got;
         while (end < n) {
             long r = sys::recv_some(fd.get(), buffer.data() + end, buffer.size() - end, &got, true);

@@ -79,6 +79,10 @@ struct queue_core::shared {
 };
 static_assert(sizeof(queue_core::shared) <= header_size);
 
+struct queue_core::local {
+    sys::spin_history spin;  // does spinning in get() pay off in this process?
+};
+
 namespace {
 
 std::uint32_t* word(std::atomic<std::uint32_t>& a) { return reinterpret_cast<std::uint32_t*>(&a); }
@@ -111,7 +115,7 @@ struct unlock_on_exit {
 
 }  // namespace
 
-queue_core::queue_core(std::size_t maxsize, bool joinable) {
+queue_core::queue_core(std::size_t maxsize, bool joinable) : local_(std::make_unique<local>()) {
     fd_ = sys::memfd("mp-queue", header_size + capacity);
     mapped_ = header_size + capacity;
     auto* base = static_cast<std::byte*>(sys::map_shared(fd_.get(), mapped_, 0, true));
@@ -124,7 +128,7 @@ queue_core::queue_core(std::size_t maxsize, bool joinable) {
     sys::robust_mutex_init(&shared_->get_lock);
 }
 
-queue_core::queue_core(unique_fd fd) : fd_(std::move(fd)) {
+queue_core::queue_core(unique_fd fd) : fd_(std::move(fd)), local_(std::make_unique<local>()) {
     if (sys::file_size(fd_.get()) != header_size + capacity)
         throw serialization_error("mp: received a queue whose shared memory has the wrong size");
     mapped_ = header_size + capacity;
@@ -208,7 +212,7 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
     auto has_data = [&] {
         return s.head.load(std::memory_order_seq_cst) != s.tail.load(std::memory_order_seq_cst);
     };
-    sys::spinner spin(get_spin);
+    sys::spinner spin(get_spin, &local_->spin);
     for (;;) {
         if (!has_data()) {
             if (deadline && clock::now() >= *deadline) return false;

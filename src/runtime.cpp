@@ -72,6 +72,7 @@ void warn_if_threads_at_fork() {
         std::lock_guard guard(rt.mutex);
         if (rt.warned_threads_at_fork) return;
     }
+    if (sys::thread_count() <= 1) return;
     auto others = sys::other_thread_names();
     if (others.empty()) return;
     std::lock_guard guard(rt.mutex);

@@ -65,9 +65,11 @@ public:
     [[nodiscard]] int fd() const noexcept;
 
     struct shared;
+    struct local;  // per-process state that is not shared
 
 private:
     unique_fd fd_;
+    std::unique_ptr<local> local_;
     shared* shared_ = nullptr;
     std::byte* data_ = nullptr;
     std::size_t mapped_ = 0;

@@ -150,17 +150,42 @@ std::size_t page_size() noexcept {
     return size;
 }
 
-bool spinner::step() {
+bool spin_history::should_spin() noexcept {
+    int skip = skip_.load(std::memory_order_relaxed);
+    while (skip > 0)
+        if (skip_.compare_exchange_weak(skip, skip - 1, std::memory_order_relaxed)) return false;
+    return true;
+}
+
+void spin_history::spun_in_vain() noexcept {
+    int penalty = penalty_.load(std::memory_order_relaxed);
+    skip_.store(penalty, std::memory_order_relaxed);
+    penalty_.store(std::min(penalty * 2, 256), std::memory_order_relaxed);
+}
+
+void spin_history::spun_with_success() noexcept {
+    skip_.store(0, std::memory_order_relaxed);
+    penalty_.store(1, std::memory_order_relaxed);
+}
+
+spinner::spinner(std::chrono::microseconds budget, spin_history* history) noexcept
+    : budget_(budget), history_(history), enabled_(!history || history->should_spin()) {}
+
+spinner::~spinner() {
+    if (history_ && enabled_ && steps_ > 0 && !exhausted_) history_->spun_with_success();
+}
+
+bool spinner::step() noexcept {
+    if (!enabled_ || exhausted_) return false;
     ++steps_;
-    if (steps_ < 64) {  // a few hundred nanoseconds: the usual hand-over time
-        __builtin_ia32_pause();
-        return true;
-    }
+    __builtin_ia32_pause();
+    if (steps_ % 16 != 0) return true;  // read the clock only now and then
     auto now = clock::now();
     if (!until_) until_ = now + budget_;
-    if (now >= *until_) return false;
-    ::sched_yield();
-    return true;
+    if (now < *until_) return true;
+    exhausted_ = true;
+    if (history_) history_->spun_in_vain();
+    return false;
 }
 
 bool futex_wait(const std::uint32_t* word, std::uint32_t expected,
@@ -312,6 +337,24 @@ int reap(int pid) {
 
 int current_pid() noexcept { return static_cast<int>(::getpid()); }
 int current_tid() noexcept { return static_cast<int>(::gettid()); }
+
+int thread_count() {
+    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 1;
+    char buf[1024];
+    ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    if (n <= 0) return 1;
+    buf[n] = 0;
+    // Fields after the command name, which may contain spaces: the 20th
+    // field of the line is num_threads, the 18th after the closing ')'.
+    const char* p = std::strrchr(buf, ')');
+    if (!p) return 1;
+    int field = 2;
+    for (; *p && field < 20; ++p)
+        if (*p == ' ') ++field;
+    return std::max(1, std::atoi(p));
+}
 
 std::vector<std::string> other_thread_names() {
     std::vector<std::string> names;

@@ -2,6 +2,7 @@
 // kernel directly. Everything above it sees RAII handles and exceptions.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -53,20 +54,43 @@ void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
 std::size_t page_size() noexcept;
 
 // ---- busy waiting -------------------------------------------------------------
-/// Busy-waits in steps for at most `budget` before a caller goes to sleep:
-/// waking a sleeping process costs tens of microseconds, far more than a
-/// message takes to arrive from a busy peer. The first steps only pause the
-/// CPU; later ones yield it, so a peer waiting for this core can run.
+/// Remembers, for one place that waits, whether busy-waiting there pays off.
+/// Where the awaited message keeps arriving after the spin budget (an idle
+/// peer, or more runnable processes than cores, where a spinner only delays
+/// the peer it waits for), spinning is skipped for a growing number of waits;
+/// one wait that succeeds while spinning turns it back on. Thread-safe.
+class spin_history {
+public:
+    /// Whether the next wait should spin (consumes one skipped wait if not).
+    bool should_spin() noexcept;
+    void spun_in_vain() noexcept;
+    void spun_with_success() noexcept;
+
+private:
+    std::atomic<int> skip_{0};     // waits left to skip spinning
+    std::atomic<int> penalty_{1};  // how many to skip after the next failure
+};
+
+/// Busy-waits for at most `budget` before the caller goes to sleep: waking a
+/// sleeping process costs tens of microseconds, far more than a message takes
+/// to arrive from a busy peer.
 class spinner {
 public:
-    explicit spinner(std::chrono::microseconds budget) : budget_(budget) {}
+    spinner(std::chrono::microseconds budget, spin_history* history = nullptr) noexcept;
+    spinner(const spinner&) = delete;
+    spinner& operator=(const spinner&) = delete;
+    /// Reports success to the history if the wait ended while spinning.
+    ~spinner();
     /// One step of waiting; false once the budget is spent (then sleep).
-    bool step();
+    bool step() noexcept;
 
 private:
     std::chrono::microseconds budget_;
+    spin_history* history_;
     std::optional<clock::time_point> until_;
     unsigned steps_ = 0;
+    bool enabled_;
+    bool exhausted_ = false;
 };
 
 // ---- futex (process-shared) ------------------------------------------------
@@ -96,6 +120,8 @@ int reap(int pid);
 int exit_code_from_status(int status) noexcept;
 int current_pid() noexcept;
 int current_tid() noexcept;
+/// Number of threads of this process (one read of /proc/self/stat).
+int thread_count();
 /// Names ("comm") of every other thread of this process.
 std::vector<std::string> other_thread_names();
 /// Kill this process with SIGKILL when the thread that forked it exits; exit
