@@ -169,6 +169,7 @@ engine_core::engine_core(engine_config cfg) : cfg_(std::move(cfg)) {
     slots_ = std::make_unique<w::slot_table>(static_cast<std::uint32_t>(cfg_.workers));
     auto [r, wr] = sys::socket_pair();
     sys::set_nonblocking(r.get(), true);
+    sys::set_nonblocking(wr.get(), true);  // a full buffer already means "wake up"
     wake_read_ = std::move(r);
     wake_write_ = std::move(wr);
     workers_.resize(static_cast<std::size_t>(cfg_.workers));
@@ -285,7 +286,8 @@ void engine_core::dispatch_locked(later_list& later) {
             case pool_job::step::task: {
                 ++next_id_;
                 running_.emplace(id, running_task{job, seq, job->timeout});
-                if (job->timeout) timed_.fetch_add(1, std::memory_order_relaxed);
+                // The supervisor sleeps without a time limit while no task has a deadline.
+                if (job->timeout && timed_.fetch_add(1, std::memory_order_relaxed) == 0) wake();
                 try {
                     tasks_->put(ar, std::nullopt);
                 } catch (...) {
@@ -712,6 +714,16 @@ void engine_core::stop_all_workers() noexcept {
 }  // namespace mp::detail
 
 namespace mp::detail {
+
+void throw_fd_argument(const char* where) {
+    throw serialization_error(
+        std::string("mp: ") + where +
+        " hold an mp::queue, pipe, lock, event or shared memory, which travel as file descriptors; pool and "
+        "executor tasks travel as plain bytes and cannot carry them (Python: \"Queue objects should only be "
+        "shared between processes through inheritance\"). Use an mp::manager's queue or lock (its proxies "
+        "travel as addresses), or start the pool with the fork method and let workers inherit the object as a "
+        "global");
+}
 
 void pool_job::room_available() noexcept {
     if (auto e = engine_.lock()) {

@@ -90,7 +90,7 @@ public:
             return *this;
         }
         void operator++(int) { ++*this; }
-        friend bool operator==(const iterator& it, std::default_sentinel_t) { return !it.owner_->current_; }
+        bool operator==(std::default_sentinel_t) const { return owner_->at_end(); }
 
     private:
         friend class imap_iterator;
@@ -136,6 +136,7 @@ public:
         : job_(std::move(job)), deadline_(deadline) {}
 
 private:
+    [[nodiscard]] bool at_end() const noexcept { return !current_; }
     void advance() {
         current_.reset();
         current_ = job_->next(deadline_);

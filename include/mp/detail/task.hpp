@@ -69,11 +69,12 @@ void call_entry(input_archive& in, task_result_sink& sink) {
     std::tuple<Args...> args{load_value<Args>(in)...};
     if constexpr (std::is_void_v<R>) {
         std::apply([&](auto&... a) { std::invoke(f, std::move(a)...); }, args);
+        sink.send();
     } else {
         R r = std::apply([&](auto&... a) -> R { return std::invoke(f, std::move(a)...); }, args);
         save_value(sink.out, r);
+        sink.send();  // while r lives: `out` may borrow its storage
     }
-    sink.send();
 }
 
 /// A failed item of a chunk: its index in the chunk and its exception.
@@ -109,6 +110,12 @@ void chunk_entry(input_archive& in, task_result_sink& sink) {
     save_value(sink.out, errors);
     sink.send();
 }
+
+/// Tasks travel as bytes only: an argument that travels as a file descriptor
+/// (an mp::queue, pipe, lock or shared memory) cannot be sent to a pool
+/// task. As Python's "Queue objects should only be shared between processes
+/// through inheritance", this is an error at submit time.
+[[noreturn]] void throw_fd_argument(const char* where);
 
 // ---------------------------------------------------------------------------
 // Compile-time checks of what a task may be.
@@ -243,6 +250,7 @@ public:
         ar(code_ref_of(&call_entry<fn, R, std::decay_t<Args>...>));
         save_callable(ar, static_cast<const fn&>(f));
         (save_value(ar, args), ...);
+        if (!ar.fds().empty()) throw_fd_argument("a task's arguments");
         job->payload_.resize(ar.size());
         ar.copy_to(job->payload_.data());  // flat: the arguments may be gone when it is sent
         job->future_ = job->promise_.get_future();
@@ -386,8 +394,8 @@ public:
         std::exception_ptr input_error;
         std::size_t n = 0;
         try {
-            n = write_chunk(out, chunksize_);
-        } catch (...) {
+            n = write_chunk(out, chunksize_, input_error);
+        } catch (...) {  // writing the task failed
             input_error = std::current_exception();
             n = 0;
         }
@@ -447,8 +455,10 @@ public:
                 place(first + i, std::move(x));
             }
         }
+        bool wake = mode_ == collect_mode::all && std::exchange(waiting_for_room_, false);
         lock.unlock();
         cv_.notify_all();
+        if (wake) room_available();
         maybe_finish();
     }
 
@@ -478,9 +488,10 @@ public:
 
 protected:
     /// Pulls up to `max_items` items from the input and writes one task for
-    /// them into `out`; returns how many (0: the input is exhausted). Throws
-    /// what reading the input throws.
-    virtual std::size_t write_chunk(output_archive& out, std::size_t max_items) = 0;
+    /// them into `out`; returns how many (0: the input is exhausted). What
+    /// reading the input throws goes to `input_error`, and the items pulled
+    /// before it still make a task.
+    virtual std::size_t write_chunk(output_archive& out, std::size_t max_items, std::exception_ptr& input_error) = 0;
 
 private:
     std::optional<R> consume(std::unique_lock<std::mutex>& lock, item it) {
@@ -510,8 +521,10 @@ private:
     }
 
     void fail_chunk(std::size_t first, std::size_t count, std::exception_ptr e) noexcept {
+        bool wake = false;
         {
             std::lock_guard lock(m_);
+            wake = mode_ == collect_mode::all && std::exchange(waiting_for_room_, false);
             if (mode_ == collect_mode::all) {
                 if (!failure_) failure_ = e;
             } else {
@@ -523,6 +536,7 @@ private:
             }
         }
         cv_.notify_all();
+        if (wake) room_available();
         maybe_finish();
     }
 
@@ -580,21 +594,26 @@ public:
         : chunked_job<R>(mode, chunksize, window_chunks), f_(std::move(f)), view_(std::move(view)) {}
 
 private:
-    std::size_t write_chunk(output_archive& out, std::size_t max_items) override {
+    std::size_t write_chunk(output_archive& out, std::size_t max_items, std::exception_ptr& input_error) override {
         chunk_.clear();
-        if (!started_) {
-            it_.emplace(std::ranges::begin(view_));
-            started_ = true;
-        }
-        auto& it = *it_;
-        while (chunk_.size() < max_items && it != std::ranges::end(view_)) {
-            chunk_.push_back(static_cast<Arg>(*it));
-            ++it;
+        try {
+            if (!started_) {
+                it_.emplace(std::ranges::begin(view_));
+                started_ = true;
+            }
+            auto& it = *it_;
+            while (chunk_.size() < max_items && it != std::ranges::end(view_)) {
+                chunk_.push_back(static_cast<Arg>(*it));
+                ++it;
+            }
+        } catch (...) {
+            input_error = std::current_exception();
         }
         if (chunk_.empty()) return 0;
         out(code_ref_of(&chunk_entry<F, R, Arg, Star>));
         save_callable(out, f_);
         save_value(out, chunk_);  // chunk_ lives until the next call: `out` may borrow from it
+        if (!out.fds().empty()) throw_fd_argument("the items of map/imap/starmap");
         return chunk_.size();
     }
 
