@@ -162,7 +162,8 @@ void test() {
     auto res = pool.apply_async(calculate, tasks[0].first, tasks[0].second);
     for (;;) {
         try {
-            std::cout << "\n\t" << res.get(20ms) << std::flush;
+            std::string x = res.get(20ms);
+            std::cout << "\n\t" << x << std::flush;
             break;
         } catch (const mp::timeout_error&) {
             std::cout << '.' << std::flush;

@@ -305,9 +305,12 @@ enum class collect_mode { all, ordered, unordered };
 template <class R>
 class chunked_job : public pool_job {
 public:
-    struct item {
-        std::optional<R> value;
-        std::exception_ptr error;
+    /// The results of one chunk, handed out one by one. Keeping them by
+    /// chunk, not by item, makes a result cost a move, not an allocation.
+    struct block {
+        std::vector<R> values;
+        std::vector<std::exception_ptr> errors;  // empty (all succeeded) or one per value
+        std::size_t pos = 0;                     // next to hand out
     };
 
     chunked_job(collect_mode mode, std::size_t chunksize, std::size_t window_chunks)
@@ -325,15 +328,23 @@ public:
     std::optional<R> next(steady_deadline deadline) {
         std::unique_lock lock(m_);
         for (;;) {
-            if (mode_ == collect_mode::ordered && !ordered_.empty() && ordered_.front()) {
-                item it = std::move(*ordered_.front());
-                ordered_.pop_front();
-                return consume(lock, std::move(it));
-            }
-            if (mode_ == collect_mode::unordered && !unordered_.empty()) {
-                item it = std::move(unordered_.front());
-                unordered_.pop_front();
-                return consume(lock, std::move(it));
+            block* b = nullptr;
+            if (mode_ == collect_mode::ordered && !ordered_.empty() && ordered_.front()) b = &*ordered_.front();
+            if (mode_ == collect_mode::unordered && !unordered_.empty()) b = &unordered_.front();
+            if (b) {
+                std::size_t i = b->pos++;
+                std::exception_ptr error = b->errors.empty() ? nullptr : std::move(b->errors[i]);
+                std::optional<R> value;
+                if (!error) value.emplace(std::move(b->values[i]));
+                if (b->pos == b->values.size()) {
+                    if (mode_ == collect_mode::ordered) {
+                        ordered_.pop_front();
+                        ++consumed_chunks_;
+                    } else {
+                        unordered_.pop_front();
+                    }
+                }
+                return consume(lock, std::move(value), std::move(error));
             }
             if (input_done_ && consumed_ == produced_items_) {
                 if (input_error_) std::rethrow_exception(std::exchange(input_error_, nullptr));
@@ -433,7 +444,8 @@ public:
         --chunks_in_flight_;
         if (values.size() != count) {
             lock.unlock();
-            fail_chunk(first, count, std::make_exception_ptr(serialization_error("mp: a worker returned a chunk of the wrong size")));
+            fail_chunk(seq, first, count,
+                       std::make_exception_ptr(serialization_error("mp: a worker returned a chunk of the wrong size")));
             return;
         }
         std::vector<std::exception_ptr> errs(count);
@@ -446,14 +458,9 @@ public:
                 values_[first + i] = std::move(values[i]);
             }
         } else {
-            for (std::size_t i = 0; i < count; ++i) {
-                item x;
-                if (errs[i])
-                    x.error = errs[i];
-                else
-                    x.value.emplace(std::move(values[i]));
-                place(first + i, std::move(x));
-            }
+            block b{std::move(values), {}, 0};
+            if (!errors.empty()) b.errors = std::move(errs);
+            place(seq, std::move(b));
         }
         bool wake = mode_ == collect_mode::all && std::exchange(waiting_for_room_, false);
         lock.unlock();
@@ -470,7 +477,7 @@ public:
         chunks_.erase(it);
         --chunks_in_flight_;
         lock.unlock();
-        fail_chunk(first, count, std::move(e));
+        fail_chunk(seq, first, count, std::move(e));
     }
 
     void on_abandoned(std::exception_ptr why, bool) noexcept override {
@@ -494,13 +501,13 @@ protected:
     virtual std::size_t write_chunk(output_archive& out, std::size_t max_items, std::exception_ptr& input_error) = 0;
 
 private:
-    std::optional<R> consume(std::unique_lock<std::mutex>& lock, item it) {
+    std::optional<R> consume(std::unique_lock<std::mutex>& lock, std::optional<R> value, std::exception_ptr error) {
         ++consumed_;
         bool wake = std::exchange(waiting_for_room_, false);
         lock.unlock();
         if (wake) room_available();
-        if (it.error) std::rethrow_exception(it.error);
-        return std::move(it.value);
+        if (error) std::rethrow_exception(error);
+        return value;
     }
 
     bool ready_locked() const {
@@ -509,18 +516,18 @@ private:
         return input_done_ && consumed_ == produced_items_;
     }
 
-    // Under m_.
-    void place(std::size_t index, item x) {
+    // Under m_. Chunk numbers follow the input's order.
+    void place(std::uint64_t seq, block b) {
         if (mode_ == collect_mode::unordered) {
-            unordered_.push_back(std::move(x));
+            unordered_.push_back(std::move(b));
             return;
         }
-        std::size_t at = index - consumed_;  // items below consumed_ were consumed, so have arrived
+        std::size_t at = static_cast<std::size_t>(seq - consumed_chunks_);  // earlier chunks were consumed, so had arrived
         if (ordered_.size() <= at) ordered_.resize(at + 1);
-        ordered_[at].emplace(std::move(x));
+        ordered_[at].emplace(std::move(b));
     }
 
-    void fail_chunk(std::size_t first, std::size_t count, std::exception_ptr e) noexcept {
+    void fail_chunk(std::uint64_t seq, std::size_t first, std::size_t count, std::exception_ptr e) noexcept {
         bool wake = false;
         {
             std::lock_guard lock(m_);
@@ -529,7 +536,8 @@ private:
                 if (!failure_) failure_ = e;
             } else {
                 try {
-                    for (std::size_t i = 0; i < count; ++i) place(first + i, item{std::nullopt, e});
+                    (void)first;
+                    place(seq, block{std::vector<R>(count), std::vector<std::exception_ptr>(count, e), 0});
                 } catch (...) {
                     if (!failure_) failure_ = std::current_exception();
                 }
@@ -577,8 +585,9 @@ private:
     bool waiting_for_room_ = false;      // guarded by m_
     std::exception_ptr input_error_;     // guarded by m_: thrown after the last item
     std::exception_ptr failure_;         // guarded by m_: all mode's first failure
-    std::deque<std::optional<item>> ordered_;  // guarded by m_: items from consumed_ on
-    std::deque<item> unordered_;         // guarded by m_
+    std::deque<std::optional<block>> ordered_;  // guarded by m_: chunks from consumed_chunks_ on
+    std::deque<block> unordered_;        // guarded by m_
+    std::uint64_t consumed_chunks_ = 0;  // guarded by m_: ordered mode
     std::vector<R> values_;              // guarded by m_: all mode
     promise<std::vector<R>> promise_;
     bool has_promise_ = false;           // guarded by m_
