@@ -13,8 +13,11 @@ cmake --build --preset release -j 2 || exit 1
 # to fix its place); a listed example that was not built is a failure.
 order=(
   custom_manager
+  pool_demo
   queue_worker_farm
   queue_deadlock_fixed
+  nested_executor
+  progress
 )
 
 dir=build/release/examples
