@@ -241,8 +241,12 @@ private:
         if (chunksize == 0) chunksize = detail::default_map_chunksize(range, engine_.workers());
         std::size_t size_hint = 0;
         if constexpr (std::ranges::sized_range<Range>) size_hint = static_cast<std::size_t>(std::ranges::size(range));
+        // map/map_async keep every result anyway: a wider window costs only
+        // read-ahead, and lets the result thread refill without a detour.
+        std::size_t window = detail::default_window_chunks(engine_.workers());
+        if (mode == detail::collect_mode::all) window *= 4;
         auto job = detail::make_range_job<Star>(std::forward<F>(f), std::forward<Range>(range), mode, chunksize,
-                                                detail::default_window_chunks(engine_.workers()));
+                                                window);
         job->reserve(size_hint);
         return job;
     }
