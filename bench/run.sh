@@ -11,4 +11,7 @@ cmake --build --preset release -j 2 --target baselines foundation_bench
 # Managers: mp and CPython in one command, their table on stderr.
 cmake --build --preset release -j 2 --target manager_bench
 build/release/bench/manager_bench "$@" >/dev/null
+# Pool and executor: mp and CPython in one command, their table on stdout.
+cmake --build --preset release -j 2 --target pool_bench
+build/release/bench/pool_bench "$@"
 exec python3 bench/run.py --build-dir build/release "$@"
