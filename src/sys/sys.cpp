@@ -145,6 +145,15 @@ void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept {
                 static_cast<off_t>(len));
 }
 
+void prefault_for_write(void* addr, std::size_t len) noexcept {
+#ifndef MADV_POPULATE_WRITE
+    constexpr int MADV_POPULATE_WRITE = 23;
+#endif
+    auto start = reinterpret_cast<std::uintptr_t>(addr) & ~(page_size() - 1);
+    auto end = reinterpret_cast<std::uintptr_t>(addr) + len;
+    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE);
+}
+
 std::size_t page_size() noexcept {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     return size;

@@ -52,6 +52,10 @@ std::size_t file_size(int fd);
 /// Gives the pages of [offset, offset+len) of a memfd back to the system.
 void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
 std::size_t page_size() noexcept;
+/// Allocates the pages of [addr, addr+len) of a shared mapping in one call,
+/// instead of one page fault per 4 KiB during the copy that follows. Best
+/// effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
+void prefault_for_write(void* addr, std::size_t len) noexcept;
 
 // ---- busy waiting -------------------------------------------------------------
 /// Remembers, for one place that waits, whether busy-waiting there pays off.
