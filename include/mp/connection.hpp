@@ -133,7 +133,7 @@ public:
         core_ = std::make_shared<detail::connection_core>(ar.take_fd(index), r, w);
     }
 
-    /// An unusable placeholder, needed to receive a connection.
+    /// A connection to nothing yet: what a received connection is loaded into.
     connection() = default;
 
 private:
