@@ -257,14 +257,14 @@ snapshot snapshot::take() {
     auto procs = all_processes();
     std::unordered_map<int, std::vector<const proc_entry*>> children;
     for (auto& p : procs) children[p.ppid].push_back(&p);
-    std::vector<int> todo{s.self_pid};
+    std::vector<int> frontier{s.self_pid};
     std::unordered_set<int> seen{s.self_pid};
-    while (!todo.empty()) {
-        int parent = todo.back();
-        todo.pop_back();
+    while (!frontier.empty()) {
+        int parent = frontier.back();
+        frontier.pop_back();
         for (const proc_entry* c : children[parent]) {
             if (!seen.insert(c->pid).second) continue;
-            todo.push_back(c->pid);
+            frontier.push_back(c->pid);
             bool helper = std::find(s.helpers.begin(), s.helpers.end(), c->pid) != s.helpers.end();
             if (!helper) s.descendants.push_back(*c);
         }
