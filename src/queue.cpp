@@ -2,29 +2,44 @@
 // and read under a consumers' lock (both robust: a process killed holding one
 // does not block the others).
 //
-// Layout: one header page, then a data region of `capacity` bytes addressed
-// by 64-bit positions that only grow (physical offset = position % capacity).
-// A record is [u32 size][u32 kind][payload], 8-byte aligned; a record that
-// would run past the end of the region is preceded by a wrap record that
-// sends readers back to offset 0. Memory is only used where data is waiting:
-// pages the readers have passed are given back, except for a small warm
-// window at the start of the region, to which positions jump back whenever
-// the queue runs empty.
+// Layout: one header page, then a data region of `capacity` bytes. A record
+// is [u32 size][u32 kind][payload], 8-byte aligned; a wrap record sends
+// readers to the start of the next lap.
+//
+// Crash consistency. Each end of the queue is one 64-bit word, written in one
+// store under its lock: `head` holds the position after the last record and
+// the number of items ever put, `tail` the position of the next record and the
+// number of items ever taken. A process killed anywhere leaves each word
+// either before or after its change, never between, so the counts a bounded
+// or joinable queue needs (items waiting, items unfinished) are derived from
+// these words and cannot leak: a producer killed before its store put
+// nothing; a consumer killed before its store took nothing. The one two-word
+// change (a consumer dropping an item it failed to load) goes through a redo
+// journal that the next consumer completes.
+//
+// Memory. Only pages where data is waiting are used: pages below a small warm
+// window at the start of the region stay, the rest are given back as readers
+// pass them. When a producer finds the queue empty far into the region, it
+// jumps back to the warm start (a wrap record, published with its item), so a
+// queue that keeps running empty stays in pages that are already there.
+// Pages are given back only under the producers' lock and only behind the
+// readers and the producers' reservations, so no producer ever writes into a
+// page being given back. Pages are reserved (fallocate) before an item is
+// copied in, so a full /dev/shm is an exception, not a SIGBUS.
 #include "mp/queue.hpp"
-
-#include <pthread.h>
 
 #include <atomic>
 #include <climits>
 #include <cstring>
 
+#include "queue_hooks.hpp"
 #include "sys/robust_mutex.hpp"
 #include "sys/sys.hpp"
 
 namespace mp::detail {
 namespace {
 
-constexpr std::uint32_t queue_magic = 0x7571706d;  // "mpqu"
+constexpr std::uint32_t queue_magic = 0x7571706e;  // "npqu": the second layout
 constexpr std::size_t header_size = 4096;
 constexpr std::uint64_t capacity = std::uint64_t{8} << 30;
 constexpr std::uint64_t max_item = capacity / 4;
@@ -33,10 +48,13 @@ constexpr std::uint64_t max_item = capacity / 4;
 // chunks as readers pass them.
 constexpr std::uint64_t warm_window = 2 << 20;
 constexpr std::uint64_t release_chunk = 2 << 20;
+// Pages are reserved this far past the item being written: one fallocate per
+// 256 KiB of new data instead of one per item.
+constexpr std::uint64_t reserve_ahead = 256 << 10;
 
-// Items this large get their pages allocated in one call before the copy
-// (one system call saves hundreds of page faults); smaller ones mostly land
-// in pages that are already there.
+// Items this large get their pages mapped in one call before the copy (one
+// system call saves hundreds of page faults); smaller ones mostly land in
+// pages that are already mapped.
 constexpr std::uint64_t prefault_threshold = 1 << 20;
 
 constexpr std::uint32_t kind_item = 0;
@@ -48,6 +66,29 @@ constexpr std::uint32_t kind_wrap = 1;
 constexpr auto get_spin = std::chrono::microseconds(50);
 
 constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_t{7}; }
+
+// ---- positions and end words ---------------------------------------------------
+// Positions count bytes modulo 2^36 (eight laps of the region): the distance
+// between any two positions the queue compares is at most two laps, so modular
+// differences are exact. An end word packs a position (in 8-byte units, 33
+// bits) with an item count modulo 2^31 (a lap holds at most 2^30 records).
+constexpr unsigned unit_bits = 33;
+constexpr std::uint64_t position_mask = (std::uint64_t{1} << (unit_bits + 3)) - 1;
+constexpr std::uint64_t count_mask = (std::uint64_t{1} << 31) - 1;
+
+constexpr std::uint64_t forward(std::uint64_t from, std::uint64_t to) { return (to - from) & position_mask; }
+constexpr std::uint64_t advance(std::uint64_t pos, std::uint64_t n) { return (pos + n) & position_mask; }
+constexpr std::uint64_t physical(std::uint64_t pos) { return pos % capacity; }
+constexpr std::uint64_t next_lap(std::uint64_t pos) { return advance(pos, capacity - physical(pos)); }
+
+struct end_word {
+    std::uint64_t pos;
+    std::uint64_t count;
+    static end_word from(std::uint64_t w) { return {(w & (position_mask >> 3)) << 3, w >> unit_bits}; }
+    [[nodiscard]] std::uint64_t word() const { return ((count & count_mask) << unit_bits) | (pos >> 3); }
+};
+
+constexpr std::uint64_t count_between(std::uint64_t older, std::uint64_t newer) { return (newer - older) & count_mask; }
 
 struct record_header {
     std::uint32_t size;
@@ -61,24 +102,28 @@ struct queue_core::shared {
     std::uint32_t joinable;
     std::uint64_t maxsize;
 
-    pthread_mutex_t put_lock;
-    pthread_mutex_t get_lock;
+    sys::robust_mutex put_lock;
+    sys::robust_mutex get_lock;
 
-    alignas(64) std::atomic<std::uint64_t> head;  // written under put_lock
-    std::atomic<std::uint64_t> puts;              // written under put_lock
+    alignas(64) std::atomic<std::uint64_t> head;  // end word; written under put_lock
+    std::uint64_t reserved_to;                    // position; pages from head to here exist (put_lock)
+    std::uint64_t warm_reserved;                  // offset; the warm window's pages below it exist (put_lock)
+    std::atomic<std::uint64_t> released_to;       // position; pages behind it were given back (put_lock)
 
-    alignas(64) std::atomic<std::uint64_t> tail;  // written under get_lock
-    std::atomic<std::uint64_t> gets;              // written under get_lock
-    std::uint64_t released_to;                    // guarded by get_lock
+    alignas(64) std::atomic<std::uint64_t> tail;  // end word; written under get_lock
+    std::atomic<std::uint64_t> dropped;           // items dropped because loading them failed (get_lock)
+    // Redo journal of a drop (tail and dropped change together), under get_lock.
+    std::atomic<std::uint32_t> drop_pending;
+    std::uint64_t drop_tail;
+    std::uint64_t drop_count;
 
     alignas(64) std::atomic<std::uint32_t> data_seq;  // bumped when items arrive and someone sleeps
     std::atomic<std::uint32_t> sleeping_consumers;
 
     alignas(64) std::atomic<std::uint32_t> space_seq;  // bumped when room appears and someone sleeps
     std::atomic<std::uint32_t> sleeping_producers;
-    std::atomic<std::uint64_t> slots_used;  // bounded queues: items put but not yet got
 
-    alignas(64) std::atomic<std::uint64_t> unfinished;  // joinable: put minus task_done
+    alignas(64) std::atomic<std::uint64_t> done;  // joinable: task_done() calls
     std::atomic<std::uint32_t> done_seq;
     std::atomic<std::uint32_t> sleeping_joiners;
 };
@@ -89,6 +134,8 @@ struct queue_core::local {
 };
 
 namespace {
+
+using shared = queue_core::shared;
 
 std::uint32_t* word(std::atomic<std::uint32_t>& a) { return reinterpret_cast<std::uint32_t*>(&a); }
 
@@ -113,15 +160,87 @@ bool sleep_until(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sl
     return ok;
 }
 
-struct unlock_on_exit {
-    pthread_mutex_t* m;
-    ~unlock_on_exit() { pthread_mutex_unlock(m); }
-};
+std::uint64_t items_waiting(const shared& s) {
+    auto tail = end_word::from(s.tail.load(std::memory_order_acquire));  // tail first: never ahead of head
+    auto head = end_word::from(s.head.load(std::memory_order_acquire));
+    return count_between(tail.count, head.count);
+}
+
+std::uint64_t unfinished(const shared& s) {
+    // done and dropped first: read later, head can only make the result larger,
+    // so a joiner never sees zero too early.
+    std::uint64_t finished = s.done.load(std::memory_order_seq_cst) + s.dropped.load(std::memory_order_seq_cst);
+    auto puts = end_word::from(s.head.load(std::memory_order_seq_cst)).count;
+    return count_between(finished, puts);
+}
+
+/// Completes a drop whose consumer died between its two stores (under get_lock).
+/// Redoing is harmless: it writes the values the journal already holds.
+void finish_interrupted_drop(shared& s) {
+    if (s.drop_pending.load(std::memory_order_acquire) == 0) return;
+    s.dropped.store(s.drop_count, std::memory_order_seq_cst);
+    s.tail.store(s.drop_tail, std::memory_order_seq_cst);
+    s.drop_pending.store(0, std::memory_order_release);
+}
+
+/// Makes sure the pages of [pos, pos+len) exist (under put_lock). Throws
+/// mp::system_error when shared memory is full; nothing is published then.
+void ensure_reserved(shared& s, int fd, std::uint64_t pos, std::uint64_t len) {
+    const std::uint64_t lap_start = pos - physical(pos);
+    const std::uint64_t begin = physical(pos), end = begin + len;  // a record never crosses a lap's end
+    if (end <= s.warm_reserved) return;
+    std::uint64_t from = begin;
+    if (std::uint64_t ahead = forward(pos, s.reserved_to); ahead <= capacity) {
+        if (ahead >= len) return;
+        from = begin + ahead;
+    }
+    if (from < s.warm_reserved) from = s.warm_reserved;
+    const std::uint64_t page = sys::page_size();
+    from &= ~(page - 1);
+    std::uint64_t to = std::min(capacity, (end + reserve_ahead + page - 1) & ~(page - 1));
+    const std::string what = "an mp::queue item of " + std::to_string(len) + " bytes";
+    try {
+        sys::reserve(fd, header_size + from, to - from, what);
+    } catch (const system_error&) {
+        // Perhaps the item fits where the look-ahead did not: reserve only what it needs.
+        to = (end + page - 1) & ~(page - 1);
+        sys::reserve(fd, header_size + from, to - from, what);
+    }
+    s.reserved_to = advance(lap_start, to);
+    if (from <= s.warm_reserved && to > s.warm_reserved) s.warm_reserved = std::min(to, warm_window);
+}
+
+/// Gives back the pages readers have passed (under put_lock): from
+/// released_to up to the chunk the tail is in, never the warm window, never
+/// a page a producer may write (from the head to its reservations, which may
+/// lie one lap ahead of the pages behind the readers).
+void release_passed_pages(shared& s, int fd) {
+    auto tail = end_word::from(s.tail.load(std::memory_order_acquire)).pos;
+    std::uint64_t to = tail & ~(release_chunk - 1);
+    std::uint64_t from = s.released_to.load(std::memory_order_relaxed);
+    if (forward(from, to) == 0 || forward(from, to) > 2 * capacity) return;
+    auto head = end_word::from(s.head.load(std::memory_order_relaxed)).pos;
+    std::uint64_t in_use = forward(head, s.reserved_to) <= capacity ? s.reserved_to : head;
+    std::uint64_t floor = (in_use - capacity) & position_mask;  // the lap behind what producers use
+    if (forward(from, to) > forward(floor, to)) from = floor;
+    queue_hooks::reach(queue_hooks::point::before_release);
+    while (forward(from, to) > 0) {
+        std::uint64_t lap_end = next_lap(from);
+        std::uint64_t stop = forward(from, to) < forward(from, lap_end) ? to : lap_end;
+        std::uint64_t lo = std::max(physical(from), warm_window);
+        std::uint64_t hi = stop == lap_end ? capacity : physical(stop);
+        if (hi > lo) sys::punch_hole(fd, header_size + lo, hi - lo);
+        from = stop;
+    }
+    s.released_to.store(to, std::memory_order_relaxed);
+}
 
 }  // namespace
 
 queue_core::queue_core(std::size_t maxsize, bool joinable) : local_(std::make_unique<local>()) {
-    fd_ = sys::memfd("mp-queue", header_size + capacity);
+    // Sparse: the region's pages are reserved piece by piece as items are written.
+    fd_ = sys::memfd_sparse("mp-queue", header_size + capacity);
+    sys::reserve(fd_.get(), 0, header_size, "an mp::queue");
     mapped_ = header_size + capacity;
     auto* base = static_cast<std::byte*>(sys::map_shared(fd_.get(), mapped_, 0, true));
     shared_ = new (base) shared{};
@@ -129,8 +248,8 @@ queue_core::queue_core(std::size_t maxsize, bool joinable) : local_(std::make_un
     shared_->magic = queue_magic;
     shared_->joinable = joinable ? 1 : 0;
     shared_->maxsize = maxsize;
-    sys::robust_mutex_init(&shared_->put_lock);
-    sys::robust_mutex_init(&shared_->get_lock);
+    shared_->put_lock.init();
+    shared_->get_lock.init();
 }
 
 queue_core::queue_core(unique_fd fd) : fd_(std::move(fd)), local_(std::make_unique<local>()) {
@@ -151,12 +270,7 @@ queue_core::~queue_core() { sys::unmap(shared_, mapped_); }
 int queue_core::fd() const noexcept { return fd_.get(); }
 std::size_t queue_core::maxsize() const noexcept { return shared_->maxsize; }
 bool queue_core::joinable() const noexcept { return shared_->joinable != 0; }
-
-std::size_t queue_core::size() const noexcept {
-    auto gets = shared_->gets.load(std::memory_order_acquire);
-    auto puts = shared_->puts.load(std::memory_order_acquire);
-    return puts > gets ? static_cast<std::size_t>(puts - gets) : 0;
-}
+std::size_t queue_core::size() const noexcept { return static_cast<std::size_t>(items_waiting(*shared_)); }
 
 bool queue_core::put(const output_archive& item, std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
@@ -165,58 +279,75 @@ bool queue_core::put(const output_archive& item, std::optional<clock::time_point
         throw value_error("mp: an item of " + std::to_string(payload) + " bytes is larger than a queue can hold (" +
                           std::to_string(max_item) + "); send it through mp::shared_memory instead");
     const std::uint64_t need = align8(sizeof(record_header) + payload);
+    auto has_room = [&] { return s.maxsize == 0 || items_waiting(s) < s.maxsize; };
 
-    if (s.maxsize != 0) {  // take a slot, waiting for one
-        for (;;) {
-            auto used = s.slots_used.load(std::memory_order_relaxed);
-            if (used < s.maxsize) {
-                if (s.slots_used.compare_exchange_weak(used, used + 1, std::memory_order_acq_rel)) break;
-                continue;
-            }
-            bool now_only = deadline && *deadline <= clock::now();
-            if (now_only) return false;
-            bool woke = sleep_until(
-                s.space_seq, s.sleeping_producers,
-                [&] { return s.slots_used.load(std::memory_order_seq_cst) < s.maxsize; }, deadline);
-            if (!woke && deadline && clock::now() >= *deadline &&
-                s.slots_used.load(std::memory_order_relaxed) >= s.maxsize)
-                return false;
+    for (;;) {
+        if (!has_room()) {  // a full bounded queue: wait without the lock
+            if (deadline && clock::now() >= *deadline) return false;
+            sleep_until(s.space_seq, s.sleeping_producers, has_room, deadline);
+            continue;
         }
-    }
-    if (s.joinable) s.unfinished.fetch_add(1, std::memory_order_acq_rel);
+        // A dead holder of put_lock published nothing: its half-written record lies beyond head.
+        sys::robust_lock lock(s.put_lock, deadline);
+        if (!lock.locked()) return false;
+        const auto head = end_word::from(s.head.load(std::memory_order_relaxed));
+        auto tail = end_word::from(s.tail.load(std::memory_order_acquire));
+        if (s.maxsize != 0 && count_between(tail.count, head.count) >= s.maxsize) continue;  // filled meanwhile
 
-    sys::robust_mutex_lock(&s.put_lock);  // a dead holder's half-written record was never published
-    unlock_on_exit unlock{&s.put_lock};
-    std::uint64_t pos = s.head.load(std::memory_order_relaxed);
-    std::uint64_t phys = pos % capacity;
-    if (phys + need > capacity) {
-        auto* wrap = reinterpret_cast<record_header*>(data_ + phys);
-        wrap->size = 0;
-        wrap->kind = kind_wrap;
-        pos += capacity - phys;
-        phys = 0;
+        std::uint64_t pos = head.pos;
+        std::uint64_t phys = physical(pos);
+        bool empty = tail.pos == pos;
+        // Jump back to the warm start when the queue is empty (no reader needs
+        // anything), or when the record would run past the end of the region.
+        // An empty queue jumps only if the item ends before the wrap record.
+        if ((empty && phys > warm_window && need <= phys) || phys + need > capacity) {
+            ensure_reserved(s, fd_.get(), pos, sizeof(record_header));
+            auto* wrap = reinterpret_cast<record_header*>(data_ + phys);
+            wrap->size = 0;
+            wrap->kind = kind_wrap;
+            pos = next_lap(pos);
+            phys = 0;
+        }
+        // Full only with gigabytes unread: wait for readers rather than fail.
+        while (forward(tail.pos, advance(pos, need)) > capacity) {
+            sleep_until(
+                s.space_seq, s.sleeping_producers,
+                [&] {
+                    tail = end_word::from(s.tail.load(std::memory_order_seq_cst));
+                    return forward(tail.pos, advance(pos, need)) <= capacity;
+                },
+                std::nullopt);
+            tail = end_word::from(s.tail.load(std::memory_order_acquire));
+        }
+        ensure_reserved(s, fd_.get(), pos, need);
+        auto* rec = reinterpret_cast<record_header*>(data_ + phys);
+        if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
+        rec->size = static_cast<std::uint32_t>(payload);
+        rec->kind = kind_item;
+        item.copy_to(data_ + phys + sizeof(record_header));
+        queue_hooks::reach(queue_hooks::point::before_publish);
+        // The one store that publishes the item (and a jump back before it) and counts it.
+        s.head.store(end_word{advance(pos, need), head.count + 1}.word(), std::memory_order_release);
+        lock.unlock();
+        wake_all(s.data_seq, s.sleeping_consumers);
+        return true;
     }
-    // Full only with gigabytes unread: wait for readers rather than fail.
-    while (pos + need - s.tail.load(std::memory_order_acquire) > capacity) {
-        sleep_until(
-            s.space_seq, s.sleeping_producers,
-            [&] { return pos + need - s.tail.load(std::memory_order_seq_cst) <= capacity; }, std::nullopt);
-    }
-    auto* rec = reinterpret_cast<record_header*>(data_ + phys);
-    if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
-    rec->size = static_cast<std::uint32_t>(payload);
-    rec->kind = kind_item;
-    item.copy_to(data_ + phys + sizeof(record_header));
-    s.head.store(pos + need, std::memory_order_release);
-    s.puts.store(s.puts.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-    wake_all(s.data_seq, s.sleeping_consumers);
-    return true;
 }
 
 bool queue_core::get(reader read, void* context, std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
     auto has_data = [&] {
         return s.head.load(std::memory_order_seq_cst) != s.tail.load(std::memory_order_seq_cst);
+    };
+    // After the tail moved: wake producers waiting for room, give back pages passed.
+    auto after_tail_moved = [&](std::uint64_t tail_pos) {
+        wake_all(s.space_seq, s.sleeping_producers);
+        std::uint64_t released = s.released_to.load(std::memory_order_relaxed);
+        if (forward(released, tail_pos) >= release_chunk) {
+            // Blocking: a producer holds put_lock only while it copies one item.
+            sys::robust_lock lock(s.put_lock);
+            release_passed_pages(s, fd_.get());
+        }
     };
     sys::spinner spin(get_spin, &local_->spin);
     for (;;) {
@@ -226,77 +357,66 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
             sleep_until(s.data_seq, s.sleeping_consumers, has_data, deadline);
             continue;
         }
-        if (sys::robust_mutex_lock(&s.get_lock, deadline) == sys::lock_result::timed_out) return false;
-        unlock_on_exit unlock{&s.get_lock};
-        std::uint64_t pos = s.tail.load(std::memory_order_relaxed);
-        if (pos == s.head.load(std::memory_order_acquire)) continue;  // another consumer took it
-        std::uint64_t phys = pos % capacity;
-        auto* rec = reinterpret_cast<record_header*>(data_ + phys);
+        sys::robust_lock lock(s.get_lock, deadline);
+        if (!lock.locked()) return false;
+        finish_interrupted_drop(s);
+        const auto tail = end_word::from(s.tail.load(std::memory_order_relaxed));
+        const auto head = end_word::from(s.head.load(std::memory_order_acquire));
+        if (tail.pos == head.pos) continue;  // another consumer took it
+        const std::uint64_t phys = physical(tail.pos);
+        const auto* rec = reinterpret_cast<const record_header*>(data_ + phys);
         if (rec->kind == kind_wrap) {
-            s.tail.store(pos + (capacity - phys), std::memory_order_release);
+            std::uint64_t lap = next_lap(tail.pos);
+            s.tail.store(end_word{lap, tail.count}.word(), std::memory_order_release);
+            queue_hooks::reach(queue_hooks::point::after_wrap);
+            lock.unlock();
+            after_tail_moved(lap);
             continue;
         }
-        const std::uint64_t need = align8(sizeof(record_header) + rec->size);
-        struct finish {
-            queue_core::shared& s;
-            std::uint64_t next;
-            int fd;
-            ~finish() {
-                // Advance even when reading threw: a poisoned item must not block the queue.
-                s.tail.store(next, std::memory_order_release);
-                s.gets.store(s.gets.load(std::memory_order_relaxed) + 1, std::memory_order_release);
-                release_passed_pages();
-            }
-            void release_passed_pages() {
-                std::uint64_t target = next & ~(release_chunk - 1);
-                if (s.head.load(std::memory_order_acquire) == next && next % capacity > warm_window &&
-                    sys::robust_mutex_try_lock(&s.put_lock) != sys::lock_result::timed_out) {
-                    // Empty: jump both ends back to the warm start of the region.
-                    if (s.head.load(std::memory_order_relaxed) == next) {
-                        std::uint64_t lap = next - next % capacity + capacity;
-                        s.tail.store(lap, std::memory_order_release);
-                        s.head.store(lap, std::memory_order_release);
-                        target = lap;
-                    }
-                    pthread_mutex_unlock(&s.put_lock);
-                }
-                std::uint64_t from = s.released_to;
-                if (target <= from) return;
-                while (from < target) {
-                    std::uint64_t lap_start = from - from % capacity;
-                    std::uint64_t to = std::min(target, lap_start + capacity);
-                    std::uint64_t lo = std::max(from - lap_start, warm_window), hi = to - lap_start;
-                    if (hi > lo) sys::punch_hole(fd, header_size + lo, hi - lo);
-                    from = to;
-                }
-                s.released_to = target;
-            }
-        } done{s, pos + need, fd_.get()};
-        input_archive ar({data_ + phys + sizeof(record_header), rec->size});
-        read(context, ar);
-        break;
+        const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec->size));
+        const std::uint64_t taken = end_word{next, tail.count + 1}.word();
+        try {
+            input_archive ar({data_ + phys + sizeof(record_header), rec->size});
+            read(context, ar);
+        } catch (...) {
+            // A poisoned item must not block the queue: drop it, and count it
+            // as done for join(). Two words change: journal first.
+            s.drop_tail = taken;
+            s.drop_count = s.dropped.load(std::memory_order_relaxed) + 1;
+            s.drop_pending.store(1, std::memory_order_release);
+            finish_interrupted_drop(s);
+            lock.unlock();
+            wake_all(s.done_seq, s.sleeping_joiners);
+            after_tail_moved(next);
+            throw;
+        }
+        // The one store that takes the item (after it was read: a consumer
+        // killed while reading takes nothing) and gives its slot back.
+        s.tail.store(taken, std::memory_order_release);
+        queue_hooks::reach(queue_hooks::point::after_take);
+        lock.unlock();
+        after_tail_moved(next);
+        return true;
     }
-    if (s.maxsize != 0) {
-        s.slots_used.fetch_sub(1, std::memory_order_acq_rel);
-        wake_all(s.space_seq, s.sleeping_producers);
-    }
-    return true;
 }
 
 void queue_core::task_done() {
     auto& s = *shared_;
     if (!s.joinable) throw value_error("mp: task_done() on a queue that is not a joinable_queue");
-    auto left = s.unfinished.load(std::memory_order_acquire);
+    auto done = s.done.load(std::memory_order_seq_cst);
+    std::uint64_t left;
     do {
+        auto puts = end_word::from(s.head.load(std::memory_order_seq_cst)).count;
+        left = count_between(done + s.dropped.load(std::memory_order_seq_cst), puts);
         if (left == 0) throw value_error("mp: task_done() called more times than there were items put");
-    } while (!s.unfinished.compare_exchange_weak(left, left - 1, std::memory_order_acq_rel));
+    } while (!s.done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
     if (left == 1) wake_all(s.done_seq, s.sleeping_joiners);
 }
 
 bool queue_core::join(std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
     if (!s.joinable) throw value_error("mp: join() on a queue that is not a joinable_queue");
-    auto all_done = [&] { return s.unfinished.load(std::memory_order_seq_cst) == 0; };
+    auto all_done = [&] { return unfinished(s) == 0; };
     while (!all_done()) {
         sleep_until(s.done_seq, s.sleeping_joiners, all_done, deadline);
         if (deadline && clock::now() >= *deadline) return all_done();

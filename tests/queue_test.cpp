@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +13,8 @@
 #include <thread>
 
 #include "mp/process.hpp"
+#include "queue_hooks.hpp"
+#include "sys/memory.hpp"
 
 using namespace std::chrono_literals;
 
@@ -66,6 +69,53 @@ void consume_and_mark_done(mp::joinable_queue<int> q, mp::queue<int> out) {
         out.put(v * 10);
         q.task_done();
     }
+}
+
+namespace hooks = mp::detail::queue_hooks;
+
+// Installs `h` for the rest of this process (children) or until the end of a test.
+struct hook_for_test {
+    explicit hook_for_test(hooks::hook h) { hooks::installed = h; }
+    ~hook_for_test() { hooks::installed = nullptr; }
+};
+
+void die_at(hooks::point wanted, hooks::point reached) {
+    if (reached == wanted) ::raise(SIGKILL);
+}
+
+void put_then_die_before_publishing(mp::joinable_queue<int> q) {
+    hooks::installed = [](hooks::point p) { die_at(hooks::point::before_publish, p); };
+    q.put(7);
+}
+
+void get_then_die_before_returning(mp::queue<int> q) {
+    hooks::installed = [](hooks::point p) { die_at(hooks::point::after_take, p); };
+    (void)q.get();
+}
+
+void get_then_die_after_jumping_back(mp::queue<std::string> q) {
+    hooks::installed = [](hooks::point p) { die_at(hooks::point::after_wrap, p); };
+    (void)q.get();
+}
+
+void put_one_string(mp::queue<std::string> q, std::string s) { q.put(s); }
+
+// An item whose load always fails: a corrupt or mismatched item in the queue.
+struct unloadable {
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(std::uint32_t{1});
+    }
+    template <class Archive>
+    void load(Archive&) {
+        throw mp::serialization_error("test: this item cannot be loaded");
+    }
+};
+
+std::string pattern(std::size_t size, int seed) {
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; i += 8) s[i] = static_cast<char>('a' + (seed + i / 8) % 26);
+    return s;
 }
 
 }  // namespace
@@ -144,6 +194,65 @@ TEST_P(queue_test, joinable_queue_join_waits_for_task_done) {
     EXPECT_THROW(q.task_done(), mp::value_error);
 }
 
+TEST_P(queue_test, a_producer_killed_inside_put_leaves_no_trace) {
+    // Issue 11.2: the slot and the unfinished count were taken before the
+    // item was written, and never given back by a producer that died.
+    mp::joinable_queue<int> q(1);
+    mp::process p(opts(), put_then_die_before_publishing, q);
+    p.start();
+    p.join();
+    ASSERT_EQ(p.exitcode(), -SIGKILL);
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_TRUE(q.join(1s)) << "the dead producer's item counts as unfinished";
+    EXPECT_TRUE(q.try_put(5)) << "the dead producer's slot was never given back";
+    EXPECT_EQ(q.get(1s), 5);
+    q.task_done();
+    EXPECT_TRUE(q.join(1s));
+}
+
+TEST_P(queue_test, a_consumer_killed_after_taking_an_item_gives_its_slot_back) {
+    // Issue 11.2: the tail moved, then the consumer died before the slot count went down.
+    mp::queue<int> q(1);
+    q.put(1);
+    mp::process p(opts(), get_then_die_before_returning, q);
+    p.start();
+    p.join();
+    ASSERT_EQ(p.exitcode(), -SIGKILL);
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_TRUE(q.try_put(2)) << "the dead consumer's slot was never given back";
+    EXPECT_EQ(q.get(1s), 2);
+}
+
+TEST_P(queue_test, a_consumer_killed_while_the_queue_jumps_back_leaves_it_usable) {
+    // Issue 11.3: the jump back to the start of the ring was two stores (tail,
+    // then head); a consumer killed between them left producers asleep forever.
+    mp::queue<std::string> q;
+    const std::string first = pattern(3 << 20, 1), second = pattern(3 << 20, 2), third = pattern(1000, 3);
+    q.put(first);  // far enough into the ring that the next empty moment jumps back
+    ASSERT_EQ(q.get(10s), first);
+    q.put(second);
+    mp::process consumer(opts(), get_then_die_after_jumping_back, q);
+    consumer.start();
+    consumer.join();
+    ASSERT_EQ(consumer.exitcode(), -SIGKILL);
+    // A producer in another process, so that a hang shows as a timeout here.
+    mp::process producer(opts(), put_one_string, q, third);
+    producer.start();
+    if (!producer.join(20s)) {
+        producer.kill();
+        producer.join();
+        FAIL() << "a producer hangs after a consumer died in the jump back";
+    }
+    std::vector<std::string> got;
+    while (auto item = q.try_get()) got.push_back(std::move(*item));
+    // Killed after passing the jump back, before taking `second`: it took nothing.
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_TRUE(got[0] == second);
+    EXPECT_TRUE(got[1] == third);
+    q.put("after");
+    EXPECT_EQ(q.get(1s), "after");
+}
+
 INSTANTIATE_TEST_SUITE_P(each_start_method, queue_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn,
                                          mp::start_method::forkserver),
@@ -217,11 +326,96 @@ TEST(queue, many_threads_put_and_get_everything_exactly_once) {
 
 TEST(queue, memory_is_given_back_as_the_queue_drains) {
     // Push far more than the warm window through the queue; it must keep
-    // working across the jumps back to the start of its region.
-    mp::queue<std::string> q;
+    // working across the jumps back to the start of its region, and give
+    // back the pages readers have passed.
+    struct probe : mp::queue<std::string> {
+        std::uint64_t bytes_in_memory() const {
+            struct stat st {};
+            ::fstat(core().fd(), &st);
+            return static_cast<std::uint64_t>(st.st_blocks) * 512;
+        }
+    } q;
     std::string item(100'000, 'q');
     for (int round = 0; round < 5; ++round) {
         for (int i = 0; i < 100; ++i) q.put(item);
+        EXPECT_GT(q.bytes_in_memory(), 100u * item.size());
         for (int i = 0; i < 100; ++i) ASSERT_EQ(q.get().size(), item.size());
+        EXPECT_LT(q.bytes_in_memory(), 6u << 20) << "round " << round;
     }
+}
+
+TEST(queue, a_large_item_put_while_readers_give_pages_back_arrives_whole) {
+    // Issue 11.1: pages were given back after the put lock was released, so a
+    // large item written meanwhile at the start of the ring lost its end.
+    // The hook holds the releasing consumer right before it gives pages back
+    // and lets the producer write its next item in that moment.
+    static std::atomic<int> releases{0};
+    hook_for_test hook([](hooks::point p) {
+        if (p != hooks::point::before_release) return;
+        releases.fetch_add(1);
+        releases.notify_all();
+        std::this_thread::sleep_for(50ms);
+    });
+    mp::queue<std::string> q;
+    constexpr int items = 6;
+    const std::size_t size = (3 << 20) + 123;
+    std::thread producer([&] {
+        for (int i = 0; i < items; ++i) {
+            int seen = releases.load();
+            q.put(pattern(size, i));
+            // Wait until the consumer is giving pages back, then put the next item.
+            auto until = std::chrono::steady_clock::now() + 2s;
+            while (releases.load() == seen && std::chrono::steady_clock::now() < until)
+                std::this_thread::sleep_for(1ms);
+        }
+    });
+    for (int i = 0; i < items; ++i) {
+        std::string got = q.get(30s);
+        ASSERT_EQ(got.size(), size);
+        EXPECT_TRUE(got == pattern(size, i)) << "item " << i << " came back damaged";
+    }
+    producer.join();
+    EXPECT_GT(releases.load(), 0) << "the test never reached the window it tests";
+}
+
+TEST(queue, a_failed_load_gives_its_slot_back_and_counts_as_done) {
+    // Issue 11.2: a get() whose load threw kept the item's slot and unfinished count.
+    mp::joinable_queue<unloadable> q(2);
+    q.put(unloadable{});
+    q.put(unloadable{});
+    EXPECT_THROW((void)q.get(1s), mp::serialization_error);
+    EXPECT_THROW((void)q.get(1s), mp::serialization_error);
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_TRUE(q.join(1s)) << "dropped items still count as unfinished";
+    EXPECT_TRUE(q.try_put(unloadable{}));
+    EXPECT_TRUE(q.try_put(unloadable{})) << "the failed loads kept their slots";
+    EXPECT_FALSE(q.try_put(unloadable{}));
+}
+
+TEST(queue, an_item_that_does_not_fit_in_shared_memory_is_an_error_and_the_queue_stays_usable) {
+    // Issue 11.4: the queue's pages were allocated by the copy into them, so a
+    // full shared memory killed the producer with SIGBUS. Shared memory that
+    // has room for 1 MiB more, simulated (a memfd has no filesystem of its own
+    // to make small):
+    struct limit {
+        limit() { mp::sys::test_hooks::fail_reservations_over = 1 << 20; }
+        ~limit() { mp::sys::test_hooks::fail_reservations_over = SIZE_MAX; }
+    };
+    mp::queue<std::string> q;
+    const std::string big = pattern(8 << 20, 4);
+    {
+        limit full;
+        try {
+            q.put(big);
+            ADD_FAILURE() << "an 8 MiB item went into shared memory with room for 1 MiB";
+        } catch (const mp::system_error& e) {
+            EXPECT_EQ(e.code(), ENOSPC);
+            EXPECT_NE(std::string(e.what()).find("--shm-size"), std::string::npos) << e.what();
+        }
+        EXPECT_EQ(q.size(), 0u);
+        q.put("small");
+        EXPECT_TRUE(q.get(1s) == "small");
+    }
+    q.put(big);
+    EXPECT_TRUE(q.get(10s) == big);
 }

@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -149,6 +151,45 @@ TEST(shared_memory, names_sizes_and_errors) {
     mp::shared_memory empty;
     EXPECT_FALSE(empty);
     EXPECT_EQ(empty.size(), 0u);
+}
+
+// In a child with its own mount namespace and a 16 MiB /dev/shm (Docker's
+// default is 64 MiB): a block larger than that must fail when it is made,
+// not kill the process with SIGBUS when it is first written.
+void create_blocks_in_a_small_dev_shm(mp::queue<std::string> report) {
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=16m") != 0) {
+        report.put(std::string("cannot mount a small /dev/shm here: ") + std::strerror(errno));
+        return;
+    }
+    std::string outcome = "no error";
+    try {
+        auto big = mp::shared_memory(64 << 20, {.track = false});
+        std::memset(big.data(), 1, big.size());  // without a reservation: SIGBUS here
+        big.unlink();
+    } catch (const mp::system_error& e) {
+        outcome = std::string(e.what());
+        if (e.code() != ENOSPC) outcome = "wrong errno: " + outcome;
+    }
+    // The namespace's /dev/shm still works for what fits.
+    auto fits = mp::shared_memory(8 << 20, {.track = false});
+    std::memset(fits.data(), 2, fits.size());
+    fits.unlink();
+    report.put(outcome);
+}
+
+TEST(shared_memory, a_full_dev_shm_is_an_error_not_a_crash) {
+    // Issue 11.4.
+    mp::queue<std::string> report;
+    mp::process p({.context = mp::get_context(mp::start_method::fork)}, create_blocks_in_a_small_dev_shm, report);
+    p.start();
+    p.join();
+    ASSERT_EQ(p.exitcode(), 0) << "the child died (SIGBUS is -7)";
+    std::string outcome = report.get(1s);
+    if (outcome.starts_with("cannot mount")) GTEST_SKIP() << outcome << " (needs root or user namespaces)";
+    EXPECT_NE(outcome.find("shared memory is full"), std::string::npos) << outcome;
+    EXPECT_NE(outcome.find("--shm-size"), std::string::npos) << outcome;
+    EXPECT_NE(outcome.find("/dev/shm is 16.0 MiB"), std::string::npos) << outcome;
 }
 
 TEST(shared_memory, auto_names_are_unique) {

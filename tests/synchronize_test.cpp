@@ -17,6 +17,7 @@
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
 #include "mp/value.hpp"
+#include "sys/memory.hpp"
 
 using namespace std::chrono_literals;
 
@@ -460,3 +461,29 @@ INSTANTIATE_TEST_SUITE_P(each_start_method, sync_test,
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });
 
 }  // namespace
+
+TEST(synchronize, full_shared_memory_is_an_error_when_an_object_is_made) {
+    // Issue 11.4: objects live in memfds sized with ftruncate only; with shared
+    // memory full, the first write into one died of SIGBUS. Simulated full:
+    // no reservation succeeds.
+    mp::sys::test_hooks::fail_reservations_over = 0;
+    auto expect_full = [](auto make, const char* what) {
+        try {
+            make();
+            ADD_FAILURE() << what << " was made in full shared memory";
+        } catch (const mp::system_error& e) {
+            EXPECT_EQ(e.code(), ENOSPC) << what;
+            EXPECT_NE(std::string(e.what()).find("--shm-size"), std::string::npos) << e.what();
+        }
+    };
+    expect_full([] { mp::lock l; }, "mp::lock");
+    expect_full([] { mp::event e; }, "mp::event");
+    expect_full([] { mp::value<int> v(1); }, "mp::value");
+    expect_full([] { mp::array<double> a(1000); }, "mp::array");
+    expect_full([] { mp::queue<int> q; }, "mp::queue");
+    mp::sys::test_hooks::fail_reservations_over = SIZE_MAX;
+    mp::lock l;
+    std::lock_guard guard(l);
+    mp::value<int> v(3);
+    EXPECT_EQ(v.get(), 3);
+}

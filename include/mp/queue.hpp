@@ -15,7 +15,13 @@
 // - Items come out in the order they went in (FIFO across all producers).
 // - A consumer killed in the middle of get() loses at most the item it was
 //   taking; every other item stays, and the queue stays usable. A producer
-//   killed in the middle of put() loses only that item.
+//   killed in the middle of put() loses only that item. Neither leaves a
+//   bounded queue's slot or a joinable queue's unfinished count behind.
+// - An item that cannot be loaded (get() throws mp::serialization_error) is
+//   dropped: it does not block the queue, and join() counts it as done.
+// - Memory for an item is reserved before it is written: when shared memory
+//   is full, put() throws mp::system_error (ENOSPC), not a SIGBUS, and the
+//   queue stays usable.
 // - A queue passed as a process argument works under every start method;
 //   copies of a queue are the same queue.
 // - Every member is safe to call from several threads and processes at once.

@@ -5,6 +5,7 @@
 
 namespace mp::sys {
 namespace {
+
 timespec to_monotonic(clock::time_point t) {
     // std::chrono::steady_clock is CLOCK_MONOTONIC on Linux.
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
@@ -13,41 +14,58 @@ timespec to_monotonic(clock::time_point t) {
 }
 
 lock_result interpret(pthread_mutex_t* m, int r, const char* call) {
-    if (r == 0) return lock_result::acquired;
-    if (r == EOWNERDEAD) {
-        pthread_mutex_consistent(m);
-        return lock_result::acquired_owner_died;
+    switch (r) {
+        case 0: return lock_result::acquired;
+        case EOWNERDEAD:
+            // The kernel's robust list told us the holder died. Consistent
+            // again at once: repair, where needed, is the caller's business,
+            // and is written to be redone if the repairer dies too.
+            pthread_mutex_consistent(m);
+            return lock_result::acquired_owner_died;
+        case EBUSY:
+        case ETIMEDOUT: return lock_result::timed_out;
+        case EDEADLK: return lock_result::already_held;
+        case ENOTRECOVERABLE: return lock_result::not_recoverable;
+        case EAGAIN: return lock_result::too_deep;
+        default: throw_errno(r, call);
     }
-    if (r == ETIMEDOUT || r == EBUSY) return lock_result::timed_out;
-    throw_errno(r, call);
 }
+
 }  // namespace
 
-void robust_mutex_init(pthread_mutex_t* m, bool recursive) {
+void robust_mutex::init(bool recursive) {
     pthread_mutexattr_t a;
     pthread_mutexattr_init(&a);
     pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
     pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
     pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
-    int r = pthread_mutex_init(m, &a);
+    int r = pthread_mutex_init(&mutex_, &a);
     pthread_mutexattr_destroy(&a);
     if (r != 0) throw_errno(r, "pthread_mutex_init");
 }
 
-lock_result robust_mutex_lock(pthread_mutex_t* m, std::optional<clock::time_point> deadline) {
-    if (!deadline) return interpret(m, pthread_mutex_lock(m), "pthread_mutex_lock");
+lock_result robust_mutex::lock(std::optional<clock::time_point> deadline) {
+    if (!deadline) return interpret(&mutex_, pthread_mutex_lock(&mutex_), "pthread_mutex_lock");
     timespec ts = to_monotonic(*deadline);
-    return interpret(m, pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts), "pthread_mutex_clocklock");
+    return interpret(&mutex_, pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &ts), "pthread_mutex_clocklock");
 }
 
-lock_result robust_mutex_try_lock(pthread_mutex_t* m) {
-    return interpret(m, pthread_mutex_trylock(m), "pthread_mutex_trylock");
-}
+lock_result robust_mutex::try_lock() { return interpret(&mutex_, pthread_mutex_trylock(&mutex_), "pthread_mutex_trylock"); }
 
-void robust_mutex_unlock(pthread_mutex_t* m) {
-    int r = pthread_mutex_unlock(m);
-    if (r == EPERM) throw error("mp: released a lock that this thread does not hold");
-    if (r != 0) throw_errno(r, "pthread_mutex_unlock");
+bool robust_mutex::unlock() noexcept { return pthread_mutex_unlock(&mutex_) == 0; }
+
+robust_lock::robust_lock(robust_mutex& m, std::optional<clock::time_point> deadline) : m_(m) {
+    switch (m_.lock(deadline)) {
+        case lock_result::acquired: locked_ = true; break;
+        case lock_result::acquired_owner_died:
+            locked_ = true;
+            owner_died_ = true;
+            break;
+        case lock_result::timed_out: break;
+        case lock_result::already_held: throw error("mp: internal deadlock: a lock of mp taken twice by one thread");
+        case lock_result::not_recoverable:
+        case lock_result::too_deep: throw error("mp: a shared lock of mp is corrupt");
+    }
 }
 
 }  // namespace mp::sys

@@ -1,5 +1,8 @@
-// sys/robust_mutex.hpp — a process-shared mutex in shared memory that
-// survives its holder's death: the next locker gets it, and is told.
+// sys/robust_mutex.hpp — the one process-shared mutex of mp: it lives in
+// shared memory and survives its holder's death. The next locker gets it, is
+// told (acquired_owner_died), and decides whether what it guards needs repair.
+// Used by the queue's producer and consumer locks and by mp::lock, mp::rlock
+// and mp::barrier.
 #pragma once
 
 #include <pthread.h>
@@ -10,27 +13,52 @@
 
 namespace mp::sys {
 
-enum class lock_result { acquired, acquired_owner_died, timed_out };
+enum class lock_result {
+    acquired,
+    acquired_owner_died,  // acquired from a holder that died holding it; marked consistent again
+    timed_out,            // the deadline passed, or try_lock found it held
+    already_held,         // a non-recursive mutex locked again by its holder
+    not_recoverable,      // a holder that got it from a dead one released it unrepaired
+    too_deep,             // a recursive mutex locked too many times by its holder
+};
 
-/// Initialises a robust, process-shared mutex in place (once, by its creator).
-void robust_mutex_init(pthread_mutex_t* m, bool recursive = false);
-/// Locks, waiting until `deadline` (none: forever). After a holder died the
-/// mutex is made consistent again and acquired_owner_died is returned.
-lock_result robust_mutex_lock(pthread_mutex_t* m, std::optional<clock::time_point> deadline = std::nullopt);
-lock_result robust_mutex_try_lock(pthread_mutex_t* m);
-/// Throws mp::error if the caller does not hold the mutex.
-void robust_mutex_unlock(pthread_mutex_t* m);
-
-/// RAII holder for a robust mutex.
-class robust_guard {
+/// Lives in shared memory (standard layout, no pointers). Error-checking:
+/// unlocking by a non-holder fails instead of corrupting it, relocking by the
+/// holder reports already_held instead of hanging.
+class robust_mutex {
 public:
-    explicit robust_guard(pthread_mutex_t* m) : m_(m) { robust_mutex_lock(m_); }
-    robust_guard(const robust_guard&) = delete;
-    robust_guard& operator=(const robust_guard&) = delete;
-    ~robust_guard() { pthread_mutex_unlock(m_); }
+    /// Initialises the mutex in place: once, by the creator of the memory it lives in.
+    void init(bool recursive = false);
+    /// Locks, waiting until `deadline` (none: forever).
+    [[nodiscard]] lock_result lock(std::optional<clock::time_point> deadline = std::nullopt);
+    [[nodiscard]] lock_result try_lock();
+    /// false (and no change) if the calling thread does not hold it.
+    bool unlock() noexcept;
 
 private:
-    pthread_mutex_t* m_;
+    pthread_mutex_t mutex_;
+};
+
+/// Holds a robust mutex for a scope. Its holder dying is reported, not thrown:
+/// whoever guards state with it checks owner_died() where repair matters.
+class robust_lock {
+public:
+    /// Locks until `deadline`; check locked() when a deadline is given.
+    explicit robust_lock(robust_mutex& m, std::optional<clock::time_point> deadline = std::nullopt);
+    robust_lock(const robust_lock&) = delete;
+    robust_lock& operator=(const robust_lock&) = delete;
+    ~robust_lock() { unlock(); }
+    [[nodiscard]] bool locked() const noexcept { return locked_; }
+    [[nodiscard]] bool owner_died() const noexcept { return owner_died_; }
+    void unlock() noexcept {
+        if (locked_) m_.unlock();
+        locked_ = false;
+    }
+
+private:
+    robust_mutex& m_;
+    bool locked_ = false;
+    bool owner_died_ = false;
 };
 
 }  // namespace mp::sys

@@ -28,6 +28,13 @@ unique_fd shm_create(const std::string& name, std::size_t size) {
         ::shm_unlink(name.c_str());
         throw_errno(err, "ftruncate", name);
     }
+    try {
+        // Pages now, or an exception: unreserved, the first write into a full /dev/shm dies of SIGBUS.
+        reserve(fd, 0, size, "shared_memory " + name);
+    } catch (...) {
+        ::shm_unlink(name.c_str());
+        throw;
+    }
     return owned;
 }
 

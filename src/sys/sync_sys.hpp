@@ -17,8 +17,9 @@ using detail::unique_fd;
 
 // ---- POSIX named shared memory ---------------------------------------------
 /// Creates the segment `name` (with its leading '/') of `size` bytes, mode
-/// 0600, failing with EEXIST if it exists. The fd is close-on-exec. On a
-/// failure after creation the segment is unlinked again. Throws mp::system_error.
+/// 0600, failing with EEXIST if it exists, with all its pages reserved
+/// (mp::system_error ENOSPC with a hint when /dev/shm is full). The fd is
+/// close-on-exec. On a failure after creation the segment is unlinked again.
 unique_fd shm_create(const std::string& name, std::size_t size);
 /// Opens the existing segment `name` read/write. Throws mp::system_error.
 unique_fd shm_attach(const std::string& name);

@@ -107,58 +107,6 @@ int open_devnull(int flags) {
     return fd;
 }
 
-unique_fd memfd(const char* name, std::size_t size) {
-    int fd = ::memfd_create(name, MFD_CLOEXEC);
-    if (fd < 0) throw_errno("memfd_create", name);
-    unique_fd owned(fd);
-    if (::ftruncate(fd, static_cast<off_t>(size)) < 0) throw_errno("ftruncate", name);
-    return owned;
-}
-
-void* map_shared(int fd, std::size_t size, std::size_t offset, bool noreserve) {
-    int flags = MAP_SHARED | (noreserve ? MAP_NORESERVE : 0);
-    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, fd, static_cast<off_t>(offset));
-    if (p == MAP_FAILED) throw_errno("mmap");
-    return p;
-}
-
-void unmap(void* addr, std::size_t size) noexcept {
-    if (addr) ::munmap(addr, size);
-}
-
-void* map_populated(int fd, std::size_t size, bool writable) {
-    int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-    void* p = ::mmap(nullptr, size, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
-    if (p == MAP_FAILED) throw_errno("mmap");
-    return p;
-}
-
-std::size_t file_size(int fd) {
-    struct stat st {};
-    if (::fstat(fd, &st) < 0) throw_errno("fstat");
-    return static_cast<std::size_t>(st.st_size);
-}
-
-void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept {
-    if (len == 0) return;
-    ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                static_cast<off_t>(len));
-}
-
-void prefault_for_write(void* addr, std::size_t len) noexcept {
-#ifndef MADV_POPULATE_WRITE
-    constexpr int MADV_POPULATE_WRITE = 23;
-#endif
-    auto start = reinterpret_cast<std::uintptr_t>(addr) & ~(page_size() - 1);
-    auto end = reinterpret_cast<std::uintptr_t>(addr) + len;
-    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE);
-}
-
-std::size_t page_size() noexcept {
-    static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-    return size;
-}
-
 bool spin_history::should_spin() noexcept {
     int skip = skip_.load(std::memory_order_relaxed);
     while (skip > 0)

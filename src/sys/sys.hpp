@@ -14,6 +14,7 @@
 
 #include "mp/detail/unique_fd.hpp"
 #include "mp/error.hpp"
+#include "sys/memory.hpp"
 
 struct iovec;
 
@@ -39,23 +40,6 @@ bool wait_readable(int fd, std::optional<clock::time_point> deadline);
 std::vector<std::size_t> wait_any_readable(std::span<const int> fds,
                                            std::optional<clock::time_point> deadline);
 int open_devnull(int flags);
-
-// ---- memory -----------------------------------------------------------------
-unique_fd memfd(const char* name, std::size_t size);
-/// Maps `size` bytes of `fd` shared read/write; throws on failure.
-void* map_shared(int fd, std::size_t size, std::size_t offset = 0, bool noreserve = false);
-void unmap(void* addr, std::size_t size) noexcept;
-/// Maps a whole file, faulting its pages in at once (one call instead of one
-/// page fault per 4 KiB).
-void* map_populated(int fd, std::size_t size, bool writable);
-std::size_t file_size(int fd);
-/// Gives the pages of [offset, offset+len) of a memfd back to the system.
-void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
-std::size_t page_size() noexcept;
-/// Allocates the pages of [addr, addr+len) of a shared mapping in one call,
-/// instead of one page fault per 4 KiB during the copy that follows. Best
-/// effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
-void prefault_for_write(void* addr, std::size_t len) noexcept;
 
 // ---- busy waiting -------------------------------------------------------------
 /// Remembers, for one place that waits, whether busy-waiting there pays off.

@@ -1,0 +1,55 @@
+// sys/memory.hpp — shared memory files (memfd), their mappings, and the
+// reservation of their pages. Part of the platform layer.
+//
+// A file on tmpfs (a memfd, or a name in /dev/shm) sized with ftruncate alone
+// has no pages: they are allocated when first written, and when the
+// filesystem is full that write kills the process with SIGBUS. Everything mp
+// writes into shared memory is therefore reserved first (fallocate), which
+// fails with an exception instead.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string_view>
+
+#include "mp/detail/unique_fd.hpp"
+
+namespace mp::sys {
+
+using detail::unique_fd;
+
+/// A memory file of `size` bytes whose pages are all reserved. Throws
+/// mp::system_error (ENOSPC, with a hint) when shared memory is full.
+unique_fd memfd(const char* name, std::size_t size);
+/// A memory file of `size` bytes with no pages yet: reserve() each range
+/// before writing it.
+unique_fd memfd_sparse(const char* name, std::size_t size);
+/// Allocates the pages of [offset, offset+len) of a tmpfs file or memfd.
+/// Throws mp::system_error (ENOSPC or ENOMEM) naming `what`, the size asked
+/// for and the size of /dev/shm; nothing stays allocated by a failed call.
+void reserve(int fd, std::size_t offset, std::size_t len, std::string_view what);
+
+/// Maps `size` bytes of `fd` shared read/write; throws on failure.
+void* map_shared(int fd, std::size_t size, std::size_t offset = 0, bool noreserve = false);
+void unmap(void* addr, std::size_t size) noexcept;
+/// Maps a whole file, faulting its pages in at once (one call instead of one
+/// page fault per 4 KiB).
+void* map_populated(int fd, std::size_t size, bool writable);
+std::size_t file_size(int fd);
+/// Gives the pages of [offset, offset+len) of a memfd back to the system.
+void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
+std::size_t page_size() noexcept;
+/// Maps the (reserved) pages of [addr, addr+len) of a shared mapping in one
+/// call, instead of one page fault per 4 KiB during the copy that follows.
+/// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
+void prefault_for_write(void* addr, std::size_t len) noexcept;
+
+namespace test_hooks {
+/// Tests only: reserve() of more bytes than this fails as if shared memory
+/// were full (a memfd cannot be given a small filesystem of its own).
+inline std::atomic<std::size_t> fail_reservations_over{std::numeric_limits<std::size_t>::max()};
+}  // namespace test_hooks
+
+}  // namespace mp::sys
