@@ -2,7 +2,7 @@
 //
 // Each object lives in its own memfd: a header (what the block holds, checked
 // when a block arrives from another process) followed at payload_offset by
-// the object's state. Locks are robust, process-shared pthread mutexes (the
+// the object's state. Locks are mp's robust mutex (sys/robust_mutex: the
 // kernel's robust-futex list reports a holder's death to the next acquirer);
 // semaphores, conditions and events are atomic words with futex waits, each
 // with a count of sleepers so that waking costs no system call when nobody
@@ -10,7 +10,6 @@
 #include "mp/synchronize.hpp"
 
 #include <pthread.h>
-#include <time.h>
 
 #include <atomic>
 #include <cerrno>
@@ -20,6 +19,7 @@
 #include <string>
 
 #include "mp/serialize.hpp"
+#include "sys/robust_mutex.hpp"
 #include "sys/sync_sys.hpp"
 #include "sys/sys.hpp"
 
@@ -43,7 +43,7 @@ static_assert(sizeof(block_header) <= payload_offset);
 /// thread holding `mutex` (they describe its hold); others may read owner_tid
 /// racily to ask "is it me?", which only the holder can answer yes to.
 struct mutex_state {
-    pthread_mutex_t mutex;
+    sys::robust_mutex mutex;
     std::uint32_t owner_tid;   // holder's thread id, 0 when free
     std::uint32_t depth;       // recursion depth of the holder
     std::uint32_t owner_died;  // the holder got it from a holder that died
@@ -141,46 +141,15 @@ std::uint32_t my_tid() noexcept {
 
 // ---- mutexes -----------------------------------------------------------------
 
-void init_mutex(mutex_state& m, bool recursive) {
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    // ERRORCHECK: unlock by a non-holder fails (EPERM) instead of corrupting
-    // the lock, and relocking by the holder fails (EDEADLK) instead of hanging.
-    pthread_mutexattr_settype(&attr, recursive ? PTHREAD_MUTEX_RECURSIVE : PTHREAD_MUTEX_ERRORCHECK);
-    int r = pthread_mutex_init(&m.mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
-    if (r != 0) sys::throw_errno(r, "pthread_mutex_init");
-}
-
-timespec to_timespec(sync_clock::time_point t) noexcept {
-    // libstdc++'s steady_clock is CLOCK_MONOTONIC.
-    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-    if (ns < 0) ns = 0;
-    timespec ts{};
-    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-    return ts;
-}
-
 enum class acquired { yes, no, deadlock };
 
 /// Takes m (blocking, until `deadline`, or just trying), keeping the
 /// bookkeeping fields right, recovering it if its holder died.
 acquired mutex_acquire(mutex_state& m, bool recursive, bool wait, sync_deadline deadline) {
-    int r;
-    if (!wait) {
-        r = pthread_mutex_trylock(&m.mutex);
-    } else if (deadline) {
-        timespec ts = to_timespec(*deadline);
-        r = pthread_mutex_clocklock(&m.mutex, CLOCK_MONOTONIC, &ts);
-    } else {
-        r = pthread_mutex_lock(&m.mutex);
-    }
+    sys::lock_result r = wait ? m.mutex.lock(deadline) : m.mutex.try_lock();
     std::uint32_t me = my_tid();
     switch (r) {
-        case 0:
+        case sys::lock_result::acquired:
             if (recursive && atomic(m.owner_tid).load(std::memory_order_relaxed) == me) {
                 ++m.depth;
             } else {
@@ -189,23 +158,22 @@ acquired mutex_acquire(mutex_state& m, bool recursive, bool wait, sync_deadline 
                 m.owner_died = 0;
             }
             return acquired::yes;
-        case EOWNERDEAD:
+        case sys::lock_result::acquired_owner_died:
             // The holder died holding it: take it over and say so.
-            pthread_mutex_consistent(&m.mutex);
             atomic(m.owner_tid).store(me, std::memory_order_relaxed);
             m.depth = 1;
             m.owner_died = 1;
             return acquired::yes;
-        case EBUSY:
-        case ETIMEDOUT: return acquired::no;
-        case EDEADLK: return acquired::deadlock;
-        case ENOTRECOVERABLE:
+        case sys::lock_result::timed_out: return acquired::no;
+        case sys::lock_result::already_held: return acquired::deadlock;
+        case sys::lock_result::not_recoverable:
             throw lock_error(
                 "mp: the lock is permanently unusable: a process that recovered it from a dead holder "
                 "released it without marking it consistent; create a new lock");
-        case EAGAIN: throw lock_error("mp: rlock acquired too many times recursively (counter overflow)");
-        default: sys::throw_errno(r, "pthread_mutex_lock");
+        case sys::lock_result::too_deep:
+            throw lock_error("mp: rlock acquired too many times recursively (counter overflow)");
     }
+    return acquired::no;
 }
 
 /// Gives m back once. false (and no change) if this thread does not hold it.
@@ -217,7 +185,7 @@ bool mutex_release(mutex_state& m) noexcept {
         m.depth = 0;
         atomic(m.owner_tid).store(0, std::memory_order_relaxed);
     }
-    return pthread_mutex_unlock(&m.mutex) == 0;
+    return m.mutex.unlock();
 }
 
 [[noreturn]] void throw_not_held(const char* what) {
@@ -236,7 +204,7 @@ std::uint32_t mutex_release_all(mutex_state& m, const char* what) {
     std::uint32_t depth = m.depth;
     m.depth = 0;
     atomic(m.owner_tid).store(0, std::memory_order_relaxed);
-    for (std::uint32_t i = 0; i < depth; ++i) pthread_mutex_unlock(&m.mutex);
+    for (std::uint32_t i = 0; i < depth; ++i) m.mutex.unlock();
     return depth;
 }
 
@@ -302,8 +270,8 @@ std::shared_ptr<sync_block> sync_block::create(kind k, std::size_t payload, std:
     header->kind = static_cast<std::uint32_t>(k);
     header->payload_size = payload;
     header->element_size = element_size;
-    if (k == kind::lock || k == kind::rlock) init_mutex(state_of<mutex_state>(*block), k == kind::rlock);
-    if (k == kind::barrier) init_mutex(state_of<barrier_state>(*block).mutex, false);
+    if (k == kind::lock || k == kind::rlock) state_of<mutex_state>(*block).mutex.init(k == kind::rlock);
+    if (k == kind::barrier) state_of<barrier_state>(*block).mutex.mutex.init(false);
     return block;
 }
 
