@@ -49,6 +49,13 @@ void unmap(void* addr, std::size_t size) noexcept;
 /// page fault per 4 KiB).
 void* map_populated(int fd, std::size_t size, bool writable);
 std::size_t file_size(int fd);
+/// A memfd of `size` bytes that can be frozen once written (src/sys/seal.cpp).
+unique_fd sealable_memfd(const char* name, std::size_t size);
+/// Seals a memfd against shrinking, growing and writing, for good. Throws if
+/// a writable mapping of it still exists.
+void freeze(int fd);
+/// Whether `fd` is a memfd whose size and contents can no longer change.
+[[nodiscard]] bool is_frozen(int fd);
 /// Gives the pages of [offset, offset+len) of a memfd back to the system.
 void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
 std::size_t page_size() noexcept;
