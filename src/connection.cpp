@@ -66,6 +66,10 @@ struct connection_core::state {
         std::vector<unique_fd> fds;
     };
     std::optional<frame> pending;
+    // A frame whose large inline body is still arriving (a receive timed out
+    // in the middle of it), and how many body bytes are in it so far.
+    std::optional<frame> partial;
+    std::size_t partial_received = 0;
 
     std::size_t buffered() const { return end - begin; }
 
@@ -108,9 +112,16 @@ struct connection_core::state {
     }
 
     // Reads one whole frame into `pending`. Returns false on timeout.
+    //
+    // The deadline holds for the whole frame, not only its first byte. A
+    // frame cut short by the deadline is not lost and does not desynchronise
+    // the stream: its bytes stay buffered in this connection (in `buffer`, or
+    // for a large inline body in `partial`), and the next receive resumes
+    // where this one stopped, as if it had never timed out.
     bool read_frame(std::optional<sys::clock::time_point> deadline) {
         if (pending) return true;
         if (broken) throw serialization_error(broken_reason + " (the connection cannot be used any more)");
+        if (partial) return finish_large_body(deadline);
         if (!fill(sizeof(frame_header), deadline, false)) return false;
         frame f;
         std::memcpy(&f.header, buffer.data() + begin, sizeof(frame_header));
@@ -124,35 +135,59 @@ struct connection_core::state {
                     " bytes, more than the limit of " + std::to_string(max_inline_body));
         std::size_t head = sizeof(frame_header) + h.name_size;
         std::size_t inline_body = attached ? 0 : static_cast<std::size_t>(h.body_size);
-        // Everything from here on belongs to a message that has begun: a
-        // timeout now would split it, so wait for the rest without deadline.
         if (head + inline_body <= buffer.size() || head + inline_body <= 4 * 1024 * 1024) {
-            fill(head + inline_body, std::nullopt, true);
+            // On timeout the bytes read so far stay in `buffer`, header
+            // included: the next call parses the header again and goes on.
+            if (!fill(head + inline_body, deadline, true)) return false;
             f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)),
                                h.name_size);
             f.in_buffer = true;
             f.body_offset = begin + head;
             f.consumed = head + inline_body;
-        } else {
-            fill(head, std::nullopt, true);
-            f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)),
-                               h.name_size);
-            begin += head;
-            f.owned.resize(inline_body);
-            std::size_t have = std::min(buffered(), inline_body);
-            std::memcpy(f.owned.data(), buffer.data() + begin, have);
-            begin += have;
-            std::size_t at = have;
-            while (at < inline_body) {
-                std::vector<unique_fd> got;
-                long r = sys::recv_some(fd.get(), f.owned.data() + at, inline_body - at, &got, false);
-                for (auto& g : got) fds.push_back(std::move(g));
-                if (r == 0)
-                    throw eof_error("mp: the other end of the pipe closed in the middle of a message "
-                                    "(its process probably died while sending)");
-                if (r > 0) at += static_cast<std::size_t>(r);
-            }
+            return complete(std::move(f));
         }
+        if (!fill(head, deadline, true)) return false;
+        f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)), h.name_size);
+        begin += head;
+        // From here the frame's bytes leave `buffer`: they are kept in
+        // `partial` until the body is complete.
+        f.owned.resize(inline_body);
+        std::size_t have = std::min(buffered(), inline_body);
+        std::memcpy(f.owned.data(), buffer.data() + begin, have);
+        begin += have;
+        partial_received = have;
+        partial = std::move(f);
+        return finish_large_body(deadline);
+    }
+
+    // Receives the rest of the large inline body in `partial`.
+    bool finish_large_body(std::optional<sys::clock::time_point> deadline) {
+        frame& f = *partial;
+        while (partial_received < f.owned.size()) {
+            std::vector<unique_fd> got;
+            long r = sys::recv_some(fd.get(), f.owned.data() + partial_received, f.owned.size() - partial_received,
+                                    &got, true);
+            for (auto& g : got) fds.push_back(std::move(g));
+            if (r == 0) {
+                partial.reset();
+                throw eof_error("mp: the other end of the pipe closed in the middle of a message "
+                                "(its process probably died while sending); the partial message was dropped");
+            }
+            if (r > 0) {
+                partial_received += static_cast<std::size_t>(r);
+                continue;
+            }
+            if (!sys::wait_readable(fd.get(), deadline)) return false;
+        }
+        frame whole = std::move(*partial);
+        partial.reset();
+        return complete(std::move(whole));
+    }
+
+    // The frame's bytes have all arrived: claims its descriptors, maps its
+    // attachment and makes it `pending`.
+    bool complete(frame f) {
+        const auto& h = f.header;
         // The fds of this frame were sent with its first byte, so they have
         // arrived by now.
         if (fds.size() < h.fd_count) corrupt("mp: corrupt message on a pipe: file descriptors missing");
@@ -160,11 +195,19 @@ struct connection_core::state {
             f.fds.push_back(std::move(fds.front()));
             fds.pop_front();
         }
-        if (attached) {
+        if (h.flags & flag_attached) {
             if (f.fds.empty()) corrupt("mp: corrupt message on a pipe: shared-memory attachment missing");
             unique_fd memfd = std::move(f.fds.back());
             f.fds.pop_back();
-            f.mapped = attachment::open(std::move(memfd), static_cast<std::size_t>(h.body_size));
+            try {
+                f.mapped = attachment::open(std::move(memfd), static_cast<std::size_t>(h.body_size));
+            } catch (const serialization_error&) {
+                // The frame itself was whole: drop it (and the descriptors it
+                // brought) and keep the stream usable for the next message.
+                if (f.in_buffer) begin += f.consumed;
+                if (begin == end) begin = end = 0;
+                throw;
+            }
         }
         pending = std::move(f);
         return true;
@@ -260,7 +303,7 @@ std::vector<std::byte> connection_core::recv_raw(std::optional<std::chrono::stea
     return out;
 }
 
-bool connection_core::has_buffered() const { return s_->pending || s_->buffered() > 0; }
+bool connection_core::has_buffered() const { return s_->pending || s_->partial || s_->buffered() > 0; }
 
 bool connection_core::poll(std::optional<std::chrono::steady_clock::time_point> deadline) {
     if (!s_->fd) throw closed_error("mp: poll on a closed connection");

@@ -92,7 +92,9 @@ public:
     [[nodiscard]] T recv() {
         return recv_until<T>(std::nullopt);
     }
-    /// As recv(), but throws mp::timeout_error after `timeout`.
+    /// As recv(), but throws mp::timeout_error after `timeout`. The timeout
+    /// holds for the whole message: when only part of one has arrived, the
+    /// part is kept in this connection and the next recv resumes it.
     template <class T>
     [[nodiscard]] T recv(duration timeout) {
         return recv_until<T>(std::chrono::steady_clock::now() + timeout);

@@ -44,6 +44,7 @@
 #include <type_traits>
 
 #include "mp/detail/archive.hpp"
+#include "mp/detail/bounded_load.hpp"
 #include "mp/detail/type_name.hpp"
 
 namespace mp {

@@ -46,6 +46,14 @@ std::size_t page_size() noexcept;
 /// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
 void prefault_for_write(void* addr, std::size_t len) noexcept;
 
+/// A memfd of `size` reserved bytes that can be frozen once written.
+unique_fd sealable_memfd(const char* name, std::size_t size);
+/// Seals a memfd against shrinking, growing and writing, for good. Throws if
+/// a writable mapping of it still exists.
+void freeze(int fd);
+/// Whether `fd` is a memfd whose size and contents can no longer change.
+[[nodiscard]] bool is_frozen(int fd);
+
 namespace test_hooks {
 /// Tests only: reserve() of more bytes than this fails as if shared memory
 /// were full (a memfd cannot be given a small filesystem of its own).

@@ -126,12 +126,38 @@ public:
 
     /// A length read from the message is only believed if that many bytes
     /// could follow: protects against corrupt sizes causing huge allocations.
-    void check_length(std::uint64_t count) const {
-        if (count > remaining())
+    void check_length(std::uint64_t count) const { check_count(count, 1); }
+
+    /// The same for `count` elements of which each takes at least
+    /// `min_element_size` bytes in the message (0: elements that take none,
+    /// which are still bounded by one per byte left).
+    void check_count(std::uint64_t count, std::size_t min_element_size) const {
+        std::size_t per = min_element_size ? min_element_size : 1;
+        if (count > remaining() / per)
             throw serialization_error("mp: corrupt message: it declares " + std::to_string(count) +
-                                      " elements but only " + std::to_string(remaining()) +
-                                      " bytes follow");
+                                      " elements of at least " + std::to_string(per) + " bytes but only " +
+                                      std::to_string(remaining()) + " bytes follow");
     }
+
+    /// A bool is one byte that must be 0 or 1: any other value would be
+    /// undefined behaviour once loaded as a bool.
+    bool load_bool() {
+        unsigned char byte = 0;
+        loadBinary(&byte, 1);
+        if (byte > 1) throw_bad_bool(byte);
+        return byte == 1;
+    }
+    void check_bools(const void* data, std::size_t count) const {
+        const auto* bytes = static_cast<const unsigned char*>(data);
+        for (std::size_t i = 0; i < count; ++i)
+            if (bytes[i] > 1) throw_bad_bool(bytes[i]);
+    }
+
+    /// Data only: decoding a code reference (a function) throws
+    /// mp::serialization_error. For peers that may be another program, such
+    /// as a manager's clients and server (SPEC §8).
+    void set_data_only() noexcept { data_only_ = true; }
+    [[nodiscard]] bool data_only() const noexcept { return data_only_; }
 
     unique_fd take_fd(std::uint32_t index) {
         if (!fds_ || index >= fds_->size() || !(*fds_)[index])
@@ -143,6 +169,10 @@ public:
     [[nodiscard]] std::size_t position() const noexcept { return at_; }
 
 private:
+    [[noreturn]] static void throw_bad_bool(unsigned char byte) {
+        throw serialization_error("mp: corrupt message: a bool holds " + std::to_string(byte) +
+                                  " (only 0 and 1 are bools)");
+    }
     [[noreturn]] void throw_truncated(std::size_t wanted) const {
         throw serialization_error("mp: truncated message: needed " + std::to_string(wanted) +
                                   " more bytes but only " + std::to_string(remaining()) + " remain");
@@ -151,6 +181,7 @@ private:
     std::span<const std::byte> data_;
     std::size_t at_ = 0;
     std::vector<unique_fd>* fds_;
+    bool data_only_ = false;
 };
 
 }  // namespace mp::detail
@@ -164,7 +195,10 @@ inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(mp::d
 }
 template <class T>
 inline std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, T& t) {
-    ar.loadBinary(std::addressof(t), sizeof(t));
+    if constexpr (std::is_same_v<T, bool>)
+        t = ar.load_bool();
+    else
+        ar.loadBinary(std::addressof(t), sizeof(t));
 }
 template <class T>
 inline void CEREAL_SAVE_FUNCTION_NAME(mp::detail::output_archive& ar, const NameValuePair<T>& t) {
@@ -189,7 +223,11 @@ inline void CEREAL_SAVE_FUNCTION_NAME(mp::detail::output_archive& ar, const Bina
 }
 template <class T>
 inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, BinaryData<T>& bd) {
-    ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+    // cereal loads arrays of bool (std::array<bool, N>, bool[N]) as raw bytes.
+    auto bytes = ar.take(static_cast<std::size_t>(bd.size));
+    if constexpr (std::is_same_v<std::remove_cv_t<std::remove_pointer_t<T>>, bool>)
+        ar.check_bools(bytes.data(), bytes.size());
+    if (!bytes.empty()) std::memcpy(bd.data, bytes.data(), bytes.size());
 }
 
 // Strings and vectors of numbers are built straight from the message bytes:
