@@ -5,9 +5,13 @@
 #include "mp/manager.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -380,6 +384,151 @@ TEST(manager, a_proxy_received_as_another_type_is_refused) {
     mp::detail::input_archive in(bytes);
     mp::list_proxy<int> wrong;
     EXPECT_THROW(in(wrong), mp::serialization_error);
+}
+
+// ---- keys and addresses in proxies -------------------------------------------------
+
+/// Calls a shared type's methods by name with any arguments, as a buggy or
+/// hostile client could.
+template <class P>
+struct raw_calls : P {
+    explicit raw_calls(const P& p) : P(p) {}
+    template <class R, class... A>
+    R raw(std::string_view method, const A&... args) const {
+        return this->template op<R>(method, args...);
+    }
+};
+
+/// The bytes of a proxy as save_ref writes them, with any content.
+std::string proxy_bytes(const mp::address& a, std::uint64_t id, const std::string& type,
+                        const std::vector<std::string>& exposed, std::uint64_t kind) {
+    mp::detail::output_archive ar;
+    ar(a, id, type, exposed, kind);
+    std::string bytes(ar.size(), '\0');
+    ar.copy_to(reinterpret_cast<std::byte*>(bytes.data()));
+    return bytes;
+}
+
+/// A Unix socket nobody should connect to.
+struct rogue_listener {
+    std::string dir, path;
+    int fd = -1;
+    rogue_listener() {
+        char templ[] = "/tmp/mp-rogue-XXXXXX";
+        dir = ::mkdtemp(templ);
+        path = dir + "/socket";
+        fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strcpy(a.sun_path, path.c_str());
+        EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+        EXPECT_EQ(::listen(fd, 8), 0);
+    }
+    ~rogue_listener() {
+        ::close(fd);
+        ::unlink(path.c_str());
+        ::rmdir(dir.c_str());
+    }
+    bool someone_connected() const {
+        int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+        if (c < 0) return false;
+        ::close(c);
+        return true;
+    }
+};
+
+TEST(manager, a_proxy_carries_no_key) {
+    const std::string secret = "a-custom-authkey-0123456789";
+    mp::manager sm({.authkey = secret});
+    sm.start();
+    auto d = sm.dict<int, int>();
+    mp::detail::output_archive ar;
+    ar(d);
+    std::string bytes(ar.size(), '\0');
+    ar.copy_to(reinterpret_cast<std::byte*>(bytes.data()));
+    EXPECT_EQ(bytes.find(secret), std::string::npos) << "the authkey travels inside the proxy";
+    // In this process, which holds the key, it loads and works.
+    mp::detail::input_archive in(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+    mp::dict_proxy<int, int> back;
+    in(back);
+    back.set(1, 2);
+    EXPECT_EQ(d.get(1), 2);
+}
+
+TEST(manager, a_proxy_read_from_a_manager_may_name_only_a_known_server) {
+    mp::manager sm;
+    sm.start();
+    // Proxies of the same server, stored in the server: fine.
+    auto inner = sm.dict<int, int>();
+    inner.set(1, 10);
+    auto l = sm.list<mp::dict_proxy<int, int>>();
+    l.append(inner);
+    EXPECT_EQ(l.get(0).get(1), 10);
+    // One naming an address this process never started or connected to:
+    // refused before any connection is made.
+    rogue_listener rogue;
+    auto planted = proxy_bytes(mp::unix_address{rogue.path}, 1, "mp.dict", inner.exposed(),
+                               mp::detail::type_tag<mp::dict_proxy<int, int>>());
+    raw_calls<mp::list_proxy<mp::dict_proxy<int, int>>>(l).raw<void>("append", planted);
+    EXPECT_THROW((void)l.get(1), mp::authentication_error);
+    EXPECT_FALSE(rogue.someone_connected()) << "the program authenticated to an address named in a manager's data";
+}
+
+TEST(manager, destroying_a_connected_manager_leaves_other_managers_proxies_working) {
+    mp::manager sm;
+    sm.start();
+    auto mine = sm.dict<int, int>();
+    auto other = std::make_unique<mp::manager>(mp::manager_options{.address = sm.address()});
+    other->connect();
+    auto d = other->dict<int, int>();
+    {
+        mp::manager first({.address = sm.address()});
+        first.connect();
+        auto l = first.list<int>();
+        l.append(1);
+    }  // destroyed here: it shares this process's connections with `other` and `sm`
+    d.set(1, 1);
+    EXPECT_EQ(d.get(1), 1);
+    mine.set(2, 2);
+    other.reset();
+    EXPECT_EQ(d.get(1), 1);  // a proxy outlives the connected manager that made it
+    EXPECT_EQ(mine.get(2), 2);
+}
+
+// ---- the built-in types on the typed path -------------------------------------------
+
+TEST(manager, the_server_checks_every_argument_tuple_of_the_shared_types) {
+    mp::manager sm;
+    sm.start();
+    auto d = sm.dict<int, int>();
+    raw_calls<mp::dict_proxy<int, int>> r(d);
+    EXPECT_THROW(r.raw<void>("set", std::string("only a key")), mp::serialization_error);  // too few
+    EXPECT_THROW(r.raw<void>("set", 1, 2), mp::serialization_error);                       // ints, not bytes
+    EXPECT_THROW(r.raw<int>("size"), mp::serialization_error);                             // result type
+    EXPECT_THROW(r.raw<void>("no_such_method"), mp::not_exposed_error);
+    auto q = sm.queue<int>();
+    raw_calls<mp::queue_proxy<int>> rq(q);
+    EXPECT_THROW(rq.raw<bool>("put", std::string("x")), mp::serialization_error);  // no timeout
+    EXPECT_EQ(std::set<std::string>(d.exposed().begin(), d.exposed().end()),
+              (std::set<std::string>{"clear", "contains", "erase", "find", "get", "items", "keys", "set", "size",
+                                     "update"}));
+    d.set(1, 1);  // the object and the connection go on
+    EXPECT_EQ(d.get(1), 1);
+}
+
+TEST(manager, the_server_refuses_a_proxy_received_as_another_type_than_its_object) {
+    mp::manager sm;
+    sm.start();
+    auto l = sm.list<int>();
+    // Bytes that claim a dict_proxy<int, int> for what is a list<int>: the
+    // client-side check passes (the claim matches), the server's does not.
+    auto forged =
+        proxy_bytes(sm.address(), l.id(), "mp.list", l.exposed(), mp::detail::type_tag<mp::dict_proxy<int, int>>());
+    mp::detail::input_archive in(std::as_bytes(std::span<const char>(forged.data(), forged.size())));
+    mp::dict_proxy<int, int> wrong;
+    EXPECT_THROW(in(wrong), mp::serialization_error);
+    l.append(3);
+    EXPECT_EQ(l.size(), 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, manager_test,

@@ -34,8 +34,14 @@
 //   key is mp::authentication_error on the client and a closed connection on
 //   the server. A client that sends garbage, a truncated or oversized frame,
 //   says nothing within the handshake timeout, or dies mid-call costs the
-//   server that one connection; the server serves its clients concurrently
-//   (a thread per connection).
+//   server that one connection.
+// - The server is bounded: one event loop accepts and authenticates every
+//   connection (no thread per connection); at most max_pending_connections
+//   wait for authentication, each holding under 200 bytes, and a flood of
+//   silent connections does not keep a correct client from being served at
+//   once; idle connections are closed after idle_timeout; calls run on at
+//   most max_workers threads, concurrently. Running out of fds or threads
+//   slows it down and never ends it.
 // - Default address: a Unix socket in a fresh directory only the owner can
 //   enter, removed at shutdown. Default authkey: the program's random one,
 //   which its children inherit, so proxies passed to children just work.
@@ -58,6 +64,7 @@
 #include <utility>
 #include <vector>
 
+#include "mp/address.hpp"
 #include "mp/context.hpp"
 #include "mp/detail/manager_core.hpp"
 #include "mp/error.hpp"
@@ -102,6 +109,20 @@ struct manager_options {
     /// bigger values allow bigger arguments and let one client make the
     /// server allocate that much.
     std::size_t max_message_size = std::size_t{64} << 20;
+    /// An authenticated connection that sends nothing for this long is
+    /// closed by the server (clients retire pooled connections idle for half
+    /// of theirs, so a call never meets a connection closed under it).
+    std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+    /// Connections the server lets wait for authentication at once; a new
+    /// one beyond it pushes out the oldest waiting. Trade-off: more lets more
+    /// honest clients on slow links handshake at once, and lets a flood hold
+    /// more sockets.
+    std::size_t max_pending_connections = 128;
+    /// Threads the server runs calls on at most. A call that waits in the
+    /// server (a lock's acquire, a queue's get) holds one while it waits;
+    /// more calls than this at once wait for a thread. Trade-off: more
+    /// serves more blocking calls at once, at a thread (and its stack) each.
+    std::size_t max_workers = 128;
 };
 
 /// The server of a manager, running in this process (base_manager::get_server).
@@ -146,14 +167,10 @@ public:
     void register_type(std::string name, method_list<Ms...>, std::optional<mp::exposed> exposure = std::nullopt) {
         static_assert(std::is_default_constructible_v<T>,
                       "mp::base_manager::register_type<T>: the server creates T with T{}; give T a default constructor");
-        detail::mgr::type_entry e;
-        e.name = std::move(name);
-        e.kind = detail::mgr::entry_kind::object;
+        (check_member<T, Ms>(), ...);
+        auto e = detail::mgr::object_entry<T, std::tuple<>, Ms...>(std::move(name));
         e.class_tag = detail::type_tag<proxy<T>>();
-        e.class_name = std::string(detail::type_name<T>());
-        e.create_args_tag = detail::type_tag<std::tuple<>>();
-        e.methods = {describe_member<T, Ms>()...};
-        e.trampoline = &detail::mgr::object_trampoline<T, Ms...>;
+        e.create_args_type.clear();  // "()" in messages
         add_entry(std::move(e), std::move(exposure));
     }
 
@@ -217,9 +234,10 @@ public:
     /// Stops a server this manager started (asks it, then waits for its
     /// process; terminates it if it does not end within a few seconds),
     /// closes this process's connections to it and removes the default
-    /// socket directory. Connected (not started) managers only disconnect.
-    /// Proxies used afterwards throw mp::closed_error. Harmless when not
-    /// started; never throws.
+    /// socket directory; its proxies used afterwards throw
+    /// mp::closed_error. A connected (not started) manager only lets go of
+    /// the server: proxies made through it, and other managers connected to
+    /// the same server, keep working. Harmless when not started; never throws.
     void shutdown() noexcept;
     /// Asks the server this manager is connected to (or started) to stop
     /// serving; any authenticated client may.
@@ -268,7 +286,7 @@ protected:
         detail::mgr::writer w = [](const void* ctx, detail::output_archive& ar) {
             detail::save_value(ar, *static_cast<const Tuple*>(ctx));
         };
-        auto made = c->create(name, expect_tag, args_tag, w, &args);
+        auto made = detail::mgr::create_object(*c, name, expect_tag, args_tag, w, &args);
         return std::make_shared<detail::mgr::object_ref>(c, made.id, std::string(name), std::move(made.exposed),
                                                          expect_tag);
     }
@@ -277,11 +295,10 @@ protected:
 
 private:
     template <class T, auto M>
-    static detail::mgr::method_info describe_member() {
+    static constexpr void check_member() {
         using tr = detail::mgr::member_traits<decltype(M)>;
         static_assert(std::is_base_of_v<typename tr::cls, T>,
                       "mp::methods<&C::m...>: every method must belong to the registered type (or a base)");
-        return detail::mgr::describe<M, tr>(detail::nontype_name<M>());
     }
     template <auto F>
     static detail::mgr::method_info describe_function() {
@@ -303,38 +320,32 @@ public:
 
     template <class K, class V>
     [[nodiscard]] dict_proxy<K, V> dict() {
-        return dict_proxy<K, V>(shared("mp.dict", detail::type_tag<dict_proxy<K, V>>(),
-                                       detail::type_tag<std::pair<K, V>>(), std::string{}, 0));
+        return dict_proxy<K, V>(shared<dict_proxy<K, V>>("mp.dict", std::tuple<>{}));
     }
     template <class T>
     [[nodiscard]] list_proxy<T> list() {
-        return list_proxy<T>(shared("mp.list", detail::type_tag<list_proxy<T>>(), detail::type_tag<T>(), std::string{}, 0));
+        return list_proxy<T>(shared<list_proxy<T>>("mp.list", std::tuple<>{}));
     }
     /// maxsize 0: unbounded.
     template <class T>
     [[nodiscard]] queue_proxy<T> queue(std::size_t maxsize = 0) {
-        return queue_proxy<T>(
-            shared("mp.queue", detail::type_tag<queue_proxy<T>>(), detail::type_tag<T>(), std::string{}, maxsize));
+        return queue_proxy<T>(shared<queue_proxy<T>>("mp.queue", std::tuple<std::uint64_t>(maxsize)));
     }
-    [[nodiscard]] lock_proxy lock() {
-        return lock_proxy(shared("mp.lock", detail::type_tag<lock_proxy>(), 0, std::string{}, 0));
-    }
-    [[nodiscard]] event_proxy event() {
-        return event_proxy(shared("mp.event", detail::type_tag<event_proxy>(), 0, std::string{}, 0));
-    }
+    [[nodiscard]] lock_proxy lock() { return lock_proxy(shared<lock_proxy>("mp.lock", std::tuple<>{})); }
+    [[nodiscard]] event_proxy event() { return event_proxy(shared<event_proxy>("mp.event", std::tuple<>{})); }
     template <class T>
     [[nodiscard]] value_proxy<T> value(const T& initial = T{}) {
-        return value_proxy<T>(shared("mp.value", detail::type_tag<value_proxy<T>>(), detail::type_tag<T>(),
-                                     detail::mgr::to_bytes(initial), 0));
+        return value_proxy<T>(
+            shared<value_proxy<T>>("mp.value", std::tuple<std::string>(detail::mgr::to_bytes(initial))));
     }
 
 private:
-    /// Creation arguments of every shared type: (element tag, initial value
-    /// bytes, maxsize).
-    std::shared_ptr<detail::mgr::object_ref> shared(std::string_view type, std::uint64_t kind_tag,
-                                                    std::uint64_t element_tag, std::string initial, std::uint64_t maxsize) {
-        using args = std::tuple<std::uint64_t, std::string, std::uint64_t>;
-        return create(type, kind_tag, detail::type_tag<args>(), args(element_tag, std::move(initial), maxsize));
+    /// The built-in types are served under names starting with "mp."; the
+    /// server remembers the proxy type each object was made for and checks
+    /// it whenever a proxy of it is received.
+    template <class Proxy, class Args>
+    std::shared_ptr<detail::mgr::object_ref> shared(std::string_view type, const Args& args) {
+        return create(type, detail::type_tag<Proxy>(), detail::type_tag<Args>(), args);
     }
 };
 

@@ -23,9 +23,18 @@
 // - Copies share one reference to the server object. A proxy can be passed to
 //   another process (as an mp::process or pool argument, through a queue or a
 //   pipe) under every start method: it travels as the server's address and
-//   the object's id, and the receiver connects with the program's authkey,
-//   which children inherit (a manager with a custom authkey sends its key
-//   along: give such proxies only to processes you would give the key).
+//   the object's id, never with a key. The receiver connects with the key it
+//   holds for that server: the one its manager started or connected with
+//   (a fork child inherits those), else the program's authkey, which
+//   children inherit. So a proxy of a manager with a custom authkey works in
+//   a process that has connected a manager to that server with the key
+//   before receiving it (as in Python, where the receiver must hold the key).
+// - A proxy read from a manager (a value stored in a shared dict, a
+//   method's result) may only name a server this process already knows (it
+//   started, served or connected to it, or received a proxy of it through
+//   the program's own channels); any other address is refused with
+//   mp::authentication_error instead of being sent an answer made with the
+//   key.
 // - Lifetime (Python's rule): the server keeps an object while any process
 //   holds a reference. The process that made it holds one; a process that
 //   receives a proxy takes its own on arrival and gives it back when its last
@@ -93,11 +102,11 @@ protected:
     R invoke(std::string_view method, std::uint64_t args_tag, std::uint64_t result_tag, const Tuple& args) const {
         writer w = [](const void* c, output_archive& ar) { save_value(ar, *static_cast<const Tuple*>(c)); };
         if constexpr (std::is_void_v<R>) {
-            ref().owner().call(ref().id(), method, args_tag, result_tag, w, &args, nullptr, nullptr);
+            call_method(ref().owner(), ref().id(), method, args_tag, result_tag, w, &args, nullptr, nullptr);
         } else {
             std::optional<R> out;
             reader r = [](void* c, input_archive& ar) { static_cast<std::optional<R>*>(c)->emplace(load_value<R>(ar)); };
-            ref().owner().call(ref().id(), method, args_tag, result_tag, w, &args, r, &out);
+            call_method(ref().owner(), ref().id(), method, args_tag, result_tag, w, &args, r, &out);
             return std::move(*out);
         }
     }
@@ -110,18 +119,20 @@ protected:
     std::shared_ptr<object_ref> ref_;
 };
 
-/// Calls on the shared types: arguments are sent as a tuple, the object's
-/// element tag stands in for the argument types (the server checks it
-/// against the one the object was made with).
+/// Calls on the built-in shared types: typed calls like any registered
+/// type's (the server checks the argument tuple's and the result's tags).
+/// Elements travel as their serialized bytes, so the server needs no code
+/// for them; the server checks the proxy type (and so the element types)
+/// when an object is made and whenever a proxy of it is received.
 class shared_base : public proxy_base {
 protected:
     using proxy_base::proxy_base;
     shared_base() = default;
 
     template <class R, class... A>
-    R op(std::string_view method, std::uint64_t element_tag, const A&... args) const {
+    R op(std::string_view method, const A&... args) const {
         auto t = std::make_tuple(args...);
-        return this->template invoke<R>(method, element_tag, std::is_void_v<R> ? 0 : type_tag<R>(), t);
+        return this->template invoke<R>(method, type_tag<decltype(t)>(), type_tag<R>(), t);
     }
 };
 
@@ -273,41 +284,39 @@ private:
 /// A dict in the server, insertion-ordered like Python's.
 template <class K, class V>
 class dict_proxy : public detail::mgr::shared_base {
-    static constexpr std::uint64_t tag = detail::type_tag<std::pair<K, V>>();
-
 public:
     dict_proxy() = default;
     explicit dict_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}
 
     /// The value for `key`; throws std::out_of_range if there is none.
-    [[nodiscard]] V get(const K& key) const { return from(op<std::string>("get", tag, to(key))); }
+    [[nodiscard]] V get(const K& key) const { return from(op<std::string>("get", to(key))); }
     /// The value for `key`, or `otherwise`.
     [[nodiscard]] V get(const K& key, const V& otherwise) const {
-        auto v = op<std::optional<std::string>>("find", tag, to(key));
+        auto v = op<std::optional<std::string>>("find", to(key));
         return v ? from(*v) : otherwise;
     }
     /// The value for `key`, or nullopt.
     [[nodiscard]] std::optional<V> try_get(const K& key) const {
-        auto v = op<std::optional<std::string>>("find", tag, to(key));
+        auto v = op<std::optional<std::string>>("find", to(key));
         return v ? std::optional<V>(from(*v)) : std::nullopt;
     }
-    void set(const K& key, const V& value) const { op<void>("set", tag, to(key), to(value)); }
+    void set(const K& key, const V& value) const { op<void>("set", to(key), to(value)); }
     /// Removes `key`; true if it was there.
-    bool erase(const K& key) const { return op<bool>("erase", tag, to(key)); }
-    [[nodiscard]] bool contains(const K& key) const { return op<bool>("contains", tag, to(key)); }
-    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size", tag)); }
+    bool erase(const K& key) const { return op<bool>("erase", to(key)); }
+    [[nodiscard]] bool contains(const K& key) const { return op<bool>("contains", to(key)); }
+    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size")); }
     [[nodiscard]] bool empty() const { return size() == 0; }
-    void clear() const { op<void>("clear", tag); }
+    void clear() const { op<void>("clear"); }
     /// The keys, in insertion order.
     [[nodiscard]] std::vector<K> keys() const {
         std::vector<K> out;
-        for (auto& k : op<std::vector<std::string>>("keys", tag)) out.push_back(detail::mgr::from_bytes<K>(k));
+        for (auto& k : op<std::vector<std::string>>("keys")) out.push_back(detail::mgr::from_bytes<K>(k));
         return out;
     }
     /// The (key, value) pairs, in insertion order.
     [[nodiscard]] std::vector<std::pair<K, V>> items() const {
         std::vector<std::pair<K, V>> out;
-        for (auto& [k, v] : op<std::vector<std::pair<std::string, std::string>>>("items", tag))
+        for (auto& [k, v] : op<std::vector<std::pair<std::string, std::string>>>("items"))
             out.emplace_back(detail::mgr::from_bytes<K>(k), from(v));
         return out;
     }
@@ -316,7 +325,7 @@ public:
     void update(const Pairs& pairs) const {
         std::vector<std::pair<std::string, std::string>> bytes;
         for (const auto& [k, v] : pairs) bytes.emplace_back(to(static_cast<const K&>(k)), to(static_cast<const V&>(v)));
-        op<void>("update", tag, bytes);
+        op<void>("update", bytes);
     }
     /// A copy of the whole dict.
     [[nodiscard]] std::map<K, V> to_map() const {
@@ -345,31 +354,29 @@ private:
 /// A list in the server. Indexes may be negative, counting from the end, as in Python.
 template <class T>
 class list_proxy : public detail::mgr::shared_base {
-    static constexpr std::uint64_t tag = detail::type_tag<T>();
-
 public:
     list_proxy() = default;
     explicit list_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}
 
-    void append(const T& value) const { op<void>("append", tag, to(value)); }
+    void append(const T& value) const { op<void>("append", to(value)); }
     /// Appends every item of `values`, in one round trip.
     template <class Range>
     void extend(const Range& values) const {
         std::vector<std::string> bytes;
         for (const auto& v : values) bytes.push_back(to(static_cast<const T&>(v)));
-        op<void>("extend", tag, bytes);
+        op<void>("extend", bytes);
     }
     /// Throws std::out_of_range for an index outside the list.
-    [[nodiscard]] T get(std::int64_t index) const { return from(op<std::string>("get", tag, index)); }
-    void set(std::int64_t index, const T& value) const { op<void>("set", tag, index, to(value)); }
+    [[nodiscard]] T get(std::int64_t index) const { return from(op<std::string>("get", index)); }
+    void set(std::int64_t index, const T& value) const { op<void>("set", index, to(value)); }
     /// Removes and returns the item at `index` (default: the last).
-    T pop(std::int64_t index = -1) const { return from(op<std::string>("pop", tag, index)); }
-    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size", tag)); }
+    T pop(std::int64_t index = -1) const { return from(op<std::string>("pop", index)); }
+    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size")); }
     [[nodiscard]] bool empty() const { return size() == 0; }
-    void clear() const { op<void>("clear", tag); }
+    void clear() const { op<void>("clear"); }
     [[nodiscard]] std::vector<T> to_vector() const {
         std::vector<T> out;
-        for (auto& b : op<std::vector<std::string>>("items", tag)) out.push_back(from(b));
+        for (auto& b : op<std::vector<std::string>>("items")) out.push_back(from(b));
         return out;
     }
 
@@ -390,14 +397,12 @@ private:
 /// One value in the server (Python's manager.Value).
 template <class T>
 class value_proxy : public detail::mgr::shared_base {
-    static constexpr std::uint64_t tag = detail::type_tag<T>();
-
 public:
     value_proxy() = default;
     explicit value_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}
 
-    [[nodiscard]] T get() const { return detail::mgr::from_bytes<T>(op<std::string>("get", tag)); }
-    void set(const T& value) const { op<void>("set", tag, detail::mgr::to_bytes(value)); }
+    [[nodiscard]] T get() const { return detail::mgr::from_bytes<T>(op<std::string>("get")); }
+    void set(const T& value) const { op<void>("set", detail::mgr::to_bytes(value)); }
 
     template <class Archive>
     void save(Archive& ar) const {
@@ -412,8 +417,6 @@ public:
 /// A FIFO queue in the server, with mp::queue's interface.
 template <class T>
 class queue_proxy : public detail::mgr::shared_base {
-    static constexpr std::uint64_t tag = detail::type_tag<T>();
-
 public:
     using duration = std::chrono::steady_clock::duration;
 
@@ -436,9 +439,9 @@ public:
         return std::move(*v);
     }
     [[nodiscard]] std::optional<T> try_get() const { return get_for(0); }
-    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size", tag)); }
+    [[nodiscard]] std::size_t size() const { return static_cast<std::size_t>(op<std::uint64_t>("size")); }
     [[nodiscard]] bool empty() const { return size() == 0; }
-    [[nodiscard]] bool full() const { return op<bool>("full", tag); }
+    [[nodiscard]] bool full() const { return op<bool>("full"); }
 
     template <class Archive>
     void save(Archive& ar) const {
@@ -450,9 +453,9 @@ public:
     }
 
 private:
-    bool put_for(const T& item, std::int64_t ns) const { return op<bool>("put", tag, detail::mgr::to_bytes(item), ns); }
+    bool put_for(const T& item, std::int64_t ns) const { return op<bool>("put", detail::mgr::to_bytes(item), ns); }
     std::optional<T> get_for(std::int64_t ns) const {
-        auto v = op<std::optional<std::string>>("get", tag, ns);
+        auto v = op<std::optional<std::string>>("get", ns);
         if (!v) return std::nullopt;
         return detail::mgr::from_bytes<T>(*v);
     }
@@ -466,18 +469,18 @@ public:
     explicit lock_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}
 
     /// Blocks until acquired (block = true), or tries once.
-    bool acquire(bool block = true) const { return op<bool>("acquire", 0, block ? detail::mgr::forever : 0); }
+    bool acquire(bool block = true) const { return op<bool>("acquire", block ? detail::mgr::forever : 0); }
     /// false if not acquired within `timeout`.
     template <class Rep, class Period>
     [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) const {
-        return op<bool>("acquire", 0, detail::mgr::to_ns(timeout));
+        return op<bool>("acquire", detail::mgr::to_ns(timeout));
     }
     /// Throws mp::value_error if the lock is not held.
-    void release() const { op<void>("release", 0); }
+    void release() const { op<void>("release"); }
     void lock() const { (void)acquire(true); }
     void unlock() const { release(); }
     [[nodiscard]] bool try_lock() const { return acquire(false); }
-    [[nodiscard]] bool locked() const { return op<bool>("locked", 0); }
+    [[nodiscard]] bool locked() const { return op<bool>("locked"); }
 
     template <class Archive>
     void save(Archive& ar) const {
@@ -495,15 +498,15 @@ public:
     event_proxy() = default;
     explicit event_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}
 
-    void set() const { op<void>("set", 0); }
-    void clear() const { op<void>("clear", 0); }
-    [[nodiscard]] bool is_set() const { return op<bool>("is_set", 0); }
+    void set() const { op<void>("set"); }
+    void clear() const { op<void>("clear"); }
+    [[nodiscard]] bool is_set() const { return op<bool>("is_set"); }
     /// Waits until set; returns true.
-    bool wait() const { return op<bool>("wait", 0, detail::mgr::forever); }
+    bool wait() const { return op<bool>("wait", detail::mgr::forever); }
     /// Waits at most `timeout`; returns whether the event is set.
     template <class Rep, class Period>
     bool wait(std::chrono::duration<Rep, Period> timeout) const {
-        return op<bool>("wait", 0, detail::mgr::to_ns(timeout));
+        return op<bool>("wait", detail::mgr::to_ns(timeout));
     }
 
     template <class Archive>

@@ -85,6 +85,66 @@ void answer_challenge(channel& ch, const std::string& key, std::string_view labe
 
 }  // namespace
 
+server_handshake::server_handshake(const std::string& key) : key_(key), challenge_(make_challenge()) {
+    queue_frame(challenge_);
+}
+
+void server_handshake::queue_frame(std::span<const std::byte> body) {
+    std::uint32_t length = static_cast<std::uint32_t>(body.size());
+    std::byte header[header_size];
+    std::memcpy(header, &frame_magic, 4);
+    std::memcpy(header + 4, &length, 4);
+    out_.insert(out_.end(), header, header + header_size);
+    out_.insert(out_.end(), body.begin(), body.end());
+}
+
+server_handshake::state server_handshake::received(std::size_t n) {
+    if (state_ != state::running) return state_;
+    have_ += n;
+    if (have_ < want_) return state_;
+    if (want_ == header_size) {
+        std::uint32_t magic, length;
+        std::memcpy(&magic, frame_.data(), 4);
+        std::memcpy(&length, frame_.data() + 4, 4);
+        if (magic != frame_magic || length > max_handshake_frame) return state_ = state::failed;
+        want_ = header_size + length;
+        if (length > 0) return state_;
+    }
+    std::span<const std::byte> body(frame_.data() + header_size, want_ - header_size);
+    have_ = 0;
+    want_ = header_size;
+    frame_complete(body);
+    return state_;
+}
+
+void server_handshake::frame_complete(std::span<const std::byte> body) {
+    switch (stage_) {
+        case stage::client_answer: {
+            auto expected = hmac(key_, "client", challenge_);
+            if (body.size() != digest_size || CRYPTO_memcmp(body.data(), expected.data(), digest_size) != 0) {
+                queue_frame(std::as_bytes(std::span(failure.data(), failure.size())));
+                state_ = state::failed;
+                return;
+            }
+            queue_frame(std::as_bytes(std::span(welcome.data(), welcome.size())));
+            stage_ = stage::client_challenge;
+            return;
+        }
+        case stage::client_challenge: {
+            if (body.size() != challenge_prefix.size() + nonce_size ||
+                std::memcmp(body.data(), challenge_prefix.data(), challenge_prefix.size()) != 0) {
+                state_ = state::failed;
+                return;
+            }
+            auto d = hmac(key_, "server", body);
+            queue_frame(std::as_bytes(std::span(d)));
+            stage_ = stage::client_verdict;
+            return;
+        }
+        case stage::client_verdict: state_ = equals(body, welcome) ? state::done : state::failed; return;
+    }
+}
+
 void authenticate_client(channel& ch, const std::string& key, clock::time_point deadline) {
     if (!deliver_challenge(ch, key, "client", deadline)) {
         try {

@@ -9,18 +9,15 @@
 
 namespace mp::detail::mgr {
 
-namespace {
-constexpr std::size_t initial_buffer = 64 * 1024;
-}
-
-channel::channel(unique_fd fd) : fd_(std::move(fd)), buf_(initial_buffer) {}
+channel::channel(unique_fd fd, std::size_t initial_buffer)
+    : fd_(std::move(fd)), buf_(initial_buffer), initial_buffer_(initial_buffer) {}
 
 void channel::begin(output_archive& ar) {
     const std::byte zeros[header_size] = {};
     ar.saveBinary(zeros, header_size);
 }
 
-void channel::send(output_archive& ar) {
+void channel::seal(output_archive& ar) const {
     auto b = ar.buffer();
     std::uint64_t body = ar.size() - header_size;
     if (body > 0xffffffffu)
@@ -29,9 +26,36 @@ void channel::send(output_archive& ar) {
     auto length = static_cast<std::uint32_t>(body);
     std::memcpy(b.data(), &frame_magic, 4);
     std::memcpy(b.data() + 4, &length, 4);
+}
+
+namespace {
+std::vector<::iovec> pieces(output_archive& ar) {
     std::vector<::iovec> iov;
     ar.for_each_piece([&](const std::byte* p, std::size_t n) { iov.push_back({const_cast<std::byte*>(p), n}); });
-    sys::send_all(fd_.get(), iov);
+    return iov;
+}
+}  // namespace
+
+void channel::send(output_archive& ar) {
+    seal(ar);
+    sys::send_all(fd_.get(), pieces(ar));
+}
+
+void channel::send_until(output_archive& ar, clock::time_point deadline) {
+    seal(ar);
+    sys::send_all_until(fd_.get(), pieces(ar), deadline);
+}
+
+bool channel::send_nowait(output_archive& ar) {
+    seal(ar);
+    std::size_t total = 0, sent = 0;
+    for (auto& piece : pieces(ar)) {
+        total += piece.iov_len;
+        std::size_t n = sys::send_nowait(fd_.get(), piece.iov_base, piece.iov_len);
+        sent += n;
+        if (n < piece.iov_len) break;
+    }
+    return sent == total;
 }
 
 bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin, bool mid_frame) {
@@ -71,8 +95,8 @@ void channel::discard_consumed() {
     if (begin_ == end_) {
         begin_ = end_ = 0;
         // Give back the memory of an unusually large message.
-        if (buf_.size() > 4 * initial_buffer) {
-            buf_.resize(initial_buffer);
+        if (buf_.size() > 4 * initial_buffer_) {
+            buf_.resize(initial_buffer_);
             buf_.shrink_to_fit();
         }
     }
@@ -83,6 +107,14 @@ std::span<const std::byte> channel::receive(std::size_t max_body, std::optional<
     discard_consumed();
     if (!fill(header_size, deadline, spin, false))
         throw timeout_error("mp: manager connection: no message arrived in time");
+    std::uint32_t length = checked_length(max_body);
+    if (!fill(header_size + length, deadline, spin, true))
+        throw timeout_error("mp: manager connection: a message arrived only in part before the deadline");
+    consumed_ = header_size + length;
+    return {buf_.data() + begin_ + header_size, length};
+}
+
+std::uint32_t channel::checked_length(std::size_t max_body) const {
     std::uint32_t magic, length;
     std::memcpy(&magic, buf_.data() + begin_, 4);
     std::memcpy(&length, buf_.data() + begin_ + 4, 4);
@@ -92,10 +124,34 @@ std::span<const std::byte> channel::receive(std::size_t max_body, std::optional<
         throw frame_error("mp: manager connection: a message of " + std::to_string(length) +
                           " bytes exceeds the limit of " + std::to_string(max_body) +
                           " bytes (manager_options::max_message_size)");
-    if (!fill(header_size + length, deadline, spin, true))
-        throw timeout_error("mp: manager connection: a message arrived only in part before the deadline");
-    consumed_ = header_size + length;
-    return {buf_.data() + begin_ + header_size, length};
+    return length;
+}
+
+std::optional<std::span<const std::byte>> channel::poll_frame(std::size_t max_body) {
+    discard_consumed();
+    for (;;) {
+        std::size_t have = end_ - begin_;
+        std::size_t need = header_size;
+        if (have >= header_size) {
+            need = header_size + checked_length(max_body);
+            if (have >= need) {
+                consumed_ = need;
+                return std::span<const std::byte>(buf_.data() + begin_ + header_size, need - header_size);
+            }
+        }
+        if (buf_.size() - begin_ < need) {
+            std::memmove(buf_.data(), buf_.data() + begin_, have);
+            begin_ = 0;
+            end_ = have;
+            if (buf_.size() < need) buf_.resize(need);
+        }
+        long r = sys::recv_nowait(fd_.get(), buf_.data() + end_, buf_.size() - end_);
+        if (r < 0) return std::nullopt;
+        if (r == 0)
+            throw eof_error(have > 0 ? "mp: manager connection closed in the middle of a message"
+                                     : "mp: manager connection closed by the peer");
+        end_ += static_cast<std::size_t>(r);
+    }
 }
 
 void channel::shutdown() noexcept { sys::shutdown_socket(fd_.get()); }

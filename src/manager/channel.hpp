@@ -41,13 +41,22 @@ public:
 
 class channel {
 public:
-    explicit channel(unique_fd fd);
+    /// `initial_buffer`: the receive buffer's starting size; it grows to the
+    /// largest frame received (at most header + the receiver's limit) and
+    /// shrinks back after it.
+    explicit channel(unique_fd fd, std::size_t initial_buffer = 64 * 1024);
 
     /// Starts a frame: `ar` gets the header's place; write the body after it.
     static void begin(output_archive& ar);
     /// Sends the frame `ar` (begun with begin()). Throws eof_error if the
     /// peer is gone.
     void send(output_archive& ar);
+    /// send() on a non-blocking socket, waiting at most until `deadline` for
+    /// the peer to make room (timeout_error past it).
+    void send_until(output_archive& ar, clock::time_point deadline);
+    /// Sends what fits without waiting; false if the frame did not fit whole
+    /// (the stream is then unusable: close it). For a last word before closing.
+    bool send_nowait(output_archive& ar);
 
     /// The next frame's body, valid until the next receive(). Throws
     /// eof_error (peer closed), frame_error (bad header, length > max_body),
@@ -56,16 +65,25 @@ public:
     std::span<const std::byte> receive(std::size_t max_body, std::optional<clock::time_point> deadline,
                                        clock::duration spin);
 
+    /// Reads what has arrived, without waiting: the next frame's body if it
+    /// is complete now (valid until the next receive), else nullopt (the
+    /// part that came is kept). Throws as receive() does.
+    std::optional<std::span<const std::byte>> poll_frame(std::size_t max_body);
+
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     /// Wakes a thread blocked on this socket (it then sees end of file).
     void shutdown() noexcept;
 
 private:
     void discard_consumed();
+    /// The length of the frame whose header is buffered; throws frame_error.
+    std::uint32_t checked_length(std::size_t max_body) const;
+    void seal(output_archive& ar) const;
     bool fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin, bool mid_frame);
 
     unique_fd fd_;
     std::vector<std::byte> buf_;
+    std::size_t initial_buffer_;
     std::size_t begin_ = 0, end_ = 0, consumed_ = 0;
 };
 

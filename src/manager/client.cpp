@@ -3,6 +3,8 @@
 #include <map>
 #include <mutex>
 
+#include "manager/client.hpp"
+
 #include "manager/auth.hpp"
 #include "manager/channel.hpp"
 #include "manager/protocol.hpp"
@@ -34,14 +36,18 @@ int current_pid() noexcept { return sys::current_pid(); }
 namespace {
 
 // Idle connections kept per server and process; more are closed when given
-// back. Trade-off: each idle connection costs the server a sleeping thread.
+// back. Trade-off: each idle connection costs the server a socket and a
+// small buffer (no thread), and saves a handshake when threads call at once.
 constexpr std::size_t max_idle = 64;
 
 struct pooled {
     channel ch;
     std::vector<std::byte> out;  // reused for requests
+    clock::time_point last_used = clock::now();
     explicit pooled(unique_fd fd) : ch(std::move(fd)) {}
 };
+
+thread_local int manager_data_depth = 0;
 
 }  // namespace
 
@@ -91,16 +97,20 @@ struct client::impl {
                 idle.clear();
                 pid = current_pid();
             }
-            if (!idle.empty()) {
+            // Reuse the most recently used connection that the server has
+            // not closed (its idle timeout) and that is not about to be.
+            auto retire_before = clock::now() - std::chrono::milliseconds(limits.idle_ms / 2);
+            while (!idle.empty()) {
                 auto p = std::move(idle.back());
                 idle.pop_back();
-                return p;
+                if (p->last_used >= retire_before && !sys::peer_closed(p->ch.fd())) return p;
             }
         }
         return open();
     }
 
     void give_back(std::unique_ptr<pooled> p) noexcept {
+        p->last_used = clock::now();
         std::lock_guard guard(mutex);
         if (!closed && pid == current_pid() && idle.size() < max_idle) idle.push_back(std::move(p));
     }
@@ -131,6 +141,7 @@ struct client::impl {
         } done{this, p};
         input_archive in(body);
         auto st = load_value<std::uint8_t>(in);
+        manager_data_scope from_the_server;
         if (st == static_cast<std::uint8_t>(status::ok)) {
             read(in);
             return;
@@ -192,11 +203,12 @@ void client::call(std::uint64_t id, std::string_view method, std::uint64_t args_
         });
 }
 
-void client::incref(std::uint64_t id) {
+void client::incref(std::uint64_t id, std::uint64_t kind_tag) {
     p_->exchange(
         [&](output_archive& ar) {
             save_value(ar, static_cast<std::uint8_t>(op::incref));
             save_value(ar, id);
+            save_value(ar, kind_tag);
         },
         [](input_archive&) {});
 }
@@ -230,12 +242,28 @@ void client::close() noexcept {
     drop.swap(p_->idle);
 }
 
+manager_data_scope::manager_data_scope() noexcept { ++manager_data_depth; }
+manager_data_scope::~manager_data_scope() { --manager_data_depth; }
+
+created create_object(client& c, std::string_view type, std::uint64_t expect_tag, std::uint64_t args_tag,
+                      writer write, const void* write_context) {
+    return c.create(type, expect_tag, args_tag, write, write_context);
+}
+
+void call_method(client& c, std::uint64_t id, std::string_view method, std::uint64_t args_tag,
+                 std::uint64_t result_tag, writer write, const void* write_context, reader read, void* read_context) {
+    c.call(id, method, args_tag, result_tag, write, write_context, read, read_context);
+}
+
+void release_object(client& c, std::uint64_t id) noexcept { c.decref(id); }
+
 namespace {
 
 struct registry {
     std::mutex mutex;
     std::map<std::string, std::weak_ptr<client>> clients;  // guarded by mutex
     std::vector<std::weak_ptr<client>> all;                 // guarded by mutex, for the fork handler
+    std::map<std::string, std::string> known_keys;          // guarded by mutex: to_string(address) → key
 };
 
 registry& the_registry() {
@@ -277,26 +305,49 @@ std::shared_ptr<client> client::for_address(const address& addr, const std::stri
     return c;
 }
 
+void remember_server(const address& addr, const std::string& authkey) {
+    auto& reg = the_registry();
+    std::lock_guard guard(reg.mutex);
+    reg.known_keys[to_string(addr)] = authkey;
+}
+
+std::optional<std::string> known_server_key(const address& addr) {
+    auto& reg = the_registry();
+    std::lock_guard guard(reg.mutex);
+    auto it = reg.known_keys.find(to_string(addr));
+    if (it == reg.known_keys.end()) return std::nullopt;
+    return it->second;
+}
+
 void save_ref(output_archive& ar, const std::shared_ptr<object_ref>& ref) {
     if (!ref) throw serialization_error("mp: cannot send an empty proxy (it refers to no object)");
     const client& c = ref->owner();
-    std::optional<std::string> key;
-    if (c.authkey() != default_authkey()) key = c.authkey();
-    ar(c.addr(), key, ref->id(), ref->type(), ref->exposed(), ref->kind_tag());
+    ar(c.addr(), ref->id(), ref->type(), ref->exposed(), ref->kind_tag());
 }
 
 std::shared_ptr<object_ref> load_ref(input_archive& ar, std::uint64_t kind_tag, std::string_view kind_name) {
     address addr;
-    std::optional<std::string> key;
     std::uint64_t id = 0, sent_kind = 0;
     std::string type;
     std::vector<std::string> exposed;
-    ar(addr, key, id, type, exposed, sent_kind);
+    ar(addr, id, type, exposed, sent_kind);
     if (sent_kind != kind_tag)
         throw serialization_error("mp: received a proxy of '" + type + "' as " + std::string(kind_name) +
                                   ", which is not the proxy type it was sent as; receive it as the type it was sent as");
-    auto c = client::for_address(addr, key ? *key : default_authkey());
-    c->incref(id);
+    auto key = known_server_key(addr);
+    if (!key) {
+        if (manager_data_depth > 0)
+            throw authentication_error("mp: data read from a manager holds a proxy naming the server at " +
+                                       to_string(addr) +
+                                       ", which this process has not started, served or connected to; connect a "
+                                       "manager to it first if it is to be trusted");
+        // From the program's own channels (a process argument, a queue, a
+        // pipe): its sender knew this server; the program's key applies.
+        key = default_authkey();
+        remember_server(addr, *key);
+    }
+    auto c = client::for_address(addr, *key);
+    c->incref(id, kind_tag);
     return std::make_shared<object_ref>(std::move(c), id, std::move(type), std::move(exposed), kind_tag);
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "manager/client.hpp"
 #include "manager/server.hpp"
 #include "mp/connection.hpp"
 #include "mp/process.hpp"
@@ -65,7 +66,8 @@ struct base_manager::state {
 
     std::string key() const { return options.authkey ? *options.authkey : default_authkey(); }
     client_limits limits() const {
-        return {options.handshake_timeout.count(), static_cast<std::uint64_t>(options.max_message_size)};
+        return {options.handshake_timeout.count(), static_cast<std::uint64_t>(options.max_message_size),
+                options.idle_timeout.count()};
     }
 
     /// The configured address, or a fresh private Unix socket.
@@ -77,8 +79,16 @@ struct base_manager::state {
     }
 
     server_config config(mp::address addr) const {
-        return {std::move(addr), key(), registry, options.handshake_timeout.count(),
-                static_cast<std::uint64_t>(options.max_message_size)};
+        server_config c;
+        c.addr = std::move(addr);
+        c.authkey = key();
+        c.registry = registry;
+        c.handshake_ms = options.handshake_timeout.count();
+        c.idle_ms = options.idle_timeout.count();
+        c.max_message = static_cast<std::uint64_t>(options.max_message_size);
+        c.max_pending = static_cast<std::uint64_t>(options.max_pending_connections);
+        c.max_workers = static_cast<std::uint64_t>(options.max_workers);
+        return c;
     }
 
     void remove_private_dir() noexcept {
@@ -163,6 +173,7 @@ void base_manager::start() {
         }
         if (!reply.ok) std::rethrow_exception(rebuild_exception(reply.failure));
         s.bound = reply.addr;
+        remember_server(reply.addr, s.key());
         s.client_ = client::for_address(reply.addr, s.key(), s.limits());
         s.m = mode::started;
     } catch (...) {
@@ -186,6 +197,7 @@ void base_manager::connect() {
                           "base_manager m({.address = mp::tcp_address{host, port}, .authkey = ...})");
     auto c = client::for_address(*s.options.address, s.key(), s.limits());
     c->ping();  // authenticates now: a wrong key is reported here
+    remember_server(*s.options.address, s.key());
     s.client_ = std::move(c);
     s.bound = *s.options.address;
     s.m = mode::connected;
@@ -203,6 +215,7 @@ manager_server base_manager::get_server() {
         throw;
     }
     s.bound = s.local_server->bound();
+    remember_server(*s.bound, s.key());
     s.m = mode::serving;
     return manager_server(s.local_server);
 }
@@ -225,7 +238,9 @@ void base_manager::shutdown() noexcept {
             }
             s.server_process.reset();
         } else if (s.m == mode::connected) {
-            s.client_->close();
+            // Only this manager lets go: the process's connections to the
+            // server stay for every other manager and proxy that uses them
+            // (they close when the last of those is gone).
         } else if (s.m == mode::serving) {
             s.local_server->stop();
             s.local_server.reset();

@@ -5,14 +5,15 @@
 //   request  u8 op, then by op:
 //     call      u64 object, string method, u64 args_tag, u64 result_tag, args
 //     create    string type, u64 expect_tag, u64 args_tag, args
-//     incref    u64 object            decref  u64 object
+//     incref    u64 object, u64 proxy kind (checked against the object's)
+//     decref    u64 object
 //     shutdown                         ping
 //   reply    u8 status, then: ok → the result (create: u64 id, exposed names);
 //                               error → an exception_record
 //
 // `args` is one serialized std::tuple of the arguments; args_tag is
-// type_tag of that tuple (for the shared types: the element tag the object
-// was made with), checked by the server before it reads a byte of them.
+// type_tag of that tuple, checked by the server against the method's before
+// it reads a byte of them (for every type, the built-in ones included).
 // result_tag 0 means "any result; the caller discards it".
 #pragma once
 

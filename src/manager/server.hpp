@@ -1,18 +1,17 @@
-// manager/server.hpp — the manager's server: listens, authenticates each
-// connection, and serves its requests on a thread of its own.
+// manager/server.hpp — the manager's server: the object table and the
+// requests on it; connections are the serve loop's (manager/serve_loop.hpp).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "manager/channel.hpp"
+#include "manager/serve_loop.hpp"
 #include "mp/manager.hpp"
 
 namespace mp::detail::mgr {
@@ -25,63 +24,55 @@ struct server_config {
     std::string authkey;
     std::vector<type_entry> registry;
     std::int64_t handshake_ms = 5000;
+    std::int64_t idle_ms = 10 * 60 * 1000;
     std::uint64_t max_message = std::uint64_t{64} << 20;
+    std::uint64_t max_pending = 128;
+    std::uint64_t max_workers = 128;
 
     template <class Archive>
     void serialize(Archive& ar) {
-        ar(addr, authkey, registry, handshake_ms, max_message);
+        ar(addr, authkey, registry, handshake_ms, idle_ms, max_message, max_pending, max_workers);
     }
 };
 
-class server_object;
+class hosted_object;
 
 }  // namespace mp::detail::mgr
 
 namespace mp {
 
-struct manager_server::impl {
+struct manager_server::impl final : detail::mgr::request_handler {
     /// Binds the listening socket. Throws mp::system_error.
     explicit impl(detail::mgr::server_config config);
     /// Stops serving (if serving) and closes everything. Never throws.
-    ~impl();
+    ~impl() override;
 
     [[nodiscard]] const mp::address& bound() const noexcept { return bound_; }
     void serve_forever();
     void stop() noexcept;
+    /// The event loop's connection and worker counts (tests).
+    [[nodiscard]] detail::mgr::serve_loop::counts counts() { return loop_->current_counts(); }
+
+    void handle(detail::input_archive& in, detail::output_archive& out, const detail::mgr::wait_context& ctx,
+                bool& stop_after) override;
 
 private:
-    struct connection_slot {
-        std::mutex mutex;
-        std::unique_ptr<detail::mgr::channel> ch;  // guarded by mutex; reset when the connection ends
-        std::thread thread;
-        std::atomic<bool> done{false};
-    };
-
-    void serve_connection(connection_slot& slot);
-    void handle(detail::input_archive& in, detail::output_archive& out, int fd, bool& stop_after);
-    std::shared_ptr<detail::mgr::server_object> find(std::uint64_t id);
-    void reap_finished_connections();
+    std::shared_ptr<detail::mgr::hosted_object> find(std::uint64_t id);
 
     detail::mgr::server_config config_;
-    std::unordered_map<std::string, const detail::mgr::type_entry*> entries_;  // into config_.registry
+    std::unordered_map<std::string, const detail::mgr::type_entry*> entries_;  // config_.registry and the built-ins
     mp::address bound_;
     std::string socket_path_;  // a Unix socket this server created, unlinked at the end
-    detail::unique_fd listener_;
-    detail::unique_fd wake_read_, wake_write_;
+    std::unique_ptr<detail::mgr::serve_loop> loop_;
     std::atomic<bool> serving_{false};
-    std::atomic<bool> stopping_{false};
-
-    std::mutex connections_mutex_;
-    std::list<connection_slot> connections_;  // guarded by connections_mutex_
 
     struct slot {
-        std::shared_ptr<detail::mgr::server_object> object;
+        std::shared_ptr<detail::mgr::hosted_object> object;
         std::int64_t refs = 0;
     };
     std::mutex objects_mutex_;
     std::unordered_map<std::uint64_t, slot> objects_;  // guarded by objects_mutex_
     std::uint64_t next_id_ = 1;                        // guarded by objects_mutex_
-
 };
 
 }  // namespace mp

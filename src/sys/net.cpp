@@ -6,15 +6,20 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "sys/sys.hpp"
 
@@ -118,6 +123,152 @@ unique_fd accept_connection(int listen_fd) {
             default: throw_errno("accept4");
         }
     }
+}
+
+accepted accept_nonblocking(int listen_fd) {
+    for (;;) {
+        int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            set_nodelay(fd);
+            return {unique_fd(fd), false};
+        }
+        switch (errno) {
+            case EINTR: continue;
+            case EAGAIN:
+            case ECONNABORTED:
+            case EPROTO:
+            case EPERM: return {};
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM: return {unique_fd(), true};
+            default: throw_errno("accept4");
+        }
+    }
+}
+
+std::size_t send_nowait(int fd, const void* data, std::size_t size) {
+    for (;;) {
+        ssize_t n = ::send(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n >= 0) return static_cast<std::size_t>(n);
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+            throw eof_error("mp: the other end of the connection is closed");
+        throw_errno("send");
+    }
+}
+
+void send_all_until(int fd, std::span<const ::iovec> iov_in, std::chrono::steady_clock::time_point deadline) {
+    std::vector<::iovec> iov(iov_in.begin(), iov_in.end());
+    std::size_t first = 0;
+    while (first < iov.size()) {
+        if (iov[first].iov_len == 0) {
+            ++first;
+            continue;
+        }
+        msghdr msg{};
+        msg.msg_iov = iov.data() + first;
+        msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
+        ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                pollfd p{fd, POLLOUT, 0};
+                int r = ::poll(&p, 1, poll_timeout(deadline));
+                if (r == 0 && std::chrono::steady_clock::now() >= deadline)
+                    throw timeout_error("mp: the peer did not read what was sent to it in time");
+                continue;
+            }
+            if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+                throw eof_error("mp: the other end of the connection is closed (its process may have died)");
+            throw_errno("sendmsg");
+        }
+        auto left = static_cast<std::size_t>(n);
+        while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+        if (first < iov.size()) {
+            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+            iov[first].iov_len -= left;
+        }
+    }
+}
+
+long recv_nowait(int fd, void* buf, std::size_t len) {
+    for (;;) {
+        ssize_t n = ::recv(fd, buf, len, MSG_DONTWAIT);
+        if (n >= 0) return static_cast<long>(n);
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
+        if (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE) return 0;
+        throw_errno("recv");
+    }
+}
+
+namespace {
+
+std::uint32_t to_epoll(std::uint32_t events) {
+    std::uint32_t e = EPOLLRDHUP;
+    if (events & ready_in) e |= EPOLLIN;
+    if (events & ready_oneshot) e |= EPOLLONESHOT;
+    return e;
+}
+
+void epoll_control(int epoll_fd, int op, int fd, std::uint32_t events, void* data, const char* what) {
+    epoll_event ev{};
+    ev.events = to_epoll(events);
+    ev.data.ptr = data;
+    if (::epoll_ctl(epoll_fd, op, fd, &ev) < 0) throw_errno(what);
+}
+
+}  // namespace
+
+unique_fd epoll_open() {
+    unique_fd fd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!fd) throw_errno("epoll_create1");
+    return fd;
+}
+
+void epoll_add(int epoll_fd, int fd, std::uint32_t events, void* data) {
+    epoll_control(epoll_fd, EPOLL_CTL_ADD, fd, events, data, "epoll_ctl(ADD)");
+}
+
+void epoll_modify(int epoll_fd, int fd, std::uint32_t events, void* data) {
+    epoll_control(epoll_fd, EPOLL_CTL_MOD, fd, events, data, "epoll_ctl(MOD)");
+}
+
+void epoll_remove(int epoll_fd, int fd) noexcept { ::epoll_ctl(epoll_fd, EPOLL_CTL_DEL, fd, nullptr); }
+
+std::size_t epoll_ready(int epoll_fd, std::span<ready_event> out, int timeout_ms) {
+    epoll_event evs[64];
+    int max = static_cast<int>(std::min<std::size_t>(out.size(), 64));
+    int n = ::epoll_wait(epoll_fd, evs, max, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) return 0;
+        throw_errno("epoll_wait");
+    }
+    for (int i = 0; i < n; ++i) {
+        std::uint32_t e = 0;
+        if (evs[i].events & EPOLLIN) e |= ready_in;
+        if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) e |= ready_hangup;
+        out[static_cast<std::size_t>(i)] = {evs[i].data.ptr, e};
+    }
+    return static_cast<std::size_t>(n);
+}
+
+unique_fd flag_open() {
+    unique_fd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) throw_errno("eventfd");
+    return fd;
+}
+
+void raise_flag(int flag_fd) noexcept {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto r = ::write(flag_fd, &one, sizeof one);
+}
+
+void clear_flag(int flag_fd) noexcept {
+    std::uint64_t value;
+    [[maybe_unused]] auto r = ::read(flag_fd, &value, sizeof value);
 }
 
 unique_fd connect_unix(const std::string& path) {

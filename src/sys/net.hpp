@@ -7,9 +7,12 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "mp/detail/unique_fd.hpp"
+
+struct iovec;
 
 namespace mp::sys {
 
@@ -29,6 +32,58 @@ std::uint16_t local_port(int fd);
 /// process is out of fds (EMFILE/ENFILE: the caller should back off);
 /// throws mp::system_error for anything else.
 unique_fd accept_connection(int listen_fd);
+
+/// What accept_nonblocking() got.
+struct accepted {
+    unique_fd fd;             // empty: nothing to accept now (see out_of_fds)
+    bool out_of_fds = false;  // EMFILE/ENFILE/ENOBUFS/ENOMEM: free some or back off
+};
+/// Accepts one connection from a non-blocking listener; the new socket is
+/// non-blocking and CLOEXEC (TCP_NODELAY on TCP). Never blocks; throws
+/// mp::system_error only for errors that are not about this one peer or a
+/// temporary shortage.
+accepted accept_nonblocking(int listen_fd);
+
+/// Sends what fits now of [data, data+size) on a non-blocking socket: the
+/// bytes sent (0 if none fit). Throws eof_error if the peer is gone.
+std::size_t send_nowait(int fd, const void* data, std::size_t size);
+/// Sends all of `iov` on a (blocking or not) socket, waiting at most until
+/// `deadline` for room. Throws eof_error if the peer is gone, timeout_error
+/// past the deadline (the stream is then unusable).
+void send_all_until(int fd, std::span<const ::iovec> iov, std::chrono::steady_clock::time_point deadline);
+/// One non-blocking read: bytes read, 0 at end of stream (or a reset), -1 if
+/// nothing is there now.
+long recv_nowait(int fd, void* buf, std::size_t len);
+
+// ---- an event loop's readiness (epoll) -------------------------------------
+/// Interest and readiness bits (mapped to epoll's in net.cpp, so that no
+/// caller needs the epoll header).
+inline constexpr std::uint32_t ready_in = 1u << 0;       // readable
+inline constexpr std::uint32_t ready_hangup = 1u << 1;   // peer closed / error
+inline constexpr std::uint32_t ready_oneshot = 1u << 2;  // interest only: disarm after one report
+
+struct ready_event {
+    void* data;
+    std::uint32_t events;
+};
+
+/// A new epoll instance (CLOEXEC).
+unique_fd epoll_open();
+/// Registers / re-arms / changes `fd` with `events` (ready_in, ready_oneshot),
+/// reported with `data`. Thread-safe with a concurrent epoll_ready().
+void epoll_add(int epoll_fd, int fd, std::uint32_t events, void* data);
+void epoll_modify(int epoll_fd, int fd, std::uint32_t events, void* data);
+/// Unregisters `fd`; harmless if it was not registered. Never throws.
+void epoll_remove(int epoll_fd, int fd) noexcept;
+/// Waits up to `timeout_ms` (-1: forever) for readiness; fills `out` and
+/// returns how many entries it filled (0 on timeout or EINTR).
+std::size_t epoll_ready(int epoll_fd, std::span<ready_event> out, int timeout_ms);
+
+/// An eventfd used as a level-triggered flag between threads (CLOEXEC,
+/// non-blocking): raise_flag makes it readable until clear_flag.
+unique_fd flag_open();
+void raise_flag(int flag_fd) noexcept;
+void clear_flag(int flag_fd) noexcept;
 
 /// Connects to a Unix socket / a TCP address (TCP_NODELAY), waiting at most
 /// until `deadline` for a TCP connect. Throws mp::system_error (ECONNREFUSED,

@@ -1,7 +1,7 @@
 // mp/detail/manager_core.hpp — what mp/manager.hpp and mp/proxy.hpp need from
-// the manager machinery: addresses, registered types as data, the per-type
-// dispatcher trampolines the server runs, and the client side of the
-// protocol (a pool of authenticated connections per server).
+// the manager machinery: registered types as data, the per-type dispatcher
+// trampolines the server runs, and the calls proxies make (the client's
+// connection pool itself is private to src/manager).
 //
 // The protocol between a client and a server carries names and data only:
 // "call method 'f' of object 7 with these bytes, tagged as (int, std::string)".
@@ -22,6 +22,7 @@
 #include <variant>
 #include <vector>
 
+#include "mp/address.hpp"
 #include "mp/detail/archive.hpp"
 #include "mp/detail/code_ref.hpp"
 #include "mp/detail/type_name.hpp"
@@ -29,36 +30,6 @@
 #include "mp/serialize.hpp"
 
 namespace mp {
-
-/// A Unix socket path. Managers default to one in a fresh private directory.
-struct unix_address {
-    std::string path;
-
-    template <class Archive>
-    void serialize(Archive& ar) {
-        ar(path);
-    }
-    friend bool operator==(const unix_address&, const unix_address&) = default;
-};
-
-/// A TCP host and port. Port 0 in a server's options picks a free port; read
-/// it back from base_manager::address() or manager_server::address().
-struct tcp_address {
-    std::string host;
-    std::uint16_t port = 0;
-
-    template <class Archive>
-    void serialize(Archive& ar) {
-        ar(host, port);
-    }
-    friend bool operator==(const tcp_address&, const tcp_address&) = default;
-};
-
-/// Where a manager's server listens.
-using address = std::variant<unix_address, tcp_address>;
-
-/// "unix:/tmp/mp-manager-x/socket" or "tcp:127.0.0.1:50000".
-[[nodiscard]] std::string to_string(const address& a);
 
 namespace detail::mgr {
 
@@ -167,11 +138,17 @@ void call_member(T& obj, input_archive& in, output_archive& out) {
     });
 }
 
-template <class T, auto... Ms>
+/// The trampoline of a type T made from `CreateArgs` (a std::tuple; empty
+/// for registered types, which are made with T{}).
+template <class T, class CreateArgs, auto... Ms>
 void object_trampoline(tramp_op op, const void*, void** object, std::uint32_t method, input_archive* in,
                        output_archive* out) {
     switch (op) {
-        case tramp_op::create: *object = new T(); return;
+        case tramp_op::create: {
+            auto args = load_value<CreateArgs>(*in);
+            *object = std::apply([](auto&&... a) { return new T(std::move(a)...); }, std::move(args));
+            return;
+        }
         case tramp_op::destroy: delete static_cast<T*>(*object); return;
         case tramp_op::call: {
             T& obj = *static_cast<T*>(*object);
@@ -266,6 +243,10 @@ struct type_entry {
     std::vector<std::string> exposed;
     trampoline_fn trampoline = nullptr;
     const void* context = nullptr;
+    /// The server runs calls on one object concurrently (the built-in shared
+    /// types, which lock for themselves and may wait); otherwise one at a
+    /// time. Never sent: registered types are always serialized.
+    bool concurrent = false;
 
     template <class Archive>
     void save(Archive& ar) const {
@@ -291,6 +272,21 @@ struct type_entry {
     }
 };
 
+/// Describes type T made from `CreateArgs` with methods Ms: one declaration
+/// gives the server the names, argument and result tags and the code.
+template <class T, class CreateArgs, auto... Ms>
+type_entry object_entry(std::string name) {
+    type_entry e;
+    e.name = std::move(name);
+    e.kind = entry_kind::object;
+    e.class_name = std::string(type_name<T>());
+    e.create_args_tag = type_tag<CreateArgs>();
+    e.create_args_type = std::string(type_name<CreateArgs>());
+    e.methods = {describe<Ms, member_traits<decltype(Ms)>>(nontype_name<Ms>())...};
+    e.trampoline = &object_trampoline<T, CreateArgs, Ms...>;
+    return e;
+}
+
 /// The tag a generator proxy of T expects: its "next" returns std::vector<T>.
 template <class T>
 constexpr std::uint64_t generator_tag() noexcept {
@@ -311,52 +307,37 @@ struct created {
 struct client_limits {
     std::int64_t handshake_ms = 5000;
     std::uint64_t max_message = std::uint64_t{64} << 20;
+    /// Pooled connections unused for longer are closed rather than reused,
+    /// so that a server's idle timeout (longer, by default) never closes one
+    /// under a call.
+    std::int64_t idle_ms = 5 * 60 * 1000;
 };
 
-/// The connections of this process to one server: a pool of authenticated
-/// sockets, each used by one call at a time, so calls from many threads run
-/// concurrently and a call that blocks in the server (a lock's acquire) never
-/// holds up another thread's call. Thread-safe. After fork() the child opens
-/// its own connections; the parent's are never used there.
-class client {
+/// This process's connections to one server (src/manager/client.hpp): a
+/// pool of authenticated sockets, one call at a time on each. Not public:
+/// proxies reach it through the functions below.
+class client;
+
+/// Makes an object of the type registered as `type`; throws what the server threw.
+created create_object(client& c, std::string_view type, std::uint64_t expect_tag, std::uint64_t args_tag,
+                      writer write, const void* write_context);
+/// One round trip: method `method` of object `id`. result_tag 0 accepts
+/// any result (and `read` is not called). Throws what the server or the
+/// method threw.
+void call_method(client& c, std::uint64_t id, std::string_view method, std::uint64_t args_tag,
+                 std::uint64_t result_tag, writer write, const void* write_context, reader read, void* read_context);
+/// Gives a reference back. Never throws (a destructor's call): errors are dropped.
+void release_object(client& c, std::uint64_t id) noexcept;
+
+/// While one exists on a thread, what is decoded there came from a manager
+/// connection (a reply, a stored value, a request in the server): a proxy
+/// decoded in it may name only a server this process already knows.
+class manager_data_scope {
 public:
-    /// The client of this process for `addr` with `authkey` (shared by every
-    /// proxy of that server in this process; made on first use).
-    static std::shared_ptr<client> for_address(const address& addr, const std::string& authkey,
-                                               client_limits limits = {});
-
-    client(address addr, std::string authkey, client_limits limits);
-    ~client();
-    client(const client&) = delete;
-    client& operator=(const client&) = delete;
-
-    /// Opens (and authenticates) one connection now, so that a wrong key or
-    /// a missing server is reported at once.
-    void ping();
-    created create(std::string_view type, std::uint64_t expect_tag, std::uint64_t args_tag, writer write,
-                   const void* write_context);
-    /// One round trip: method `method` of object `id`. result_tag 0 accepts
-    /// any result (and `read` is not called). Throws what the server or the
-    /// method threw.
-    void call(std::uint64_t id, std::string_view method, std::uint64_t args_tag, std::uint64_t result_tag,
-              writer write, const void* write_context, reader read, void* read_context);
-    void incref(std::uint64_t id);
-    /// Never throws (a destructor's call): errors are dropped.
-    void decref(std::uint64_t id) noexcept;
-    /// Asks the server to stop serving; returns once it has agreed.
-    void shutdown_server();
-    /// Closes every connection; later calls throw mp::closed_error.
-    void close() noexcept;
-
-    [[nodiscard]] const address& addr() const noexcept;
-    [[nodiscard]] const std::string& authkey() const noexcept;
-    /// Called in a fork child before anything else runs there.
-    void after_fork_in_child() noexcept;
-
-    struct impl;
-
-private:
-    std::unique_ptr<impl> p_;
+    manager_data_scope() noexcept;
+    ~manager_data_scope();
+    manager_data_scope(const manager_data_scope&) = delete;
+    manager_data_scope& operator=(const manager_data_scope&) = delete;
 };
 
 /// This program's own random authkey (inherited by its children), as bytes.
@@ -377,7 +358,7 @@ public:
           kind_tag_(kind_tag),
           owner_pid_(current_pid()) {}
     ~object_ref() {
-        if (owner_pid_ == current_pid()) client_->decref(id_);
+        if (owner_pid_ == current_pid()) release_object(*client_, id_);
     }
     object_ref(const object_ref&) = delete;
     object_ref& operator=(const object_ref&) = delete;
@@ -397,12 +378,18 @@ private:
     int owner_pid_;
 };
 
-/// Serializes a proxy: the server's address, the object's id, and the key
-/// when it is not the program's own (children already have that one).
+/// Serializes a proxy: the server's address and the object's id, never a
+/// key (the receiver must already hold it, as in Python).
 void save_ref(output_archive& ar, const std::shared_ptr<object_ref>& ref);
 /// Rebuilds it in this process, taking a new reference on the server
-/// (incref, one round trip). Throws mp::serialization_error if the proxy was
-/// sent as another proxy type.
+/// (incref, one round trip) with the key this process holds for that
+/// server: the one it started or connected it with, else the program's own.
+/// Inside a manager_data_scope the server must be one this process started,
+/// served or connected to (or received a proxy of through the program's own
+/// channels), else mp::authentication_error: data from a manager must not
+/// make this process authenticate to an address of someone else's choosing.
+/// Throws mp::serialization_error if the proxy was sent as another proxy type
+/// (the server checks it again).
 std::shared_ptr<object_ref> load_ref(input_archive& ar, std::uint64_t kind_tag, std::string_view kind_name);
 
 /// Serialized bytes of a value (what the shared types store on the server).
@@ -417,6 +404,7 @@ std::string to_bytes(const T& value) {
 
 template <class T>
 T from_bytes(const std::string& bytes) {
+    manager_data_scope from_a_manager;
     input_archive ar(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
     T value = load_value<T>(ar);
     if (ar.remaining() != 0)
