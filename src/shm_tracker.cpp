@@ -104,7 +104,7 @@ struct name_table {
 
 // ---- the program's side ------------------------------------------------------
 
-std::mutex start_mutex;
+sys::fork_guarded_mutex start_mutex;  // a fork child never inherits it locked
 std::atomic<int> write_fd{-1};     // -1: no tracker known to this process
 std::atomic<int> helper_pid_{0};   // set by the process that forked the helper
 std::atomic<int> starter_pid_{0};  // that process's pid
