@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "mp/serialize.hpp"
+#include "sys/after_fork.hpp"
 
 namespace mp::detail {
 namespace {
@@ -21,7 +22,9 @@ std::exception_ptr make(const std::string& what) {
 }
 
 struct registry {
-    std::mutex mutex;
+    // Fork-guarded: a fork child rebuilding an exception must not find it
+    // locked by a thread of its parent that it does not have.
+    sys::fork_guarded_mutex mutex;
     std::unordered_map<std::string, factory> factories;  // guarded by mutex
 
     registry() {
@@ -122,6 +125,10 @@ std::exception_ptr rebuild_exception(const exception_record& record) {
     }
     if (f) return f(record.what);
     return std::make_exception_ptr(mp::remote_error(record.type_name, record.what, record.trace));
+}
+
+std::unique_lock<sys::fork_guarded_mutex> lock_exception_registry_for_test() {
+    return std::unique_lock(the_registry().mutex);
 }
 
 void register_exception_factory(std::string type_name, std::exception_ptr (*make)(const std::string&)) {

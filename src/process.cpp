@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <cerrno>
 #include <mutex>
 
 #include "launch/launch.hpp"
@@ -21,6 +22,34 @@ struct process_state {
         return child ? child->poll() : std::nullopt;
     }
 };
+
+namespace {
+
+/// What to do about a resource that ran out while starting a child.
+std::string start_failure_hint(int err) {
+    switch (err) {
+        case EMFILE: {
+            auto usage = sys::current_fd_usage();
+            std::string limit = usage.limit < 0 ? "no" : std::to_string(usage.limit);
+            return "this process is out of file descriptors (" + std::to_string(usage.open) +
+                   " open, limit " + limit +
+                   "; a child needs a few while it starts): close processes, queues and pipes you "
+                   "no longer need, or raise the limit (ulimit -n, setrlimit(RLIMIT_NOFILE))";
+        }
+        case ENFILE:
+            return "the system's file table is full: close descriptors or raise fs.file-max";
+        case EAGAIN:
+            return "the limit on processes was reached (this user's, ulimit -u / RLIMIT_NPROC, or the "
+                   "system's, kernel.pid_max / kernel.threads-max): wait for processes to end or raise "
+                   "the limit";
+        case ENOMEM:
+            return "the system is out of memory for a new process";
+        default:
+            return {};
+    }
+}
+
+}  // namespace
 
 }  // namespace mp::detail
 
@@ -68,13 +97,22 @@ void process::start() {
     }
     detail::identity child = rt.next_child(s.id.name, s.id.daemon, s.method);
     s.id = child;
-    detail::launch::run_where_children_may_start([&] {
-        switch (s.method) {
-            case start_method::fork: s.child = detail::launch::start_fork(child, s.target); break;
-            case start_method::spawn: s.child = detail::launch::start_spawn(child, s.target); break;
-            case start_method::forkserver: s.child = detail::launch::start_forkserver(child, s.target); break;
-        }
-    });
+    try {
+        detail::launch::run_where_children_may_start([&] {
+            switch (s.method) {
+                case start_method::fork: s.child = detail::launch::start_fork(child, s.target); break;
+                case start_method::spawn: s.child = detail::launch::start_spawn(child, s.target); break;
+                case start_method::forkserver: s.child = detail::launch::start_forkserver(child, s.target); break;
+            }
+        });
+    } catch (const system_error& e) {
+        // Nothing was started (every launcher acquires what it needs before
+        // the child exists, or kills and reaps it): say so, and what to do.
+        std::string hint = detail::start_failure_hint(e.code());
+        throw system_error(e.code(), "mp: could not start process '" + s.id.name + "' (" +
+                                         std::string(to_string(s.method)) + "): " + e.what() +
+                                         (hint.empty() ? "" : ". " + hint));
+    }
     std::lock_guard guard(rt.mutex);
     rt.children.push_back(state_);
 }

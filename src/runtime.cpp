@@ -22,6 +22,13 @@ runtime& runtime::get() {
         auto* r = new runtime;
         std::random_device rd;
         for (auto& b : r->self.authkey) b = static_cast<std::uint8_t>(rd());
+        // A fork child is nobody's parent yet: the children it inherited are
+        // its siblings, which it can neither wait for nor signal as its own.
+        sys::register_after_fork([] {
+            auto& self = get();
+            self.children.clear();
+            self.warned_threads_at_fork = false;
+        });
         return r;
     }();
     return *rt;
@@ -50,14 +57,10 @@ identity runtime::next_child(const std::string& requested_name, bool daemon, sta
     return child;
 }
 
-void runtime::after_fork_in_child(identity child) {
-    // Another thread of the parent may have held the mutex at fork time.
-    new (&mutex) std::mutex;
+void runtime::become_fork_child(identity child) {
+    std::lock_guard guard(mutex);
     self = std::move(child);
     child_counter = 0;
-    children.clear();
-    warned_threads_at_fork = false;
-    launch::forkserver_after_fork_in_child();
 }
 
 void runtime::adopt(identity child) {

@@ -12,6 +12,7 @@
 
 #include "mp/context.hpp"
 #include "mp/detail/unique_fd.hpp"
+#include "sys/after_fork.hpp"
 
 namespace mp::detail {
 
@@ -42,7 +43,7 @@ public:
     bool initialized = false;
     std::vector<std::string> argv;  // the program's own arguments, for spawn
 
-    std::mutex mutex;
+    sys::fork_guarded_mutex mutex;
     identity self;            // guarded by mutex after start-up
     int child_counter = 0;    // guarded by mutex
     bool start_method_fixed = false;  // guarded by mutex
@@ -53,8 +54,10 @@ public:
     identity next_child(const std::string& requested_name, bool daemon, start_method method,
                         const char* name_prefix = "Process");
 
-    /// Resets state a fork child must not share with its parent.
-    void after_fork_in_child(identity child);
+    /// Called in a child of the fork start method: it is `child` now. (What
+    /// every fork child forgets, its parent's children, is forgotten by an
+    /// after-fork hook.)
+    void become_fork_child(identity child);
 
     /// Called in a spawn/forkserver child with what the parent sent.
     void adopt(identity child);
@@ -71,6 +74,13 @@ void warn_if_threads_at_fork();
 
 /// The forkserver's main loop; never returns.
 [[noreturn]] void run_forkserver(int control_fd, int parent_pid);
+
+/// For tests: each takes one of mp's process-wide locks, as a thread of the
+/// program inside mp would hold it, to show that a fork child never inherits
+/// it locked.
+std::unique_lock<sys::fork_guarded_mutex> lock_exception_registry_for_test();
+std::unique_lock<sys::fork_guarded_mutex> lock_launcher_for_test();
+std::unique_lock<sys::fork_guarded_mutex> lock_forkserver_handle_for_test();
 
 /// Pids of mp's own helper processes (forkserver, resource tracker), which the
 /// test suite does not count as stray children.

@@ -4,10 +4,11 @@
 // socket pair (a pipe that keeps record boundaries and never raises SIGPIPE).
 // Each record is one send() of at most record_max bytes, hence atomic even
 // when many processes write at once: one byte 'R' (register) or 'U'
-// (unregister), then the name, with its leading '/', not NUL-terminated. The
-// helper sees end-of-file when every write end is closed, i.e. when the last
-// process of the program is gone however it ended, and unlinks every name
-// still registered.
+// (unregister) for a shared memory name, 'D' or 'E' for a socket in a private
+// directory (a manager's), then the name or the socket's path, not
+// NUL-terminated. The helper sees end-of-file when every write end is closed,
+// i.e. when the last process of the program is gone however it ended, and
+// removes everything still registered.
 #include "shm_tracker.hpp"
 
 #include <atomic>
@@ -27,7 +28,7 @@ namespace {
 // POSIX shm names are at most NAME_MAX (255) bytes after the leading '/'.
 constexpr std::size_t name_max = 256;
 constexpr std::size_t record_max = 1 + name_max;
-constexpr std::size_t slot_size = name_max + 1;  // NUL-terminated name
+constexpr std::size_t slot_size = 1 + name_max + 1;  // kind ('R' or 'D'), NUL-terminated name
 
 // How long the main process waits at exit for the helper to finish unlinking.
 // Longer makes cleanup certain even when a straggling child still holds the
@@ -46,13 +47,14 @@ struct name_table {
 
     char* slot(std::size_t i) noexcept { return slots + i * slot_size; }
 
-    static bool same(const char* stored, const char* name, std::size_t len) noexcept {
+    static bool same(const char* stored, char kind, const char* name, std::size_t len) noexcept {
+        if (stored[0] != kind) return false;
         for (std::size_t i = 0; i < len; ++i)
-            if (stored[i] != name[i]) return false;
-        return stored[len] == '\0';
+            if (stored[1 + i] != name[i]) return false;
+        return stored[1 + len] == '\0';
     }
 
-    void add(const char* name, std::size_t len) noexcept {
+    void add(char kind, const char* name, std::size_t len) noexcept {
         if (count == capacity) {
             std::size_t bigger = capacity ? capacity * 2 : 64;
             auto* fresh = static_cast<char*>(sys::map_anonymous(bigger * slot_size));
@@ -63,13 +65,14 @@ struct name_table {
             capacity = bigger;
         }
         char* s = slot(count++);
-        for (std::size_t i = 0; i < len; ++i) s[i] = name[i];
-        s[len] = '\0';
+        s[0] = kind;
+        for (std::size_t i = 0; i < len; ++i) s[1 + i] = name[i];
+        s[1 + len] = '\0';
     }
 
-    void remove(const char* name, std::size_t len) noexcept {
+    void remove(char kind, const char* name, std::size_t len) noexcept {
         for (std::size_t i = count; i-- > 0;) {
-            if (!same(slot(i), name, len)) continue;
+            if (!same(slot(i), kind, name, len)) continue;
             char* last = slot(count - 1);
             char* s = slot(i);
             for (std::size_t k = 0; k < slot_size; ++k) s[k] = last[k];
@@ -79,7 +82,10 @@ struct name_table {
     }
 
     void unlink_all() noexcept {
-        for (std::size_t i = 0; i < count; ++i) sys::shm_remove_raw(slot(i));
+        for (std::size_t i = 0; i < count; ++i) {
+            if (slot(i)[0] == 'R') sys::shm_remove_raw(slot(i) + 1);
+            if (slot(i)[0] == 'D') sys::remove_socket_and_directory_raw(slot(i) + 1);
+        }
         count = 0;
     }
 };
@@ -93,10 +99,12 @@ struct name_table {
         if (n <= 0) break;  // every write end is closed (or the socket broke)
         auto len = static_cast<std::size_t>(n);
         if (len < 2 || len > record_max) continue;  // not a record of ours
-        if (record[0] == 'R')
-            table.add(record + 1, len - 1);
+        if (record[0] == 'R' || record[0] == 'D')
+            table.add(record[0], record + 1, len - 1);
         else if (record[0] == 'U')
-            table.remove(record + 1, len - 1);
+            table.remove('R', record + 1, len - 1);
+        else if (record[0] == 'E')
+            table.remove('D', record + 1, len - 1);
     }
     table.unlink_all();
     sys::exit_raw(0);
@@ -104,7 +112,7 @@ struct name_table {
 
 // ---- the program's side ------------------------------------------------------
 
-std::mutex start_mutex;
+sys::fork_guarded_mutex start_mutex;  // a fork child never inherits it locked
 std::atomic<int> write_fd{-1};     // -1: no tracker known to this process
 std::atomic<int> helper_pid_{0};   // set by the process that forked the helper
 std::atomic<int> starter_pid_{0};  // that process's pid
@@ -157,27 +165,42 @@ void check_name(std::string_view name) {
 
 }  // namespace
 
-void register_name(std::string_view name) {
-    check_name(name);
+void register_record(char op, std::string_view name) {
     int fd = ensure_running();
-    if (send_record(fd, 'R', name)) return;
+    if (send_record(fd, op, name)) return;
     // The helper is gone (someone killed it): start a new one and retry once.
     {
         std::lock_guard guard(start_mutex);
         if (write_fd.compare_exchange_strong(fd, -1)) unique_fd{fd}.reset();
     }
     fd = ensure_running();
-    if (!send_record(fd, 'R', name))
-        throw system_error(0, "mp: the shared-memory tracker does not accept records; segment '" +
-                                  std::string(name) + "' would leak if the program were killed");
+    if (!send_record(fd, op, name))
+        throw system_error(0, "mp: the shared-memory tracker does not accept records; '" + std::string(name) +
+                                  "' would be left behind if the program were killed");
 }
 
-void unregister_name(std::string_view name) {
+void unregister_record(char op, std::string_view name) {
     if (name.empty() || name.size() > name_max) return;
     int fd = write_fd.load();
     if (fd < 0) return;  // no tracker: nothing was registered by this process
-    (void)send_record(fd, 'U', name);
+    (void)send_record(fd, op, name);
 }
+
+void register_name(std::string_view name) {
+    check_name(name);
+    register_record('R', name);
+}
+
+void unregister_name(std::string_view name) { unregister_record('U', name); }
+
+void register_socket_directory(std::string_view socket_path) {
+    if (socket_path.empty() || socket_path.size() > name_max)
+        throw value_error("mp: socket path '" + std::string(socket_path) +
+                          "' cannot be tracked: it must be 1 to 256 bytes long");
+    register_record('D', socket_path);
+}
+
+void unregister_socket_directory(std::string_view socket_path) { unregister_record('E', socket_path); }
 
 int fd_for_child() noexcept {
     // Started here if need be, so that parent and children share one tracker:

@@ -1,5 +1,6 @@
 // shm_tracker.hpp — makes sure named shared memory segments that this program
-// created are unlinked when it ends, however it ends (even SIGKILL).
+// created are unlinked when it ends, however it ends (even SIGKILL), and so
+// are its managers' socket directories.
 //
 // A small helper process, started by fork on first use, reads "register" and
 // "unregister" records from a pipe. Every process of the program (the main
@@ -20,6 +21,12 @@ namespace mp::detail::shm_tracker {
 void register_name(std::string_view name);
 /// The segment was unlinked (or ownership was given up on purpose).
 void unregister_name(std::string_view name);
+
+/// Records that this program made a private directory holding one socket at
+/// `socket_path` (a manager's default address): at the end, unless
+/// unregistered, the socket is removed and then its directory.
+void register_socket_directory(std::string_view socket_path);
+void unregister_socket_directory(std::string_view socket_path);
 
 /// The tracker pipe's write end, for a spawn/forkserver child to inherit;
 /// -1 when no tracker is running.

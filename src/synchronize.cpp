@@ -116,27 +116,21 @@ std::atomic_ref<T> atomic(T& word) noexcept {
 
 // ---- thread ids, cached per thread and refreshed after fork ----------------
 
-std::atomic<std::uint32_t> fork_generation{1};
-
-void after_fork_in_child() noexcept { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+struct cached_tid {
+    std::uint32_t tid = 0;  // 0: not known yet
+};
+thread_local cached_tid my_cached_tid;
 
 std::uint32_t my_tid() noexcept {
     static const bool hooked = [] {
-        pthread_atfork(nullptr, nullptr, after_fork_in_child);
+        // A fork child has one thread, the one that forked: the hook runs in
+        // it, so its cache is the only one to forget.
+        sys::register_after_fork([] { my_cached_tid.tid = 0; });
         return true;
     }();
-    (void)hooked;
-    struct cached {
-        std::uint32_t generation = 0;
-        std::uint32_t tid = 0;
-    };
-    thread_local cached self;
-    auto gen = fork_generation.load(std::memory_order_relaxed);
-    if (self.generation != gen) {
-        self.tid = static_cast<std::uint32_t>(sys::current_tid());
-        self.generation = gen;
-    }
-    return self.tid;
+    static_cast<void>(hooked);
+    if (my_cached_tid.tid == 0) my_cached_tid.tid = static_cast<std::uint32_t>(sys::current_tid());
+    return my_cached_tid.tid;
 }
 
 // ---- mutexes -----------------------------------------------------------------

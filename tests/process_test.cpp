@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -74,6 +75,16 @@ struct functor {
     }
     void operator()(mp::queue<int> q, int x) const { q.put(x + add); }
 };
+
+int open_fd_count() {
+    int count = 0;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        static_cast<void>(entry);
+        ++count;
+    }
+    return count - 1;  // the directory iterator's own
+}
+void report_fd_count(mp::queue<int> q) { q.put(open_fd_count()); }
 
 bool process_gone(int pid) {
     // Gone, or a zombie waiting for whoever adopted it.
@@ -350,4 +361,29 @@ TEST_P(process_test, a_context_makes_processes_and_queues) {
     p.start();
     EXPECT_EQ(q.get(10s), 11);
     p.join();
+}
+
+TEST(process, a_forkserver_child_holds_none_of_its_siblings_descriptors) {
+    // The server keeps a status socket per child; a child forked from it must
+    // not inherit its siblings' (a pool of n workers gave each n fds).
+    auto ctx = mp::get_context(mp::start_method::forkserver);
+    auto fds_of_a_new_child = [&] {
+        mp::queue<int> q;
+        auto p = ctx.process(report_fd_count, q);
+        p.start();
+        int count = q.get(10s);
+        p.join();
+        return count;
+    };
+    int alone = fds_of_a_new_child();
+    std::vector<mp::process> siblings;
+    for (int i = 0; i < 50; ++i) {
+        siblings.push_back(ctx.process(sleep_forever));
+        siblings.back().start();
+    }
+    int with_siblings = fds_of_a_new_child();
+    for (auto& s : siblings) s.kill();
+    for (auto& s : siblings) s.join();
+    EXPECT_EQ(with_siblings, alone) << "a forkserver child with 50 live siblings holds " << with_siblings
+                                    << " descriptors, one started alone " << alone;
 }

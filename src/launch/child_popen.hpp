@@ -8,7 +8,14 @@ namespace mp::detail::launch {
 
 class child_popen final : public popen {
 public:
-    explicit child_popen(int pid) : pidfd_(sys::pidfd_open(pid)) { pid_ = pid; }
+    /// Made before the child exists, so that nothing can fail between the
+    /// child's start and attach().
+    child_popen() = default;
+
+    void attach(int pid, unique_fd pidfd) noexcept {
+        pid_ = pid;
+        pidfd_ = std::move(pidfd);
+    }
 
     [[nodiscard]] int sentinel() const noexcept override { return pidfd_.get(); }
 

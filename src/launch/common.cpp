@@ -55,14 +55,16 @@ void check_startable_fresh(const identity& child, const process_target& target, 
             "arguments; or use the fork start method, whose child inherits the target");
 }
 
-void send_bootstrap(unique_fd fd, const identity& child, const process_target& target) {
-    output_archive ar;
+void write_bootstrap(output_archive& ar, const identity& child, const process_target& target) {
     ar(child);
     int tracker = shm_tracker::fd_for_child();
     ar(tracker >= 0);
     if (tracker >= 0) ar(ar.add_fd(tracker));
     ar(code_ref_of(target.entry));
     target.save(ar);
+}
+
+void send_bootstrap(unique_fd fd, output_archive& ar) {
     connection_core conn(std::move(fd), false, true);
     try {
         conn.send_message(type_tag<bootstrap_message>(), "bootstrap", ar);

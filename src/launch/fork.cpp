@@ -1,6 +1,4 @@
 // The fork start method: the child is a copy of this process.
-#include <unistd.h>
-
 #include <cstdio>
 #include <iostream>
 
@@ -15,20 +13,25 @@ std::unique_ptr<popen> start_fork(const identity& child, const process_target& t
     // that segments the child creates are cleaned up when the program ends,
     // not when the child does (a child would otherwise start its own).
     static_cast<void>(shm_tracker::fd_for_child());
+    // Everything that can fail is had before the child exists: a start that
+    // throws leaves no child behind.
+    auto p = std::make_unique<child_popen>();
+    sys::pidfd_reservation slot;
     // Unflushed output would otherwise be written twice: once by each process.
     std::fflush(nullptr);
     std::cout.flush();
     std::cerr.flush();
     int parent = sys::current_pid();
-    pid_t pid = ::fork();
-    if (pid < 0) sys::throw_errno("fork");
+    int pid = sys::fork_process();
     if (pid == 0) {
+        slot.release_in_child();
         sys::die_with_parent(parent);
         sys::stdin_to_devnull();
-        runtime::get().after_fork_in_child(child);
+        runtime::get().become_fork_child(child);
         sys::flush_and_exit(run_guarded(child.name, target.run_here));
     }
-    return std::make_unique<child_popen>(pid);
+    p->attach(pid, slot.open_for(pid));
+    return p;
 }
 
 }  // namespace mp::detail::launch

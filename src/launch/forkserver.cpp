@@ -9,51 +9,61 @@
 // has reaped the child, its exit code (int32) to the status socket. The server
 // exits when the control socket reaches EOF, that is when every process that
 // could send it a request is gone; its children die with it.
-#include <poll.h>
 #include <signal.h>
-#include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <sys/uio.h>  // struct iovec only
 
+#include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 
 #include "launch/exec.hpp"
 #include "launch/launch.hpp"
+#include "sys/sync_sys.hpp"
 
 namespace mp::detail::launch {
 namespace {
 
 struct server_handle {
-    std::mutex mutex;
-    int pid = 0;          // guarded by mutex
-    int owner_pid = 0;    // the process that started it (a fork child must not use it)
+    sys::fork_guarded_mutex mutex;
+    int pid = 0;          // guarded by mutex; 0: no server (yet, or in a fork child)
     unique_fd control;    // guarded by mutex
 };
 
 server_handle& handle() {
-    static server_handle* h = new server_handle;  // never destroyed: used from atexit
+    // Never destroyed: used from atexit.
+    static server_handle* h = [] {
+        auto* made = new server_handle;
+        // The server belongs to the parent; a fork child starts its own if
+        // it needs one, and must not hold the parent's control socket open.
+        sys::register_after_fork([] {
+            auto& self = handle();
+            self.control.reset();
+            self.pid = 0;
+        });
+        return made;
+    }();
     return *h;
 }
 
 void stop_server_at_exit() {
     auto& h = handle();
-    if (h.owner_pid != sys::current_pid() || h.pid == 0) return;
+    std::lock_guard guard(h.mutex);
+    if (h.pid == 0) return;
     h.control.reset();  // EOF: the server exits
-    int status = 0;
-    ::waitpid(h.pid, &status, 0);
+    try {
+        sys::reap(h.pid);
+    } catch (const std::exception&) {
+        // Already reaped by someone else's waitpid(-1): nothing left to do.
+    }
     h.pid = 0;
 }
 
 int ensure_server(server_handle& h) {
-    if (h.pid != 0 && h.owner_pid == sys::current_pid()) return h.control.get();
+    if (h.pid != 0) return h.control.get();
     auto [mine, theirs] = sys::socket_pair(true);
     int pid = spawn_self("forkserver", theirs.get());
     h.pid = pid;
-    h.owner_pid = sys::current_pid();
     h.control = std::move(mine);
     static std::once_flag registered;
     std::call_once(registered, [] { std::atexit(stop_server_at_exit); });
@@ -64,13 +74,9 @@ bool read_int(int fd, std::int32_t& value) {
     std::size_t got = 0;
     auto* p = reinterpret_cast<char*>(&value);
     while (got < sizeof value) {
-        ssize_t n = ::read(fd, p + got, sizeof value - got);
-        if (n > 0) {
-            got += static_cast<std::size_t>(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        return false;
+        long n = sys::recv_raw(fd, p + got, sizeof value - got);
+        if (n <= 0) return false;
+        got += static_cast<std::size_t>(n);
     }
     return true;
 }
@@ -80,7 +86,7 @@ bool read_int(int fd, std::int32_t& value) {
 // Also used by the server loop below, outside this namespace.
 void write_int(int fd, std::int32_t value) {
     // A status socket whose reader is gone is simply dropped.
-    [[maybe_unused]] ssize_t n = ::send(fd, &value, sizeof value, MSG_NOSIGNAL);
+    static_cast<void>(sys::send_raw(fd, &value, sizeof value));
 }
 
 namespace {
@@ -110,20 +116,14 @@ private:
 
 int forkserver_pid() noexcept {
     auto& h = handle();
-    return h.owner_pid == sys::current_pid() ? h.pid : 0;
-}
-
-void forkserver_after_fork_in_child() noexcept {
-    // The server belongs to the parent; this child starts its own if it needs one.
-    auto& h = handle();
-    new (&h.mutex) std::mutex;
-    h.control.reset();
-    h.pid = 0;
-    h.owner_pid = 0;
+    std::lock_guard guard(h.mutex);
+    return h.pid;
 }
 
 std::unique_ptr<popen> start_forkserver(const identity& child, const process_target& target) {
     check_startable_fresh(child, target, start_method::forkserver);
+    output_archive bootstrap;
+    write_bootstrap(bootstrap, child, target);
     auto [boot_mine, boot_theirs] = sys::socket_pair();
     auto [status_mine, status_theirs] = sys::socket_pair();
     {
@@ -139,7 +139,11 @@ std::unique_ptr<popen> start_forkserver(const identity& child, const process_tar
                 break;
             } catch (const eof_error&) {
                 // The server died (killed by someone): reap it, start a new one, once.
-                ::waitpid(h.pid, nullptr, 0);
+                try {
+                    sys::reap(h.pid);
+                } catch (const std::exception&) {
+                    // Reaped already by someone else's waitpid(-1).
+                }
                 h.pid = 0;
                 h.control.reset();
                 if (attempt > 0) throw;
@@ -151,9 +155,14 @@ std::unique_ptr<popen> start_forkserver(const identity& child, const process_tar
     std::int32_t pid = 0;
     if (!read_int(status_mine.get(), pid))
         throw process_error("mp: the forkserver could not start process '" + child.name +
-                            "' (the server process died)");
+                            "': it dropped the request (out of file descriptors) or died. Check the "
+                            "descriptor limit (ulimit -n) and whether something killed the server");
+    // A failed fork in the server comes back as -errno.
+    if (pid <= 0) sys::throw_errno(-pid, "fork (in the forkserver)");
+    // If the bootstrap cannot be sent, the child reads end of file, exits,
+    // and the server reaps it: nothing runs on.
     auto p = std::make_unique<forkserver_popen>(pid, std::move(status_mine));
-    send_bootstrap(std::move(boot_mine), child, target);
+    send_bootstrap(std::move(boot_mine), bootstrap);
     return p;
 }
 
@@ -161,60 +170,73 @@ std::unique_ptr<popen> start_forkserver(const identity& child, const process_tar
 
 namespace mp::detail {
 
+std::unique_lock<sys::fork_guarded_mutex> lock_forkserver_handle_for_test() {
+    return std::unique_lock(launch::handle().mutex);
+}
+
 void run_forkserver(int control_fd, int /*parent_pid*/) {
     // Ctrl-C goes to the whole foreground process group; the server must not
     // die before its parent, which decides what happens to the children.
-    ::signal(SIGINT, SIG_IGN);
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-    int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sigfd < 0) sys::flush_and_exit(1);
-    std::map<int, int> status_fds;  // child pid -> status socket
-    int self = sys::current_pid();
+    sys::ignore_sigint();
+    unique_fd control(control_fd);
+    unique_fd sigchld;
+    try {
+        sigchld = sys::block_into_signalfd(SIGCHLD);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mp: the forkserver cannot start: %s\n", e.what());
+        sys::flush_and_exit(1);
+    }
+    std::map<int, unique_fd> status_fds;  // child pid -> its status socket
+    const int self = sys::current_pid();
 
-    for (;;) {
-        pollfd p[2] = {{control_fd, POLLIN, 0}, {sigfd, POLLIN, 0}};
-        if (::poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
-        }
-        if (p[1].revents) {
-            signalfd_siginfo info;
-            while (::read(sigfd, &info, sizeof info) == sizeof info) {
+    try {
+        for (;;) {
+            const int watched[2] = {control.get(), sigchld.get()};
+            auto ready = sys::wait_any_readable(watched, std::nullopt);
+            bool request = false;
+            for (std::size_t i : ready) {
+                if (i == 0) request = true;
+                if (i != 1) continue;
+                sys::drain_signalfd(sigchld.get());
+                while (auto ended = sys::reap_any_nowait()) {
+                    auto it = status_fds.find(ended->pid);
+                    if (it == status_fds.end()) continue;
+                    launch::write_int(it->second.get(), ended->exit_code);
+                    status_fds.erase(it);
+                }
             }
-            int status = 0;
-            pid_t pid;
-            while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-                auto it = status_fds.find(pid);
-                if (it == status_fds.end()) continue;
-                launch::write_int(it->second, sys::exit_code_from_status(status));
-                ::close(it->second);
-                status_fds.erase(it);
-            }
-        }
-        if (p[0].revents) {
-            char request;
+            if (!request) continue;
+            char byte;
             std::vector<unique_fd> fds;
-            long n = sys::recv_some(control_fd, &request, 1, &fds, false);
-            if (n <= 0) break;  // every process that could ask is gone
-            if (fds.size() != 2) continue;
-            pid_t pid = ::fork();
+            if (sys::recv_some(control.get(), &byte, 1, &fds, false) <= 0)
+                break;  // every process that could ask is gone
+            if (fds.size() != 2) continue;  // truncated (no fds left here): the requester sees EOF
+            int pid = 0;
+            try {
+                pid = sys::fork_process();
+            } catch (const system_error& e) {
+                launch::write_int(fds[1].get(), -e.code());
+                continue;
+            }
             if (pid == 0) {
-                ::close(control_fd);
-                ::close(sigfd);
+                // The child holds its own bootstrap socket and nothing else
+                // of the server's: not the control socket, not the signalfd,
+                // not its siblings' status sockets (a pool of n workers would
+                // otherwise give each of them n descriptors).
+                control.reset();
+                sigchld.reset();
+                for (auto& [sibling, fd] : status_fds) fd.reset();
+                fds[1].reset();
                 sys::reset_signals();
                 sys::die_with_parent(self);
-                int boot = fds[0].release();
-                fds[1].reset();
-                run_bootstrapped_child(boot);
+                run_bootstrapped_child(fds[0].release());
             }
-            if (pid < 0) continue;  // the status socket closes: the requester sees the failure
-            int status_fd = fds[1].release();
-            launch::write_int(status_fd, pid);
-            status_fds[pid] = status_fd;
+            launch::write_int(fds[1].get(), pid);
+            status_fds[pid] = std::move(fds[1]);
         }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mp: the forkserver stops: %s\n", e.what());
+        sys::flush_and_exit(1);
     }
     sys::flush_and_exit(0);
 }

@@ -38,8 +38,12 @@ std::unique_ptr<popen> start_fork(const identity& child, const process_target& t
 std::unique_ptr<popen> start_spawn(const identity& child, const process_target& target);
 std::unique_ptr<popen> start_forkserver(const identity& child, const process_target& target);
 
-/// Sends a fresh child everything it needs: who it is, what to inherit, what to run.
-void send_bootstrap(unique_fd fd, const identity& child, const process_target& target);
+/// Writes everything a fresh child needs: who it is, what to inherit, what to
+/// run. Done before the child exists, so that a target that cannot be
+/// serialized fails with no child left behind.
+void write_bootstrap(output_archive& ar, const identity& child, const process_target& target);
+/// Sends what write_bootstrap wrote to the child's bootstrap socket.
+void send_bootstrap(unique_fd fd, output_archive& ar);
 /// Throws the errors that make a target impossible to start in a fresh process.
 void check_startable_fresh(const identity& child, const process_target& target, start_method method);
 
@@ -52,8 +56,7 @@ int run_guarded(std::string_view process_name, const std::function<void()>& body
 /// calling thread exits. Rethrows what `job` throws.
 void run_where_children_may_start(const std::function<void()>& job);
 
-/// Forkserver bookkeeping in this process.
+/// The pid of this process's forkserver, 0 if it has none.
 int forkserver_pid() noexcept;
-void forkserver_after_fork_in_child() noexcept;
 
 }  // namespace mp::detail::launch

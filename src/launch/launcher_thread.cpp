@@ -19,7 +19,6 @@ struct launcher {
     std::mutex mutex;
     std::condition_variable wake;
     std::deque<std::function<void()>> jobs;  // guarded by mutex
-    int owner_pid = 0;                        // the process whose thread this is
 
     void run() {
         for (;;) {
@@ -36,15 +35,21 @@ struct launcher {
 };
 
 launcher* the_launcher = nullptr;  // guarded by launcher_mutex
-std::mutex launcher_mutex;
+sys::fork_guarded_mutex launcher_mutex;
 
 launcher& get_launcher() {
+    static const bool hooked = [] {
+        // A fork child does not have the parent's launcher thread: it makes
+        // its own when it needs one. The old object is left alone: its mutex
+        // may be locked for ever.
+        sys::register_after_fork([] { the_launcher = nullptr; });
+        return true;
+    }();
+    static_cast<void>(hooked);
     std::lock_guard guard(launcher_mutex);
-    if (!the_launcher || the_launcher->owner_pid != sys::current_pid()) {
-        // Never destroyed: the thread blocks on it until the process ends. A
-        // fork child does not have the parent's thread, so it makes its own.
+    if (!the_launcher) {
+        // Never destroyed: the thread blocks on it until the process ends.
         the_launcher = new launcher;
-        the_launcher->owner_pid = sys::current_pid();
         std::thread([l = the_launcher] { l->run(); }).detach();
     }
     return *the_launcher;
@@ -82,3 +87,11 @@ void run_where_children_may_start(const std::function<void()>& job) {
 }
 
 }  // namespace mp::detail::launch
+
+namespace mp::detail {
+
+std::unique_lock<sys::fork_guarded_mutex> lock_launcher_for_test() {
+    return std::unique_lock(launch::launcher_mutex);
+}
+
+}  // namespace mp::detail

@@ -1,15 +1,11 @@
 // The spawn start method: the child is a fresh run of this executable, which
 // mp::init turns into the child's work.
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <unistd.h>
-
 #include <cstring>
 #include <string>
 
 #include "launch/child_popen.hpp"
 #include "launch/exec.hpp"
+#include "sys/spawn.hpp"
 
 extern char** environ;
 
@@ -31,41 +27,29 @@ int spawn_self(const std::string& mode, int child_fd) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-
     // The child finds its bootstrap socket at a fixed number; everything else
     // is closed, and its stdin is /dev/null.
-    unique_fd high(::fcntl(child_fd, F_DUPFD_CLOEXEC, 10));
-    if (!high) sys::throw_errno("fcntl(F_DUPFD_CLOEXEC)");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, high.get(), bootstrap_fd);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addclosefrom_np(&actions, bootstrap_fd + 1);
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    // Start with default signal dispositions and nothing blocked, whatever
-    // this process (or the thread calling us) has set.
-    sigset_t all, none;
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    pid_t pid = 0;
-    int err = ::posix_spawn(&pid, "/proc/self/exe", &actions, &attr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    posix_spawnattr_destroy(&attr);
-    if (err != 0) sys::throw_errno(err, "posix_spawn", "/proc/self/exe");
-    return pid;
+    return sys::spawn_program("/proc/self/exe", argv.data(), envp.data(), child_fd, bootstrap_fd);
 }
 
 std::unique_ptr<popen> start_spawn(const identity& child, const process_target& target) {
     check_startable_fresh(child, target, start_method::spawn);
+    // Everything that can fail is had before the child exists: a start that
+    // throws leaves no child behind.
+    output_archive bootstrap;
+    write_bootstrap(bootstrap, child, target);
     auto [mine, theirs] = sys::socket_pair();
+    auto p = std::make_unique<child_popen>();
+    sys::pidfd_reservation slot;
     int pid = spawn_self("spawn", theirs.get());
-    auto p = std::make_unique<child_popen>(pid);
+    p->attach(pid, slot.open_for(pid));
     theirs.reset();
-    send_bootstrap(std::move(mine), child, target);
+    try {
+        send_bootstrap(std::move(mine), bootstrap);
+    } catch (...) {
+        sys::kill_and_reap(pid);  // a child that cannot get its work must not run on
+        throw;
+    }
     return p;
 }
 

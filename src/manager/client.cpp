@@ -270,7 +270,7 @@ registry& the_registry() {
     // Never destroyed: proxies in static storage may outlive main().
     static registry* r = [] {
         auto* reg = new registry;
-        sys::at_fork_child([] {
+        sys::register_after_fork([] {
             // Another thread may have held these mutexes when fork() copied
             // them; in the child that thread does not exist.
             auto& self = the_registry();

@@ -8,6 +8,7 @@
 #include "manager/server.hpp"
 #include "mp/connection.hpp"
 #include "mp/process.hpp"
+#include "shm_tracker.hpp"
 #include "sys/net.hpp"
 #include "sys/sys.hpp"
 
@@ -75,6 +76,13 @@ struct base_manager::state {
         if (options.address) return *options.address;
         private_dir = sys::make_private_dir("mp-manager-");
         socket_path = private_dir + "/socket";
+        try {
+            // Removed by the tracker if the program is killed before shutdown.
+            detail::shm_tracker::register_socket_directory(socket_path);
+        } catch (...) {
+            remove_private_dir();
+            throw;
+        }
         return unix_address{socket_path};
     }
 
@@ -93,6 +101,7 @@ struct base_manager::state {
 
     void remove_private_dir() noexcept {
         sys::remove_private_dir(private_dir, socket_path);
+        if (!socket_path.empty()) detail::shm_tracker::unregister_socket_directory(socket_path);
         private_dir.clear();
         socket_path.clear();
     }

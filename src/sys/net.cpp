@@ -361,6 +361,4 @@ void random_bytes(void* out, std::size_t size) {
     }
 }
 
-void at_fork_child(void (*f)()) noexcept { ::pthread_atfork(nullptr, nullptr, f); }
-
 }  // namespace mp::sys

@@ -107,7 +107,5 @@ void remove_private_dir(const std::string& dir, const std::string& file) noexcep
 /// Fills `out` with cryptographically strong random bytes.
 void random_bytes(void* out, std::size_t size);
 
-/// Registers `f` to run in the child after every fork() (pthread_atfork).
-void at_fork_child(void (*f)()) noexcept;
 
 }  // namespace mp::sys

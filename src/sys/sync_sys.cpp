@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <random>
 
 #include "sys/sys.hpp"
@@ -135,6 +136,19 @@ void unmap_anonymous(void* addr, std::size_t size) noexcept {
 }
 
 void shm_remove_raw(const char* name) noexcept { ::shm_unlink(name); }
+
+void remove_socket_and_directory_raw(const char* socket_path) noexcept {
+    ::unlink(socket_path);
+    char dir[PATH_MAX];
+    std::size_t len = 0, last_slash = 0;
+    for (; socket_path[len] && len + 1 < sizeof dir; ++len) {
+        dir[len] = socket_path[len];
+        if (socket_path[len] == '/') last_slash = len;
+    }
+    if (last_slash == 0) return;  // no directory of its own (or the root)
+    dir[last_slash] = '\0';
+    ::rmdir(dir);
+}
 
 void exit_raw(int code) noexcept { ::_exit(code); }
 

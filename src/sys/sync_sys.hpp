@@ -50,6 +50,9 @@ void* map_anonymous(std::size_t size) noexcept;
 void unmap_anonymous(void* addr, std::size_t size) noexcept;
 /// shm_unlink(name) ignoring errors.
 void shm_remove_raw(const char* name) noexcept;
+/// unlink(socket_path), then rmdir() of the directory that held it, ignoring
+/// errors.
+void remove_socket_and_directory_raw(const char* socket_path) noexcept;
 [[noreturn]] void exit_raw(int code) noexcept;
 
 /// Waits up to `limit` for child `pid` to exit and reaps it; false if it is

@@ -258,115 +258,6 @@ long recv_some(int fd, void* buf, std::size_t len, std::vector<unique_fd>* fds, 
     }
 }
 
-unique_fd pidfd_open(int pid) {
-    long fd = ::syscall(SYS_pidfd_open, pid, 0);
-    if (fd < 0) throw_errno("pidfd_open");
-    set_cloexec(static_cast<int>(fd), true);
-    return unique_fd(static_cast<int>(fd));
-}
-
-int exit_code_from_status(int status) noexcept {
-    if (WIFSIGNALED(status)) return -WTERMSIG(status);
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return 255;
-}
-
-std::optional<int> try_reap(int pid) {
-    int status = 0;
-    for (;;) {
-        pid_t r = ::waitpid(pid, &status, WNOHANG);
-        if (r == pid) return exit_code_from_status(status);
-        if (r == 0) return std::nullopt;
-        if (errno == EINTR) continue;
-        throw_errno("waitpid");
-    }
-}
-
-int reap(int pid) {
-    int status = 0;
-    for (;;) {
-        pid_t r = ::waitpid(pid, &status, 0);
-        if (r == pid) return exit_code_from_status(status);
-        if (errno == EINTR) continue;
-        throw_errno("waitpid");
-    }
-}
-
-int current_pid() noexcept { return static_cast<int>(::getpid()); }
-int current_tid() noexcept { return static_cast<int>(::gettid()); }
-
-int thread_count() {
-    int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 1;
-    char buf[1024];
-    ssize_t n = ::read(fd, buf, sizeof buf - 1);
-    ::close(fd);
-    if (n <= 0) return 1;
-    buf[n] = 0;
-    // Fields after the command name, which may contain spaces: the 20th
-    // field of the line is num_threads, the 18th after the closing ')'.
-    const char* p = std::strrchr(buf, ')');
-    if (!p) return 1;
-    int field = 2;
-    for (; *p && field < 20; ++p)
-        if (*p == ' ') ++field;
-    return std::max(1, std::atoi(p));
-}
-
-std::vector<std::string> other_thread_names() {
-    std::vector<std::string> names;
-    DIR* dir = ::opendir("/proc/self/task");
-    if (!dir) return names;
-    int self = current_tid();
-    while (dirent* e = ::readdir(dir)) {
-        if (e->d_name[0] == '.') continue;
-        int tid = std::atoi(e->d_name);
-        if (tid == self) continue;
-        std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
-        std::string name = "?";
-        if (FILE* f = std::fopen(path.c_str(), "re")) {
-            char buf[64] = {};
-            if (std::fgets(buf, sizeof buf, f)) {
-                name = buf;
-                if (!name.empty() && name.back() == '\n') name.pop_back();
-            }
-            std::fclose(f);
-        }
-        names.push_back(name + " (tid " + e->d_name + ")");
-    }
-    ::closedir(dir);
-    return names;
-}
-
-void die_with_parent(int expected_parent_pid) noexcept {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != expected_parent_pid) ::_exit(1);
-}
-
-void stdin_to_devnull() noexcept {
-    int fd = ::open("/dev/null", O_RDONLY);
-    if (fd >= 0 && fd != 0) {
-        ::dup2(fd, 0);
-        ::close(fd);
-    }
-}
-
-void send_signal(int pid, int sig) {
-    if (::kill(pid, sig) < 0 && errno != ESRCH) throw_errno("kill");
-}
-
-void ignore_sigint() noexcept { ::signal(SIGINT, SIG_IGN); }
-
-void reset_signals() noexcept {
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; ++s)
-        if (s != SIGKILL && s != SIGSTOP) ::sigaction(s, &dfl, nullptr);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
 void close_fds_except(int lowest, std::span<const int> keep) noexcept {
     std::vector<int> sorted(keep.begin(), keep.end());
     std::sort(sorted.begin(), sorted.end());
@@ -377,16 +268,6 @@ void close_fds_except(int lowest, std::span<const int> keep) noexcept {
         from = k + 1;
     }
     ::syscall(SYS_close_range, from, ~0U, 0);
-}
-
-void flush_and_exit(int code) noexcept {
-    try {
-        std::cout.flush();
-        std::cerr.flush();
-    } catch (...) {
-    }
-    std::fflush(nullptr);
-    ::_exit(code);
 }
 
 }  // namespace mp::sys

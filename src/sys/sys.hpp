@@ -15,6 +15,9 @@
 #include "mp/detail/unique_fd.hpp"
 #include "mp/error.hpp"
 #include "sys/memory.hpp"
+#include "sys/after_fork.hpp"
+#include "sys/process.hpp"
+#include "sys/signals.hpp"
 
 struct iovec;
 
@@ -98,34 +101,8 @@ void send_all(int fd, std::span<const ::iovec> iov, std::span<const int> fds = {
 /// -1 with EAGAIN semantics when `dontwait` and nothing is there.
 long recv_some(int fd, void* buf, std::size_t len, std::vector<unique_fd>* fds, bool dontwait);
 
-// ---- processes ---------------------------------------------------------------
-unique_fd pidfd_open(int pid);
-/// Non-blocking reap of a child; returns the Python-style exit code if it ended.
-std::optional<int> try_reap(int pid);
-/// Blocking reap of a child; returns the Python-style exit code.
-int reap(int pid);
-/// Python's convention: exit status n, or -N when killed by signal N.
-int exit_code_from_status(int status) noexcept;
-int current_pid() noexcept;
-int current_tid() noexcept;
-/// Number of threads of this process (one read of /proc/self/stat).
-int thread_count();
-/// Names ("comm") of every other thread of this process.
-std::vector<std::string> other_thread_names();
-/// Kill this process with SIGKILL when the thread that forked it exits; exit
-/// at once if that parent is already gone (the fork/prctl race).
-void die_with_parent(int expected_parent_pid) noexcept;
-/// Makes the child's stdin /dev/null (async-signal-safe).
-void stdin_to_devnull() noexcept;
-void send_signal(int pid, int sig);
-/// Ignore SIGINT in this process (pool workers; Ctrl-C goes to the parent).
-void ignore_sigint() noexcept;
-/// Restore every signal disposition to default and unblock all signals.
-void reset_signals() noexcept;
+// ---- processes, signals, spawning, fork children: see their own headers ---
 /// Closes every fd >= lowest except those listed (used by helper processes).
 void close_fds_except(int lowest, std::span<const int> keep) noexcept;
-/// Flushes C and C++ stdio, then _exit(code): a forked child never unwinds
-/// into its parent's frames nor runs the parent's atexit handlers.
-[[noreturn]] void flush_and_exit(int code) noexcept;
 
 }  // namespace mp::sys

@@ -1,0 +1,189 @@
+// Starting processes at the limits of the machine (issue 11 item 7, issue 12
+// item 3): out of file descriptors (RLIMIT_NOFILE) and out of processes
+// (RLIMIT_NPROC, fork failing with EAGAIN). Each start either works or throws
+// a clear mp::system_error; a start that throws leaves no child behind,
+// running or zombie; and starting works again once the resource is back.
+//
+// Each scenario runs in a child of the test (plain fork), so that the limits
+// it sets and the forkserver it starts under them are its own.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "launch/launch.hpp"
+#include "mp/process.hpp"
+#include "runtime.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+void exit_with(int code) { std::exit(code); }
+
+/// Runs `body` in a fork child of this test process; returns what it
+/// returned (an empty string: nothing went wrong).
+std::string run_in_child_process(const std::function<std::string()>& body) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return "pipe failed";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::close(pipe_fds[0]);
+        std::string result;
+        try {
+            result = body();
+        } catch (const std::exception& e) {
+            result = std::string("the scenario threw: ") + e.what();
+        }
+        // Stop the forkserver this child started, as its exit would.
+        for (int helper : mp::detail::helper_pids()) {
+            ::kill(helper, SIGKILL);
+            ::waitpid(helper, nullptr, 0);
+        }
+        [[maybe_unused]] auto n = ::write(pipe_fds[1], result.data(), result.size());
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string result;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) result.append(buf, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) result += " (the scenario process died)";
+    return result;
+}
+
+/// Children of `parent` (from /proc), zombies included, helpers excluded.
+std::vector<int> children_of(int parent) {
+    std::vector<int> out;
+    auto helpers = mp::detail::helper_pids();
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        std::string name = entry.path().filename();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+        std::ifstream stat(entry.path() / "stat");
+        std::string line;
+        if (!std::getline(stat, line)) continue;
+        auto close = line.rfind(')');
+        if (close == std::string::npos) continue;
+        char state;
+        int ppid = 0;
+        if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
+        int pid = std::stoi(name);
+        if (ppid == parent && std::find(helpers.begin(), helpers.end(), pid) == helpers.end()) out.push_back(pid);
+    }
+    return out;
+}
+
+int forkserver_pid() { return mp::detail::launch::forkserver_pid(); }
+
+/// Takes every free descriptor but `spare`, until release().
+class descriptor_hog {
+public:
+    explicit descriptor_hog(int spare) {
+        for (;;) {
+            int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (fd < 0) break;
+            held_.push_back(fd);
+        }
+        for (int i = 0; i < spare && !held_.empty(); ++i) {
+            ::close(held_.back());
+            held_.pop_back();
+        }
+    }
+    ~descriptor_hog() { release(); }
+    void release() {
+        for (int fd : held_) ::close(fd);
+        held_.clear();
+    }
+
+private:
+    std::vector<int> held_;
+};
+
+/// Starts processes with 0, 1, 2, ... free descriptors; returns what went wrong.
+std::string start_with_few_descriptors(mp::start_method method) {
+    std::string problems;
+    auto ctx = mp::get_context(method);
+    // Low enough to reach quickly; the forkserver, started by the first
+    // attempt that gets far enough, starts under this limit too.
+    rlimit lim{};
+    ::getrlimit(RLIMIT_NOFILE, &lim);
+    lim.rlim_cur = 64;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) return "setrlimit failed";
+    bool refused = false, started_once = false;
+    for (int spare = 0; spare <= 12; ++spare) {
+        std::string at = "with " + std::to_string(spare) + " free descriptors: ";
+        descriptor_hog hog(spare);
+        std::optional<mp::process> p;
+        p.emplace(ctx.process(exit_with, 3));
+        bool started = false;
+        try {
+            p->start();
+            started = true;
+        } catch (const mp::system_error& e) {
+            std::string what = e.what();
+            if (e.code() != EMFILE) problems += at + "error code " + std::to_string(e.code()) + ": " + what + "\n";
+            if (what.find("could not start process") == std::string::npos || what.find("ulimit -n") == std::string::npos)
+                problems += at + "the message names neither the process nor the remedy: " + what + "\n";
+        } catch (const std::exception& e) {
+            problems += at + "not an mp::system_error: " + e.what() + "\n";
+        }
+        refused |= !started;
+        started_once |= started;
+        hog.release();  // reading /proc needs descriptors
+        // No child runs on (or stays a zombie) after a start that threw.
+        std::size_t expected_own = started && method != mp::start_method::forkserver ? 1 : 0;
+        auto own = children_of(::getpid());
+        if (own.size() != expected_own)
+            problems += at + std::to_string(own.size()) + " children of this process, expected " +
+                        std::to_string(expected_own) + (started ? " (started)" : " (start threw)") + "\n";
+        if (int server = forkserver_pid(); server > 0 && !started) {
+            auto theirs = children_of(server);
+            if (!theirs.empty())
+                problems += at + std::to_string(theirs.size()) + " children of the forkserver after a failed start\n";
+        }
+        if (started) {
+            if (!p->join(10s)) {
+                p->kill();
+                p->join();
+                problems += at + "the started child did not end\n";
+            } else if (p->exitcode() != 3) {
+                problems += at + "the started child exited with " + std::to_string(*p->exitcode()) + "\n";
+            }
+        }
+    }
+    if (!refused) problems += "no start was refused with no free descriptor\n";
+    if (!started_once) problems += "no start worked with 12 free descriptors\n";
+    // The resource is back: starting works again.
+    auto p = ctx.process(exit_with, 3);
+    p.start();
+    if (!p.join(10s) || p.exitcode() != 3) problems += "a start with descriptors free again failed\n";
+    return problems;
+}
+
+class limits_test : public testing::TestWithParam<mp::start_method> {};
+
+}  // namespace
+
+TEST_P(limits_test, out_of_descriptors_a_start_throws_leaves_no_child_and_works_again) {
+    std::string problems = run_in_child_process([&] { return start_with_few_descriptors(GetParam()); });
+    EXPECT_EQ(problems, "");
+}
+
+INSTANTIATE_TEST_SUITE_P(each_start_method, limits_test,
+                         testing::Values(mp::start_method::fork, mp::start_method::spawn,
+                                         mp::start_method::forkserver),
+                         [](const auto& info) { return std::string(mp::to_string(info.param)); });
