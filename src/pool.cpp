@@ -6,8 +6,8 @@
 // - the result thread: takes results from the result queue, hands them to
 //   their jobs, and refills the task queue (one task out, one task in);
 // - the supervisor: watches the workers' sentinels, blames a dead worker's
-//   task (read from its slot), starts replacements, and stops workers whose
-//   task ran past its deadline.
+//   task (read from its slot and the task's claim), starts replacements, and
+//   stops workers whose task ran past its deadline.
 // A dead worker's loss is reported through the result queue, behind every
 // result that worker sent before it died, so a task that finished is never
 // reported lost.
@@ -96,6 +96,7 @@ private:
         std::shared_ptr<pool_job> job;
         std::uint64_t seq = 0;
         std::optional<std::chrono::nanoseconds> timeout;
+        std::uint32_t claim = 0;  // its entry in the claim table
     };
 
     struct worker_rec {
@@ -108,6 +109,8 @@ private:
     };
 
     void dispatch_locked(later_list& later);
+    void release_claim_locked(std::uint32_t claim) { free_claims_.push_back(claim); }
+    bool lost_by_locked(std::uint64_t task, std::uint32_t worker);
     bool idle_locked() const { return sources_.empty() && parked_.empty() && running_.empty(); }
 
     void collect_loop();
@@ -141,6 +144,7 @@ private:
     std::unordered_map<std::uint64_t, running_task> running_;  // guarded by mutex_: dispatched, no result yet
     std::uint64_t next_id_ = 1;                              // guarded by mutex_
     std::vector<std::byte> scratch_;                         // guarded by mutex_: reused task buffer
+    std::vector<std::uint32_t> free_claims_;                 // guarded by mutex_: claim entries not in use
     std::atomic<std::size_t> timed_{0};                      // tasks with a deadline in running_
 
     mutable std::mutex workers_mutex_;
@@ -163,10 +167,16 @@ engine_core::engine_core(engine_config cfg) : cfg_(std::move(cfg)) {
         throw value_error("mp: a pool needs at least one worker process (asked for " + std::to_string(cfg_.workers) +
                           ")");
     method_ = cfg_.context ? cfg_.context->get_start_method() : get_start_method();
+    if (static_cast<std::uint32_t>(cfg_.workers) > w::max_workers_per_pool)
+        throw value_error("mp: a pool can have at most " + std::to_string(w::max_workers_per_pool) +
+                          " worker processes (asked for " + std::to_string(cfg_.workers) + ")");
     depth_ = dispatch_depth_per_worker * static_cast<std::size_t>(cfg_.workers);
     tasks_ = std::make_unique<queue_core>(0, false);
     results_ = std::make_unique<queue_core>(0, false);
-    slots_ = std::make_unique<w::slot_table>(static_cast<std::uint32_t>(cfg_.workers));
+    // One claim per task that can be in flight (running_ never exceeds depth_).
+    slots_ = std::make_unique<w::slot_table>(static_cast<std::uint32_t>(cfg_.workers),
+                                             static_cast<std::uint32_t>(depth_));
+    for (auto i = static_cast<std::uint32_t>(depth_); i > 0; --i) free_claims_.push_back(i - 1);
     auto [r, wr] = sys::socket_pair();
     sys::set_nonblocking(r.get(), true);
     sys::set_nonblocking(wr.get(), true);  // a full buffer already means "wake up"
@@ -225,6 +235,7 @@ std::unique_ptr<process> engine_core::start_worker(std::uint32_t slot) {
     setup.slots_fd = slots_->fd();
     setup.slot = slot;
     setup.slot_count = static_cast<std::uint32_t>(cfg_.workers);
+    setup.claim_count = static_cast<std::uint32_t>(depth_);
     setup.max_tasks = cfg_.max_tasks_per_child;
     setup.initializer = cfg_.initializer;
     (*slots_)[slot].task.store(0, std::memory_order_relaxed);
@@ -279,19 +290,23 @@ void engine_core::dispatch_locked(later_list& later) {
         std::shared_ptr<pool_job> job = sources_.front();
         output_archive ar(std::move(scratch_));
         const std::uint64_t id = next_id_;
-        w::write_task_header(ar, id);
+        const std::uint32_t claim = free_claims_.back();  // running_.size() < depth_: one is free
+        w::write_task_header(ar, id, claim);
         std::uint64_t seq = 0;
         auto step = job->produce(ar, seq, unbounded);
         switch (step) {
             case pool_job::step::task: {
                 ++next_id_;
-                running_.emplace(id, running_task{job, seq, job->timeout});
+                free_claims_.pop_back();
+                slots_->claim(claim).word.store(w::claim_word(id, w::claim_queued), std::memory_order_release);
+                running_.emplace(id, running_task{job, seq, job->timeout, claim});
                 // The supervisor sleeps without a time limit while no task has a deadline.
                 if (job->timeout && timed_.fetch_add(1, std::memory_order_relaxed) == 0) wake();
                 try {
                     tasks_->put(ar, std::nullopt);
                 } catch (...) {
                     running_.erase(id);
+                    release_claim_locked(claim);
                     if (job->timeout) timed_.fetch_sub(1, std::memory_order_relaxed);
                     later.push_back([job, seq, e = std::current_exception()] { job->on_error(seq, e); });
                 }
@@ -424,7 +439,10 @@ void engine_core::terminate() noexcept {
     std::vector<running_task> lost;
     {
         std::lock_guard lock(mutex_);
-        for (auto& [id, t] : running_) lost.push_back(std::move(t));
+        for (auto& [id, t] : running_) {
+            release_claim_locked(t.claim);
+            lost.push_back(std::move(t));
+        }
         running_.clear();
         timed_ = 0;
     }
@@ -494,6 +512,7 @@ void engine_core::deliver(std::uint64_t id, bool ok, input_archive& ar) {
         job = std::move(it->second.job);
         seq = it->second.seq;
         if (it->second.timeout) timed_.fetch_sub(1, std::memory_order_relaxed);
+        release_claim_locked(it->second.claim);
         running_.erase(it);
         dispatch_locked(later);
     }
@@ -528,6 +547,7 @@ void engine_core::deliver_error(std::uint64_t id, std::exception_ptr e) {
         job = std::move(it->second.job);
         seq = it->second.seq;
         if (it->second.timeout) timed_.fetch_sub(1, std::memory_order_relaxed);
+        release_claim_locked(it->second.claim);
         running_.erase(it);
         dispatch_locked(later);
     }
@@ -612,6 +632,10 @@ void engine_core::handle_exit(std::uint32_t slot) {
     int pid = rec.proc->pid();
     std::uint64_t task = (*slots_)[slot].task.exchange(0, std::memory_order_acq_rel);
     if (task != 0) {
+        std::lock_guard lock(mutex_);
+        if (!lost_by_locked(task, slot)) task = 0;
+    }
+    if (task != 0) {
         output_archive ar;
         bool timed_out = rec.stopping_task == task;
         std::string text;
@@ -650,6 +674,21 @@ void engine_core::handle_exit(std::uint32_t slot) {
     }
 }
 
+// Whether the dead worker `worker`, whose slot names `task`, lost it: it had
+// claimed it, or it died between reading the task's message and claiming it
+// (then the task is withdrawn here, so that a copy of the message left in the
+// queue by the death is skipped by the next worker: it never runs, and is
+// reported lost once). False when the task finished, or another worker has it.
+bool engine_core::lost_by_locked(std::uint64_t task, std::uint32_t worker) {
+    auto it = running_.find(task);
+    if (it == running_.end()) return true;  // its result is in the result queue; the loss report is dropped
+    auto& word = slots_->claim(it->second.claim).word;
+    std::uint64_t expected = w::claim_word(task, w::claim_queued);
+    if (word.compare_exchange_strong(expected, w::claim_word(task, w::claim_withdrawn), std::memory_order_acq_rel))
+        return true;
+    return expected == w::claim_word(task, w::claim_taken_by(worker));
+}
+
 void engine_core::check_deadlines() {
     const auto now = steady::now();
     const std::int64_t now_ns = w::steady_now_ns();
@@ -668,13 +707,16 @@ void engine_core::check_deadlines() {
         auto& slot = (*slots_)[i];
         std::uint64_t task = slot.task.load(std::memory_order_acquire);
         if (task == 0) continue;
-        std::int64_t started = slot.started_ns.load(std::memory_order_relaxed);
         std::optional<std::chrono::nanoseconds> timeout;
         {
             std::lock_guard lock(mutex_);
             auto it = running_.find(task);
-            if (it != running_.end()) timeout = it->second.timeout;
+            // Counted from the claim: a slot naming a task not claimed yet (or being skipped) is not running it.
+            if (it != running_.end() && slots_->claim(it->second.claim).word.load(std::memory_order_acquire) ==
+                                            w::claim_word(task, w::claim_taken_by(i)))
+                timeout = it->second.timeout;
         }
+        std::int64_t started = slot.started_ns.load(std::memory_order_relaxed);
         if (!timeout || now_ns - started <= timeout->count()) continue;
         rec.stopping_task = task;
         rec.stopping_timeout = *timeout;
