@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <deque>
 #include <functional>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -26,6 +27,11 @@
 #include "sys/sys.hpp"
 #include "worker/protocol.hpp"
 #include "worker/shm_channel.hpp"
+#include "worker/test_hooks.hpp"
+
+namespace mp::detail::test_hooks {
+std::atomic<int> refuse_thread_start{0};
+}  // namespace mp::detail::test_hooks
 
 namespace mp::detail {
 
@@ -61,6 +67,23 @@ void run_all(later_list& later) noexcept {
     later.clear();
 }
 
+// A helper thread of the engine (std::system_error when the system refuses).
+template <class Fn>
+std::thread start_helper_thread(Fn fn) {
+    int n = test_hooks::refuse_thread_start.load(std::memory_order_relaxed);
+    if (n > 0 && test_hooks::refuse_thread_start.fetch_sub(1, std::memory_order_relaxed) == 1)
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "refused by a test hook");
+    return std::thread(std::move(fn));
+}
+
+// Objects an inherited engine cannot destroy (a worker's handle would wait
+// for a process that is not this one's child): kept reachable, never used.
+void keep_inherited(std::unique_ptr<process> p) {
+    static auto* kept = new std::vector<std::unique_ptr<process>>();
+    kept->push_back(std::move(p));
+}
+
 std::exception_ptr terminated_error() {
     return std::make_exception_ptr(
         closed_error("mp: the pool was terminated before this task finished (terminate(), or the pool was "
@@ -82,6 +105,10 @@ public:
     void join();
     void terminate() noexcept;
     void cancel_pending() noexcept;
+    // A process that inherited this engine by fork (a fork child, a fork
+    // worker) shares its queues and memory but owns none of it: there every
+    // operation does nothing, and destruction releases only local memory.
+    bool inherited() const noexcept { return sys::current_pid() != owner_pid_; }
     bool closed() const noexcept {
         std::lock_guard lock(mutex_);
         return state_ != run_state::open;
@@ -129,6 +156,7 @@ private:
     void finish_threads() noexcept;
 
     const engine_config cfg_;
+    const int owner_pid_ = sys::current_pid();
     start_method method_;
     std::size_t depth_;
     std::unique_ptr<queue_core> tasks_;
@@ -157,7 +185,11 @@ private:
     std::mutex shutdown_mutex_;
     bool finished_ = false;  // guarded by shutdown_mutex_: threads joined, workers gone
     std::thread collector_;
+    std::thread::id collector_id_;  // set before any task exists
     std::thread supervisor_;
+    // Set by the result thread when a done-callback it runs stops the engine:
+    // the thread is then detached, and holds the engine until it ends.
+    std::shared_ptr<engine_core> keep_alive_;
 };
 
 // ---------------------------------------------------------------------------
@@ -185,7 +217,18 @@ engine_core::engine_core(engine_config cfg) : cfg_(std::move(cfg)) {
     workers_.resize(static_cast<std::size_t>(cfg_.workers));
 }
 
-engine_core::~engine_core() { terminate(); }
+engine_core::~engine_core() {
+    if (!inherited()) {
+        terminate();
+        return;
+    }
+    // The threads and the workers are the owner's: nothing here may touch
+    // them (the threads do not exist in this process; a mutex may have been
+    // held by one of them at the fork).
+    if (collector_.joinable()) collector_.detach();
+    if (supervisor_.joinable()) supervisor_.detach();
+    for (auto& w : workers_) keep_inherited(std::move(w.proc));
+}
 
 void engine_core::start() {
     // Workers first, threads after: a fork worker is then forked from a
@@ -206,8 +249,31 @@ void engine_core::start() {
         state_ = run_state::terminated;
         throw;
     }
-    collector_ = std::thread([this] { collect_loop(); });
-    supervisor_ = std::thread([this] { supervise_loop(); });
+    try {
+        collector_ = start_helper_thread([this] { collect_loop(); });
+        collector_id_ = collector_.get_id();
+        supervisor_ = start_helper_thread([this] { supervise_loop(); });
+    } catch (const std::system_error& e) {
+        stop_all_workers();
+        if (collector_.joinable()) {
+            output_archive stop;
+            stop(static_cast<std::uint8_t>(w::result_kind::stop));
+            post_result_queue(stop);
+            collector_.join();
+        }
+        {
+            std::lock_guard sl(shutdown_mutex_);
+            finished_ = true;
+        }
+        {
+            std::lock_guard lock(mutex_);
+            state_ = run_state::terminated;
+        }
+        throw mp::system_error(e.code().value(),
+                               std::string("mp: the pool could not start its helper thread (") + e.what() +
+                                   "); its workers were stopped. The process is out of threads or memory: "
+                                   "lower the number of threads and processes, or raise the limits (ulimit -u)");
+    }
 }
 
 std::string engine_core::worker_name() const {
@@ -270,6 +336,10 @@ void engine_core::post_result_queue(const output_archive& ar) noexcept {
 // ---- jobs and dispatch ---------------------------------------------------------
 
 void engine_core::add(const std::shared_ptr<pool_job>& job, const char* what) {
+    if (inherited())
+        throw closed_error(std::string("mp: ") + what + ": this pool belongs to process " +
+                           std::to_string(owner_pid_) +
+                           "; this process inherited it by fork and cannot use it: create a pool here");
     later_list later;
     {
         std::lock_guard lock(mutex_);
@@ -348,6 +418,7 @@ void engine_core::drop(pool_job* job) {
 }
 
 void engine_core::close() noexcept {
+    if (inherited()) return;
     later_list later;
     {
         std::lock_guard lock(mutex_);
@@ -365,6 +436,7 @@ void engine_core::close() noexcept {
 }
 
 void engine_core::cancel_pending() noexcept {
+    if (inherited()) return;
     std::vector<std::shared_ptr<pool_job>> dropped;
     {
         std::lock_guard lock(mutex_);
@@ -380,6 +452,12 @@ void engine_core::cancel_pending() noexcept {
 }
 
 void engine_core::join() {
+    if (inherited()) return;
+    if (std::this_thread::get_id() == collector_id_)
+        throw value_error(
+            "mp: join() or shutdown(wait=true) was called from a done-callback of the same pool or executor: "
+            "it would wait for the thread that runs the callback. Call close() or shutdown(false) there, and "
+            "wait from another thread");
     {
         std::unique_lock lock(mutex_);
         if (state_ == run_state::open)
@@ -410,11 +488,21 @@ void engine_core::finish_threads() noexcept {
     output_archive stop;
     stop(static_cast<std::uint8_t>(w::result_kind::stop));
     post_result_queue(stop);
-    if (collector_.joinable()) collector_.join();
+    if (collector_.joinable()) {
+        if (std::this_thread::get_id() == collector_id_) {
+            // Called from a done-callback: the result thread reads the stop
+            // message once the callback returns, and ends on its own.
+            keep_alive_ = shared_from_this();
+            collector_.detach();
+        } else {
+            collector_.join();
+        }
+    }
     finished_ = true;
 }
 
 void engine_core::terminate() noexcept {
+    if (inherited()) return;
     std::vector<std::shared_ptr<pool_job>> dropped;
     {
         std::lock_guard lock(mutex_);
@@ -468,8 +556,10 @@ void engine_core::collect_loop() {
         } catch (const std::exception& e) {
             std::fprintf(stderr, "mp: pool: a result could not be read and was dropped: %s\n", e.what());
         }
-        if (ctx.stop) return;
+        if (ctx.stop) break;
     }
+    // Detached by a done-callback that stopped the engine: the last owner may be this thread.
+    auto last = std::move(keep_alive_);
 }
 
 void engine_core::on_result_message(void* context, input_archive& ar) {

@@ -25,8 +25,8 @@ enum class take_kill : int {
 extern std::atomic<int> kill_at_take;
 std::string kill_at_take_gate(int pool_pid);
 
-/// In the pool's process: the next `n` helper threads an engine starts fail
-/// as if the system refused to create them (std::system_error, EAGAIN).
-extern std::atomic<int> refuse_thread_starts;
+/// In the pool's process: when n > 0, the n-th helper thread an engine starts
+/// from now fails as if the system refused to create it (EAGAIN).
+extern std::atomic<int> refuse_thread_start;
 
 }  // namespace mp::detail::test_hooks
