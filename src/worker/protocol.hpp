@@ -2,7 +2,7 @@
 // two small channel interfaces they travel through.
 //
 // task message   [u8 task_kind][u64 task id][u32 claim][code_ref entry][payload]   (stop: [u8 stop])
-// result message [u8 result_kind][u64 task id][u8 status][value | exception_record]
+// result message [u8 result_kind][u64 task id][u8 status][u32 claim][value | exception_record]
 //
 // The worker loop and the engine only see these interfaces; the
 // shared-memory transport (shm_channel.hpp) is one implementation, and a
@@ -27,13 +27,13 @@ enum class result_kind : std::uint8_t {
     stop = 3,  // parent-internal: the result thread ends
 };
 enum class result_status : std::uint8_t { ok = 0, failed = 1 };
-enum class lost_reason : std::uint8_t { crashed = 0, timed_out = 1 };
+enum class lost_reason : std::uint8_t { crashed = 0, timed_out = 1, stopped = 2 };
 
 inline void write_task_header(output_archive& ar, std::uint64_t id, std::uint32_t claim) {
     ar(static_cast<std::uint8_t>(task_kind::run), id, claim);
 }
-inline void write_result_header(output_archive& ar, std::uint64_t id, result_status status) {
-    ar(static_cast<std::uint8_t>(result_kind::done), id, static_cast<std::uint8_t>(status));
+inline void write_result_header(output_archive& ar, std::uint64_t id, std::uint32_t claim, result_status status) {
+    ar(static_cast<std::uint8_t>(result_kind::done), id, static_cast<std::uint8_t>(status), claim);
 }
 
 /// A task as a worker receives it.
@@ -69,6 +69,7 @@ void run_worker_loop(worker_channel& channel, int max_tasks);
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> task;        // 0: none
     std::atomic<std::int64_t> started_ns;   // steady clock, when it claimed the task
+    std::atomic<std::uint32_t> claim;       // the task's claim entry (valid while task != 0)
 };
 
 /// One per task in flight, in shared memory: who has taken it. The word holds

@@ -109,6 +109,7 @@ bool shm_worker_channel::receive(received_task& task) {
             ar(c->task->id, c->task->claim);
             // Before the queue moves past the message: from here on the
             // parent can name the task this worker was taking if it dies.
+            c->slot->claim.store(c->task->claim, std::memory_order_relaxed);
             c->slot->task.store(c->task->id, std::memory_order_release);
             test_hooks::maybe_die_at_take(test_hooks::take_kill::while_reading);
             auto rest = ar.take(ar.remaining());

@@ -7,8 +7,10 @@
 // which reads the callable and its arguments from the payload, runs it and
 // writes the result. A result message is (task id, ok + value | exception
 // record). Everything here is independent of how workers are started and how
-// bytes move: src/worker holds the shared-memory transport and the worker
-// loop, src/pool.cpp the engine (dispatch, results, supervision).
+// bytes move: src/engine holds the engine (dispatch, results) and the
+// transport interface it reaches workers through, src/transport/shm the
+// shared-memory transport (workers, queues, supervision), src/worker the
+// worker loop.
 //
 // Jobs produce tasks and consume their results: call_job (one call, one
 // future) and chunked_job (map/imap/starmap over a range, read lazily in
