@@ -104,10 +104,18 @@ private:
     // worker) shares its queues and memory but owns none of it: there every
     // operation does nothing, and destruction releases only local memory.
     bool inherited() const noexcept { return sys::current_pid() != owner_pid_; }
-    void dispatch_locked(later_list& later);
-    bool idle_locked() const { return sources_.empty() && parked_.empty() && running_.empty(); }
+    // Produces and sends tasks while the transport has room. `may_block`:
+    // this thread may read jobs whose input may block (the feeder only).
+    void dispatch(bool may_block) noexcept;
+    std::shared_ptr<pool_job> next_source_locked(bool may_block);
+    void start_feeder_locked();
+    void feed_loop();
+    void stop_feeder() noexcept;
+    bool idle_locked() const {
+        return sources_.empty() && parked_.empty() && running_.empty() && producing_ == 0;
+    }
     // Removes a task that has its outcome; refills. Null job when unknown.
-    running_task finish_locked(std::uint64_t id, later_list& later);
+    running_task finish_locked(std::uint64_t id);
 
     const int workers_;
     const int owner_pid_ = sys::current_pid();
@@ -121,7 +129,14 @@ private:
     std::vector<std::shared_ptr<pool_job>> parked_;            // guarded by mutex_: jobs waiting for room
     std::unordered_map<std::uint64_t, running_task> running_;  // guarded by mutex_: sent, no outcome yet
     std::uint64_t next_id_ = 1;                                // guarded by mutex_
-    std::vector<std::byte> scratch_;                           // guarded by mutex_: reused task buffer
+    std::size_t producing_ = 0;                                // guarded by mutex_: tasks being produced
+
+    // The feeder: reads the input of jobs that may block (range_job over a
+    // generator), so that neither the event thread nor a caller waits for it.
+    std::thread feeder_;
+    std::condition_variable feed_cv_;
+    bool feed_wanted_ = false;  // guarded by mutex_
+    bool feeder_stop_ = false;  // guarded by mutex_
 
     // Set when a done-callback stopped the engine from the transport's event
     // thread: that thread was detached and holds the engine until it ends.
@@ -129,8 +144,13 @@ private:
 };
 
 engine_core::~engine_core() {
-    if (!inherited()) terminate();
-    // An inherited transport's destructor releases only local memory.
+    if (!inherited()) {
+        terminate();
+        return;
+    }
+    // An inherited transport's destructor releases only local memory; the
+    // feeder thread does not exist in this process.
+    if (feeder_.joinable()) feeder_.detach();
 }
 
 // ---- jobs and dispatch ---------------------------------------------------------
@@ -140,73 +160,145 @@ void engine_core::add(const std::shared_ptr<pool_job>& job, const char* what) {
         throw closed_error(std::string("mp: ") + what + ": this pool belongs to process " +
                            std::to_string(owner_pid_) +
                            "; this process inherited it by fork and cannot use it: create a pool here");
-    later_list later;
     {
         std::lock_guard lock(mutex_);
         if (state_ != run_state::open)
             throw closed_error(std::string("mp: ") + what +
                                ": the pool was closed (close(), terminate() or shutdown()); no new tasks "
                                "can be submitted to it");
+        if (job->may_block() && !feeder_.joinable()) start_feeder_locked();
         job->engine_ = weak_from_this();
         sources_.push_back(job);
-        dispatch_locked(later);
+    }
+    dispatch(false);
+}
+
+void engine_core::start_feeder_locked() {
+    // Under mutex_, so that two callers cannot both start it; the thread
+    // waits for mutex_ before it looks at anything.
+    feeder_ = std::thread([this] { feed_loop(); });
+}
+
+void engine_core::feed_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        feed_cv_.wait(lock, [&] { return feeder_stop_ || feed_wanted_; });
+        if (feeder_stop_) return;
+        feed_wanted_ = false;
+        lock.unlock();
+        dispatch(true);
+        lock.lock();
+    }
+}
+
+// Takes the next job this thread may produce from out of sources_, so that
+// no other thread produces from it meanwhile. Under mutex_.
+std::shared_ptr<pool_job> engine_core::next_source_locked(bool may_block) {
+    for (auto it = sources_.begin(); it != sources_.end(); ++it) {
+        if (!may_block && (*it)->may_block()) {
+            feed_wanted_ = true;  // the feeder reads it
+            feed_cv_.notify_one();
+            continue;
+        }
+        auto job = std::move(*it);
+        sources_.erase(it);
+        return job;
+    }
+    return nullptr;
+}
+
+void engine_core::dispatch(bool may_block) noexcept {
+    thread_local std::vector<std::byte> scratch;  // reused task buffer
+    later_list later;
+    for (;;) {
+        std::shared_ptr<pool_job> job;
+        std::uint64_t id = 0;
+        bool unbounded = false;
+        {
+            std::lock_guard lock(mutex_);
+            if (state_ == run_state::terminated || running_.size() + producing_ >= depth_) break;
+            job = next_source_locked(may_block);
+            if (!job) break;
+            id = next_id_++;
+            ++producing_;
+            unbounded = state_ != run_state::open;
+        }
+        // The job is this thread's until it goes back to sources_: its input
+        // is read and its task serialized with no lock of ours held.
+        output_archive ar(std::move(scratch));
+        std::uint64_t seq = 0;
+        pool_job::step step = pool_job::step::skip;
+        transport::ticket ticket = 0;
+        bool opened = false;
+        try {
+            ticket = transport_->open_task(ar, id);
+            opened = true;
+            step = job->produce(ar, seq, unbounded);
+        } catch (...) {
+            // No ticket (cannot happen while running_ + producing_ < capacity): retry after a result.
+        }
+        bool send = false;
+        {
+            std::lock_guard lock(mutex_);
+            --producing_;
+            const bool gone = job->dropped_ || state_ == run_state::terminated;
+            switch (step) {
+                case pool_job::step::task:
+                    if (gone) {
+                        later.push_back([job, seq] {
+                            job->on_error(seq, std::make_exception_ptr(cancelled_error(
+                                                   "mp: cancelled before a worker took it (the pool was "
+                                                   "terminated, or the results' consumer is gone)")));
+                        });
+                    } else {
+                        running_.emplace(id, running_task{job, seq, ticket});
+                        send = true;
+                        sources_.push_front(job);
+                    }
+                    break;
+                case pool_job::step::skip:
+                    if (!gone) sources_.push_front(job);
+                    break;
+                case pool_job::step::wait:
+                    if (!gone) parked_.push_back(job);
+                    break;
+                case pool_job::step::done: later.push_back([job] { job->on_exhausted(); }); break;
+            }
+            if (!send && opened) transport_->close_task(ticket);
+            if (idle_locked()) idle_cv_.notify_all();
+        }
+        if (send) {
+            try {
+                transport_->send_task(ticket, id, ar, job->timeout);
+            } catch (...) {
+                {
+                    std::lock_guard lock(mutex_);
+                    running_.erase(id);
+                    if (idle_locked()) idle_cv_.notify_all();
+                }
+                later.push_back([job, seq, e = std::current_exception()] { job->on_error(seq, e); });
+            }
+        }
+        scratch = ar.take_buffer();
+        if (!opened) break;
     }
     run_all(later);
 }
 
-void engine_core::dispatch_locked(later_list& later) {
-    const bool unbounded = state_ != run_state::open;
-    while (running_.size() < depth_ && !sources_.empty() && state_ != run_state::terminated) {
-        std::shared_ptr<pool_job> job = sources_.front();
-        output_archive ar(std::move(scratch_));
-        const std::uint64_t id = next_id_;
-        const transport::ticket ticket = transport_->open_task(ar, id);
-        std::uint64_t seq = 0;
-        auto step = job->produce(ar, seq, unbounded);
-        switch (step) {
-            case pool_job::step::task: {
-                ++next_id_;
-                running_.emplace(id, running_task{job, seq, ticket});
-                try {
-                    transport_->send_task(ticket, id, ar, job->timeout);
-                } catch (...) {
-                    running_.erase(id);
-                    later.push_back([job, seq, e = std::current_exception()] { job->on_error(seq, e); });
-                }
-                break;
-            }
-            case pool_job::step::skip: transport_->close_task(ticket); break;
-            case pool_job::step::wait:
-                transport_->close_task(ticket);
-                parked_.push_back(job);
-                sources_.pop_front();
-                break;
-            case pool_job::step::done:
-                transport_->close_task(ticket);
-                sources_.pop_front();
-                later.push_back([job] { job->on_exhausted(); });
-                break;
-        }
-        scratch_ = ar.take_buffer();
-    }
-    if (idle_locked()) idle_cv_.notify_all();
-}
-
 void engine_core::room_available(pool_job* job) {
-    later_list later;
     {
         std::lock_guard lock(mutex_);
         auto it = std::find_if(parked_.begin(), parked_.end(), [&](auto& p) { return p.get() == job; });
         if (it == parked_.end()) return;
         sources_.push_back(std::move(*it));
         parked_.erase(it);
-        dispatch_locked(later);
     }
-    run_all(later);
+    dispatch(false);
 }
 
 void engine_core::drop(pool_job* job) {
     std::lock_guard lock(mutex_);
+    job->dropped_ = true;
     std::erase_if(sources_, [&](auto& p) { return p.get() == job; });
     std::erase_if(parked_, [&](auto& p) { return p.get() == job; });
     if (idle_locked()) idle_cv_.notify_all();
@@ -214,7 +306,6 @@ void engine_core::drop(pool_job* job) {
 
 void engine_core::close() noexcept {
     if (inherited()) return;
-    later_list later;
     {
         std::lock_guard lock(mutex_);
         if (state_ != run_state::open) return;
@@ -222,12 +313,8 @@ void engine_core::close() noexcept {
         // Everything queued must now run to the end: lift the windows.
         for (auto& j : parked_) sources_.push_back(std::move(j));
         parked_.clear();
-        try {
-            dispatch_locked(later);
-        } catch (...) {
-        }
     }
-    run_all(later);
+    dispatch(false);
 }
 
 void engine_core::cancel_pending() noexcept {
@@ -237,6 +324,7 @@ void engine_core::cancel_pending() noexcept {
         std::lock_guard lock(mutex_);
         dropped.assign(sources_.begin(), sources_.end());
         dropped.insert(dropped.end(), parked_.begin(), parked_.end());
+        for (auto& j : dropped) j->dropped_ = true;
         sources_.clear();
         parked_.clear();
         if (idle_locked()) idle_cv_.notify_all();
@@ -259,8 +347,19 @@ void engine_core::join() {
             throw value_error("mp: join() on a pool that is still open: call close() (or terminate()) first");
         idle_cv_.wait(lock, [&] { return idle_locked() || state_ == run_state::terminated; });
     }
+    stop_feeder();
     if (transport_->on_event_thread()) keep_alive_ = shared_from_this();
     transport_->stop_after_tasks();
+}
+
+void engine_core::stop_feeder() noexcept {
+    {
+        std::lock_guard lock(mutex_);
+        feeder_stop_ = true;
+    }
+    feed_cv_.notify_all();
+    // The feeder runs no callbacks, so it never gets here itself.
+    if (feeder_.joinable() && feeder_.get_id() != std::this_thread::get_id()) feeder_.join();
 }
 
 void engine_core::terminate() noexcept {
@@ -277,6 +376,7 @@ void engine_core::terminate() noexcept {
         }
     }
     idle_cv_.notify_all();
+    stop_feeder();
     // From a done-callback the event thread is detached, not joined: it holds
     // the engine until it ends (on_events_end).
     if (transport_->on_event_thread() && !keep_alive_) {
@@ -300,26 +400,22 @@ void engine_core::terminate() noexcept {
 
 // ---- events from the transport -------------------------------------------------
 
-engine_core::running_task engine_core::finish_locked(std::uint64_t id, later_list& later) {
+engine_core::running_task engine_core::finish_locked(std::uint64_t id) {
     auto it = running_.find(id);
     if (it == running_.end()) return {};  // already failed (its worker was reported lost), or withdrawn
     running_task t = std::move(it->second);
     running_.erase(it);
-    dispatch_locked(later);
+    if (idle_locked()) idle_cv_.notify_all();
     return t;
 }
 
 void engine_core::on_result(std::uint64_t id, bool ok, input_archive& body) noexcept {
     running_task t;
-    later_list later;
     {
         std::lock_guard lock(mutex_);
-        try {
-            t = finish_locked(id, later);
-        } catch (...) {
-        }
+        t = finish_locked(id);
     }
-    run_all(later);
+    dispatch(false);  // refill first: the workers do not wait for the decoding
     if (!t.job) return;
     if (ok) {
         try {
@@ -342,15 +438,11 @@ void engine_core::on_result(std::uint64_t id, bool ok, input_archive& body) noex
 
 void engine_core::on_task_lost(std::uint64_t id, std::exception_ptr why) noexcept {
     running_task t;
-    later_list later;
     {
         std::lock_guard lock(mutex_);
-        try {
-            t = finish_locked(id, later);
-        } catch (...) {
-        }
+        t = finish_locked(id);
     }
-    run_all(later);
+    dispatch(false);
     if (t.job) t.job->on_error(t.seq, std::move(why));
 }
 
