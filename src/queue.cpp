@@ -31,6 +31,7 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <thread>
 
 #include "queue_hooks.hpp"
 #include "sys/robust_mutex.hpp"
@@ -48,6 +49,11 @@ constexpr std::uint64_t max_item = capacity / 4;
 // chunks as readers pass them.
 constexpr std::uint64_t warm_window = 2 << 20;
 constexpr std::uint64_t release_chunk = 2 << 20;
+// Consumers give pages back when they find the producers' lock free; past
+// this much passed and not given back, the next producer does it.
+constexpr std::uint64_t producer_release_lag = 4 * release_chunk;
+// A producer that finds the ring full (8 GiB unread) looks again this often.
+constexpr auto ring_full_poll = std::chrono::milliseconds(1);
 // Pages are reserved this far past the item being written: one fallocate per
 // 256 KiB of new data instead of one per item.
 constexpr std::uint64_t reserve_ahead = 256 << 10;
@@ -105,12 +111,17 @@ struct queue_core::shared {
     sys::robust_mutex put_lock;
     sys::robust_mutex get_lock;
 
+    // Producers' line.
     alignas(64) std::atomic<std::uint64_t> head;  // end word; written under put_lock
     std::uint64_t reserved_to;                    // position; pages from head to here exist (put_lock)
     std::uint64_t warm_reserved;                  // offset; the warm window's pages below it exist (put_lock)
-    std::atomic<std::uint64_t> released_to;       // position; pages behind it were given back (put_lock)
+    std::uint64_t tail_seen;                      // position; the tail as producers last read it (put_lock)
 
+    alignas(64) std::atomic<std::uint64_t> released_to;  // position; pages behind it were given back (put_lock)
+
+    // Consumers' line.
     alignas(64) std::atomic<std::uint64_t> tail;  // end word; written under get_lock
+    std::atomic<std::uint64_t> head_seen;         // end word; the head as consumers last read it (get_lock)
     std::atomic<std::uint64_t> dropped;           // items dropped because loading them failed (get_lock)
     // Redo journal of a drop (tail and dropped change together), under get_lock.
     std::atomic<std::uint32_t> drop_pending;
@@ -272,9 +283,36 @@ std::size_t queue_core::maxsize() const noexcept { return shared_->maxsize; }
 bool queue_core::joinable() const noexcept { return shared_->joinable != 0; }
 std::size_t queue_core::size() const noexcept { return static_cast<std::size_t>(items_waiting(*shared_)); }
 
+[[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what) {
+    throw serialization_error("mp: corrupt queue item: " + std::to_string(got) + " bytes is not a whole number of " +
+                              std::to_string(element) + "-byte " + what +
+                              "s (was the queue received as a queue of another type?)");
+}
+
 bool queue_core::put(const output_archive& item, std::optional<clock::time_point> deadline) {
+    return put_bytes(
+        item.size(), [](const void* ar, std::byte* dst) { static_cast<const output_archive*>(ar)->copy_to(dst); },
+        &item, deadline);
+}
+
+bool queue_core::get(reader read, void* context, std::optional<clock::time_point> deadline) {
+    struct archive_reader {
+        reader read;
+        void* context;
+    } r{read, context};
+    return get_bytes(
+        [](void* c, std::span<const std::byte> bytes) {
+            auto& r = *static_cast<archive_reader*>(c);
+            input_archive ar(bytes);
+            r.read(r.context, ar);
+        },
+        &r, deadline);
+}
+
+bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
+                           std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
-    const std::uint64_t payload = item.size();
+    const std::uint64_t payload = size;
     if (payload > max_item)
         throw value_error("mp: an item of " + std::to_string(payload) + " bytes is larger than a queue can hold (" +
                           std::to_string(max_item) + "); send it through mp::shared_memory instead");
@@ -291,16 +329,25 @@ bool queue_core::put(const output_archive& item, std::optional<clock::time_point
         sys::robust_lock lock(s.put_lock, deadline);
         if (!lock.locked()) return false;
         const auto head = end_word::from(s.head.load(std::memory_order_relaxed));
-        auto tail = end_word::from(s.tail.load(std::memory_order_acquire));
-        if (s.maxsize != 0 && count_between(tail.count, head.count) >= s.maxsize) continue;  // filled meanwhile
-
         std::uint64_t pos = head.pos;
         std::uint64_t phys = physical(pos);
-        bool empty = tail.pos == pos;
+        // The tail is the consumers' line, written for every item taken:
+        // producers read it only when they need it, and otherwise go by the
+        // tail they saw last (behind the real one, so it only errs towards "full").
+        std::uint64_t tail = s.tail_seen;
+        auto look_at_tail = [&] {
+            auto t = end_word::from(s.tail.load(std::memory_order_acquire));
+            s.tail_seen = tail = t.pos;
+            return t;
+        };
+        if (s.maxsize != 0 && count_between(look_at_tail().count, head.count) >= s.maxsize) continue;  // filled meanwhile
         // Jump back to the warm start when the queue is empty (no reader needs
         // anything), or when the record would run past the end of the region.
-        // An empty queue jumps only if the item ends before the wrap record.
-        if ((empty && phys > warm_window && need <= phys) || phys + need > capacity) {
+        // An empty queue jumps only if the item ends before the wrap record;
+        // whether it is empty is asked once per page of new data.
+        const bool new_page = physical(pos) % sys::page_size() + need > sys::page_size();
+        const bool may_jump = phys > warm_window && need <= phys && (new_page || tail == pos);
+        if ((may_jump && (tail == pos || look_at_tail().pos == pos)) || phys + need > capacity) {
             ensure_reserved(s, fd_.get(), pos, sizeof(record_header));
             auto* wrap = reinterpret_cast<record_header*>(data_ + phys);
             wrap->size = 0;
@@ -309,22 +356,20 @@ bool queue_core::put(const output_archive& item, std::optional<clock::time_point
             phys = 0;
         }
         // Full only with gigabytes unread: wait for readers rather than fail.
-        while (forward(tail.pos, advance(pos, need)) > capacity) {
-            sleep_until(
-                s.space_seq, s.sleeping_producers,
-                [&] {
-                    tail = end_word::from(s.tail.load(std::memory_order_seq_cst));
-                    return forward(tail.pos, advance(pos, need)) <= capacity;
-                },
-                std::nullopt);
-            tail = end_word::from(s.tail.load(std::memory_order_acquire));
+        // Polled, so that consumers of an unbounded queue never pay for a wake-up.
+        if (forward(tail, advance(pos, need)) > capacity) look_at_tail();
+        while (forward(tail, advance(pos, need)) > capacity) {
+            std::this_thread::sleep_for(ring_full_poll);
+            look_at_tail();
         }
+        if (forward(s.released_to.load(std::memory_order_relaxed), tail) >= producer_release_lag)
+            release_passed_pages(s, fd_.get());
         ensure_reserved(s, fd_.get(), pos, need);
         auto* rec = reinterpret_cast<record_header*>(data_ + phys);
         if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
         rec->size = static_cast<std::uint32_t>(payload);
         rec->kind = kind_item;
-        item.copy_to(data_ + phys + sizeof(record_header));
+        write(context, data_ + phys + sizeof(record_header));
         queue_hooks::reach(queue_hooks::point::before_publish);
         // The one store that publishes the item (and a jump back before it) and counts it.
         s.head.store(end_word{advance(pos, need), head.count + 1}.word(), std::memory_order_release);
@@ -334,19 +379,24 @@ bool queue_core::put(const output_archive& item, std::optional<clock::time_point
     }
 }
 
-bool queue_core::get(reader read, void* context, std::optional<clock::time_point> deadline) {
+bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
+    // The head is the producers' line, written for every item put: consumers
+    // read it only when the items they saw last are all taken.
     auto has_data = [&] {
-        return s.head.load(std::memory_order_seq_cst) != s.tail.load(std::memory_order_seq_cst);
+        auto tail = s.tail.load(std::memory_order_seq_cst);
+        return s.head_seen.load(std::memory_order_relaxed) != tail || s.head.load(std::memory_order_seq_cst) != tail;
     };
     // After the tail moved: wake producers waiting for room, give back pages passed.
     auto after_tail_moved = [&](std::uint64_t tail_pos) {
-        wake_all(s.space_seq, s.sleeping_producers);
+        if (s.maxsize != 0) wake_all(s.space_seq, s.sleeping_producers);
         std::uint64_t released = s.released_to.load(std::memory_order_relaxed);
         if (forward(released, tail_pos) >= release_chunk) {
-            // Blocking: a producer holds put_lock only while it copies one item.
-            sys::robust_lock lock(s.put_lock);
-            release_passed_pages(s, fd_.get());
+            // Only if no producer is busy: one waiting for room (the ring
+            // full) holds the lock until a consumer makes room. Producers give
+            // pages back themselves when consumers keep finding the lock busy.
+            sys::robust_lock lock(s.put_lock, std::try_to_lock);
+            if (lock.locked()) release_passed_pages(s, fd_.get());
         }
     };
     sys::spinner spin(get_spin, &local_->spin);
@@ -361,8 +411,11 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         if (!lock.locked()) return false;
         finish_interrupted_drop(s);
         const auto tail = end_word::from(s.tail.load(std::memory_order_relaxed));
-        const auto head = end_word::from(s.head.load(std::memory_order_acquire));
-        if (tail.pos == head.pos) continue;  // another consumer took it
+        if (s.head_seen.load(std::memory_order_relaxed) == s.tail.load(std::memory_order_relaxed)) {
+            s.head_seen.store(s.head.load(std::memory_order_acquire), std::memory_order_relaxed);
+            if (end_word::from(s.head_seen.load(std::memory_order_relaxed)).pos == tail.pos)
+                continue;  // another consumer took it
+        }
         const std::uint64_t phys = physical(tail.pos);
         const auto* rec = reinterpret_cast<const record_header*>(data_ + phys);
         if (rec->kind == kind_wrap) {
@@ -376,8 +429,7 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec->size));
         const std::uint64_t taken = end_word{next, tail.count + 1}.word();
         try {
-            input_archive ar({data_ + phys + sizeof(record_header), rec->size});
-            read(context, ar);
+            read(context, {data_ + phys + sizeof(record_header), rec->size});
         } catch (...) {
             // A poisoned item must not block the queue: drop it, and count it
             // as done for join(). Two words change: journal first.

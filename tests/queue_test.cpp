@@ -98,7 +98,25 @@ void get_then_die_after_jumping_back(mp::queue<std::string> q) {
     (void)q.get();
 }
 
+std::string pattern(std::size_t size, int seed) {
+    std::string s(size, '\0');
+    for (std::size_t i = 0; i < size; i += 8) s[i] = static_cast<char>('a' + (seed + i / 8) % 26);
+    return s;
+}
+
 void put_one_string(mp::queue<std::string> q, std::string s) { q.put(s); }
+
+// Items of sizes from 0 to ~400 KiB, each a checkable pattern: pushes the
+// ring across the warm window, jumps back and page releases all the time.
+std::string varied_item(int producer, int i) {
+    std::size_t size = (static_cast<std::size_t>(i) * 7919 + static_cast<std::size_t>(producer) * 104729) % 400'000;
+    std::string s = pattern(size, producer * 1000 + i);
+    return std::to_string(producer) + ":" + std::to_string(i) + ":" + s;
+}
+
+void put_varied_items(mp::queue<std::string> q, int producer, int count) {
+    for (int i = 0; i < count; ++i) q.put(varied_item(producer, i));
+}
 
 // An item whose load always fails: a corrupt or mismatched item in the queue.
 struct unloadable {
@@ -112,11 +130,6 @@ struct unloadable {
     }
 };
 
-std::string pattern(std::size_t size, int seed) {
-    std::string s(size, '\0');
-    for (std::size_t i = 0; i < size; i += 8) s[i] = static_cast<char>('a' + (seed + i / 8) % 26);
-    return s;
-}
 
 }  // namespace
 
@@ -251,6 +264,25 @@ TEST_P(queue_test, a_consumer_killed_while_the_queue_jumps_back_leaves_it_usable
     EXPECT_TRUE(got[1] == third);
     q.put("after");
     EXPECT_EQ(q.get(1s), "after");
+}
+
+TEST_P(queue_test, items_of_every_size_from_several_producers_arrive_whole_and_in_order) {
+    mp::queue<std::string> q;
+    constexpr int producers = 2, each = 300;
+    std::vector<mp::process> children;
+    for (int k = 0; k < producers; ++k) children.emplace_back(opts(), put_varied_items, q, k, each);
+    for (auto& c : children) c.start();
+    std::vector<int> next(producers, 0);
+    for (int n = 0; n < producers * each; ++n) {
+        std::string item = q.get(30s);
+        int producer = std::stoi(item.substr(0, item.find(':')));
+        ASSERT_GE(producer, 0);
+        ASSERT_LT(producer, producers);
+        ASSERT_TRUE(item == varied_item(producer, next[producer])) << "item " << next[producer] << " of producer " << producer;
+        ++next[producer];
+    }
+    for (auto& c : children) c.join();
+    EXPECT_TRUE(q.empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, queue_test,

@@ -31,11 +31,16 @@
 // only used for data actually waiting); a single item may be up to 2 GiB.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
 
 #include "mp/context.hpp"
 #include "mp/detail/archive.hpp"
@@ -49,6 +54,10 @@ class queue_core {
 public:
     using clock = std::chrono::steady_clock;
     using reader = void (*)(void* context, input_archive& ar);
+    /// Copies an item's `size` bytes to `dst`.
+    using writer = void (*)(const void* context, std::byte* dst);
+    /// Builds an item from its bytes (which live in the queue's memory).
+    using bytes_reader = void (*)(void* context, std::span<const std::byte> bytes);
 
     /// Creates a queue; maxsize 0 means unbounded.
     explicit queue_core(std::size_t maxsize, bool joinable);
@@ -62,6 +71,12 @@ public:
     bool put(const output_archive& item, std::optional<clock::time_point> deadline);
     /// false when the queue stayed empty until `deadline`.
     bool get(reader read, void* context, std::optional<clock::time_point> deadline);
+
+    /// put() of an item of `size` bytes that `write` copies in, without an archive.
+    bool put_bytes(std::size_t size, writer write, const void* context, std::optional<clock::time_point> deadline);
+    /// get() handing the item's bytes to `read`, without an archive. If read
+    /// throws, the item is dropped (the queue must not stall on it).
+    bool get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline);
 
     [[nodiscard]] std::size_t size() const noexcept;
     [[nodiscard]] std::size_t maxsize() const noexcept;
@@ -80,6 +95,30 @@ private:
     std::byte* data_ = nullptr;
     std::size_t mapped_ = 0;
 };
+
+/// Items a queue copies as plain bytes, with no archive: numbers, enums and
+/// fixed arrays of them, and strings and vectors of those (bool excepted: its
+/// loader checks the byte is 0 or 1). A user type keeps
+/// its own serialize(), which may not be a byte copy.
+template <class T>
+inline constexpr bool is_plain_scalar_v = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || std::is_enum_v<T>;
+template <class T>
+struct plain_bytes : std::bool_constant<is_plain_scalar_v<T>> {};
+template <class T, std::size_t N>
+struct plain_bytes<std::array<T, N>> : std::bool_constant<is_plain_scalar_v<T>> {};
+template <class T>
+inline constexpr bool is_plain_bytes_v = plain_bytes<T>::value;
+
+template <class T>
+struct plain_range : std::false_type {};
+template <class C, class Tr, class A>
+struct plain_range<std::basic_string<C, Tr, A>> : std::bool_constant<is_plain_scalar_v<C>> {};
+template <class T, class A>
+struct plain_range<std::vector<T, A>> : std::bool_constant<is_plain_scalar_v<T>> {};
+template <class T>
+inline constexpr bool is_plain_range_v = plain_range<T>::value;
+
+[[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what);
 
 }  // namespace detail
 
@@ -161,6 +200,18 @@ protected:
 private:
     bool put_until(const T& item, std::optional<std::chrono::steady_clock::time_point> deadline) {
         check_open();
+        if constexpr (detail::is_plain_bytes_v<T>) {
+            return core().put_bytes(
+                sizeof(T), [](const void* v, std::byte* dst) { std::memcpy(dst, v, sizeof(T)); }, &item, deadline);
+        } else if constexpr (detail::is_plain_range_v<T>) {
+            return core().put_bytes(
+                item.size() * sizeof(typename T::value_type),
+                [](const void* v, std::byte* dst) {
+                    const T& range = *static_cast<const T*>(v);
+                    if (!range.empty()) std::memcpy(dst, range.data(), range.size() * sizeof(typename T::value_type));
+                },
+                &item, deadline);
+        }
         detail::output_archive ar(take_scratch());
         detail::save_value(ar, item);
         bool ok = core().put(ar, deadline);
@@ -171,6 +222,34 @@ private:
     std::optional<T> get_until(std::optional<std::chrono::steady_clock::time_point> deadline) {
         check_open();
         std::optional<T> out;
+        if constexpr (detail::is_plain_bytes_v<T>) {
+            core().get_bytes(
+                [](void* context, std::span<const std::byte> bytes) {
+                    if (bytes.size() != sizeof(T)) detail::throw_wrong_item_size(bytes.size(), sizeof(T), "value");
+                    auto& o = static_cast<std::optional<T>*>(context)->emplace();
+                    std::memcpy(&o, bytes.data(), sizeof(T));
+                },
+                &out, deadline);
+            return out;
+        } else if constexpr (detail::is_plain_range_v<T>) {
+            core().get_bytes(
+                [](void* context, std::span<const std::byte> bytes) {
+                    using element = typename T::value_type;
+                    if (bytes.size() % sizeof(element) != 0)
+                        detail::throw_wrong_item_size(bytes.size(), sizeof(element), "element");
+                    auto& o = static_cast<std::optional<T>*>(context)->emplace();
+                    const std::size_t n = bytes.size() / sizeof(element);
+                    if constexpr (alignof(element) <= 8) {  // items are 8-byte aligned: construct from them, once
+                        const auto* first = reinterpret_cast<const element*>(bytes.data());
+                        o.assign(first, first + n);
+                    } else {
+                        o.resize(n);
+                        if (n) std::memcpy(o.data(), bytes.data(), bytes.size());
+                    }
+                },
+                &out, deadline);
+            return out;
+        }
         core().get([](void* context, detail::input_archive& ar) {
                        static_cast<std::optional<T>*>(context)->emplace(detail::load_value<T>(ar));
                    },

@@ -54,8 +54,12 @@ lock_result robust_mutex::try_lock() { return interpret(&mutex_, pthread_mutex_t
 
 bool robust_mutex::unlock() noexcept { return pthread_mutex_unlock(&mutex_) == 0; }
 
-robust_lock::robust_lock(robust_mutex& m, std::optional<clock::time_point> deadline) : m_(m) {
-    switch (m_.lock(deadline)) {
+robust_lock::robust_lock(robust_mutex& m, std::optional<clock::time_point> deadline) : m_(m) { take(m_.lock(deadline)); }
+
+robust_lock::robust_lock(robust_mutex& m, std::try_to_lock_t) : m_(m) { take(m_.try_lock()); }
+
+void robust_lock::take(lock_result r) {
+    switch (r) {
         case lock_result::acquired: locked_ = true; break;
         case lock_result::acquired_owner_died:
             locked_ = true;

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 
+#include <mutex>
 #include <optional>
 
 #include "sys/sys.hpp"
@@ -45,6 +46,8 @@ class robust_lock {
 public:
     /// Locks until `deadline`; check locked() when a deadline is given.
     explicit robust_lock(robust_mutex& m, std::optional<clock::time_point> deadline = std::nullopt);
+    /// Locks only if the mutex is free now; check locked().
+    robust_lock(robust_mutex& m, std::try_to_lock_t);
     robust_lock(const robust_lock&) = delete;
     robust_lock& operator=(const robust_lock&) = delete;
     ~robust_lock() { unlock(); }
@@ -56,6 +59,8 @@ public:
     }
 
 private:
+    void take(lock_result r);
+
     robust_mutex& m_;
     bool locked_ = false;
     bool owner_died_ = false;
