@@ -571,6 +571,7 @@ void manager_server::impl::serve_connection(connection_slot& slot) {
         bool stop_after = false;
         try {
             input_archive in(body);
+            in.set_data_only();  // SPEC §8: a request never carries code
             handle(in, *out, ch->fd(), stop_after);
             if (out->size() - header_size > config_.max_message)
                 throw value_error("mp: manager: the result is " + std::to_string(out->size()) +

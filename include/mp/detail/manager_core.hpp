@@ -418,6 +418,7 @@ std::string to_bytes(const T& value) {
 template <class T>
 T from_bytes(const std::string& bytes) {
     input_archive ar(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+    ar.set_data_only();  // a shared object's value came through the server: data only
     T value = load_value<T>(ar);
     if (ar.remaining() != 0)
         throw serialization_error("mp: a shared object's stored value has " + std::to_string(ar.remaining()) +
