@@ -38,9 +38,10 @@ std::atomic<std::size_t> registration_count{0};
 
 struct registry_snapshot {
     std::vector<std::uintptr_t> sorted;
-    std::size_t covers = 0;  // how many registrations it holds
+    std::size_t covers = 0;                      // how many registrations it holds
+    const registry_snapshot* previous = nullptr;  // kept: a reader may still hold it
 };
-std::atomic<const registry_snapshot*> snapshot{nullptr};  // old snapshots are kept (readers may hold them)
+std::atomic<const registry_snapshot*> snapshot{nullptr};
 
 const registry_snapshot* current_snapshot() {
     const registry_snapshot* s = snapshot.load(std::memory_order_acquire);
@@ -52,6 +53,7 @@ const registry_snapshot* current_snapshot() {
         ++fresh->covers;
     }
     std::sort(fresh->sorted.begin(), fresh->sorted.end());
+    fresh->previous = s;
     if (snapshot.compare_exchange_strong(s, fresh.get(), std::memory_order_acq_rel)) return fresh.release();
     return s;  // another thread published one meanwhile
 }
@@ -76,8 +78,8 @@ struct module_record {
 struct module_table {
     int pid = 0;  // the process that walked the loader's list for it
     std::vector<std::unique_ptr<module_record>> modules;  // [0]: the main executable
+    const module_table* previous = nullptr;  // never freed: a reader may still hold it
 };
-// Published tables are never freed: a reader may still hold an older one.
 std::atomic<const module_table*> table{nullptr};
 
 std::string read_build_id(const dl_phdr_info* info) {
@@ -129,6 +131,7 @@ const module_table* refresh_table(const module_table* old) {
             for (const auto& o : old->modules)
                 if (o->name == m->name && o->base == m->base)
                     m->functions.store(o->functions.load(std::memory_order_acquire), std::memory_order_relaxed);
+    fresh->previous = old;
     if (table.compare_exchange_strong(old, fresh.get(), std::memory_order_acq_rel)) return fresh.release();
     return old;
 }
