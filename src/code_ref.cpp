@@ -1,105 +1,291 @@
+// Code references: turning a function into (module, build-id, offset) and
+// back, with the checks that keep an altered message from choosing where a
+// process jumps. See mp/detail/code_ref.hpp for the rules.
 #include "mp/detail/code_ref.hpp"
 
 #include <cxxabi.h>
 #include <dlfcn.h>
+#include <elf.h>
 #include <link.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
+#include <vector>
 
-#include "mp/error.hpp"
+#include "sys/sys.hpp"
 
 namespace mp::detail {
 namespace {
 
-struct module_hit {
+// ---- the registry of entry points ------------------------------------------
+//
+// Registrations arrive at static initialisation (and when a library is
+// loaded), lookups on every decoded code_ref. Both are lock-free: a
+// registration pushes a node on a list; a lookup binary-searches a sorted
+// snapshot of the list and rebuilds the snapshot only when the list has grown
+// since. No lock means nothing a fork child could inherit held.
+
+struct registration {
     std::uintptr_t address;
-    std::string name;
+    const registration* next;
+};
+std::atomic<const registration*> registrations{nullptr};
+std::atomic<std::size_t> registration_count{0};
+
+struct registry_snapshot {
+    std::vector<std::uintptr_t> sorted;
+    std::size_t covers = 0;                      // how many registrations it holds
+    const registry_snapshot* previous = nullptr;  // kept: a reader may still hold it
+};
+std::atomic<const registry_snapshot*> snapshot{nullptr};
+
+const registry_snapshot* current_snapshot() {
+    const registry_snapshot* s = snapshot.load(std::memory_order_acquire);
+    std::size_t count = registration_count.load(std::memory_order_acquire);
+    if (s && s->covers == count) return s;
+    auto fresh = std::make_unique<registry_snapshot>();
+    for (const registration* r = registrations.load(std::memory_order_acquire); r; r = r->next) {
+        fresh->sorted.push_back(r->address);
+        ++fresh->covers;
+    }
+    std::sort(fresh->sorted.begin(), fresh->sorted.end());
+    fresh->previous = s;
+    if (snapshot.compare_exchange_strong(s, fresh.get(), std::memory_order_acq_rel)) return fresh.release();
+    return s;  // another thread published one meanwhile
+}
+
+bool is_registered(std::uintptr_t address) {
+    const auto& v = current_snapshot()->sorted;
+    return std::binary_search(v.begin(), v.end(), address);
+}
+
+// ---- the module table ------------------------------------------------------
+
+struct module_record {
+    std::string name;  // dlpi_name: "" for the main executable
+    std::string path;  // the file to read its symbols from
     std::uintptr_t base = 0;
-    bool found = false;
+    std::uintptr_t low = ~std::uintptr_t{0}, high = 0;  // bounds of its PT_LOAD segments
+    std::string build_id;
+    // Offsets of its functions (from its symbol table), read on first need.
+    mutable std::atomic<const std::vector<std::uint64_t>*> functions{nullptr};
 };
 
-int find_containing(dl_phdr_info* info, std::size_t, void* data) {
-    auto* hit = static_cast<module_hit*>(data);
+struct module_table {
+    int pid = 0;  // the process that walked the loader's list for it
+    std::vector<std::unique_ptr<module_record>> modules;  // [0]: the main executable
+    const module_table* previous = nullptr;  // never freed: a reader may still hold it
+};
+std::atomic<const module_table*> table{nullptr};
+
+std::string read_build_id(const dl_phdr_info* info) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const auto& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_NOTE) continue;
+        const auto* at = reinterpret_cast<const unsigned char*>(info->dlpi_addr + ph.p_vaddr);
+        const auto* end = at + ph.p_memsz;
+        while (at + sizeof(ElfW(Nhdr)) <= end) {
+            ElfW(Nhdr) note;
+            std::memcpy(&note, at, sizeof note);
+            const unsigned char* name = at + sizeof note;
+            const unsigned char* desc = name + ((note.n_namesz + 3) & ~3u);
+            const unsigned char* next = desc + ((note.n_descsz + 3) & ~3u);
+            if (next > end) break;
+            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0)
+                return std::string(reinterpret_cast<const char*>(desc), note.n_descsz);
+            at = next;
+        }
+    }
+    return {};
+}
+
+int add_module(dl_phdr_info* info, std::size_t, void* data) {
+    auto* t = static_cast<module_table*>(data);
+    auto m = std::make_unique<module_record>();
+    m->name = info->dlpi_name ? info->dlpi_name : "";
+    m->path = t->modules.empty() ? "/proc/self/exe" : m->name;
+    m->base = info->dlpi_addr;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const auto& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_LOAD) continue;
         std::uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-        if (hit->address >= start && hit->address < start + ph.p_memsz) {
-            hit->name = info->dlpi_name ? info->dlpi_name : "";
-            hit->base = info->dlpi_addr;
-            hit->found = true;
-            return 1;
+        m->low = std::min(m->low, start);
+        m->high = std::max(m->high, start + ph.p_memsz);
+    }
+    m->build_id = read_build_id(info);
+    t->modules.push_back(std::move(m));
+    return 0;
+}
+
+// Walks the loader's list (taking its lock) and publishes a new table.
+const module_table* refresh_table(const module_table* old) {
+    auto fresh = std::make_unique<module_table>();
+    fresh->pid = sys::current_pid();
+    dl_iterate_phdr(add_module, fresh.get());
+    if (old)  // keep the symbol tables already read
+        for (auto& m : fresh->modules)
+            for (const auto& o : old->modules)
+                if (o->name == m->name && o->base == m->base)
+                    m->functions.store(o->functions.load(std::memory_order_acquire), std::memory_order_relaxed);
+    fresh->previous = old;
+    if (table.compare_exchange_strong(old, fresh.get(), std::memory_order_acq_rel)) return fresh.release();
+    return old;
+}
+
+const module_table* current_table() {
+    const module_table* t = table.load(std::memory_order_acquire);
+    return t ? t : refresh_table(nullptr);
+}
+
+// A refresh walks the loader's list under its lock. In a fork child that lock
+// may have been held by another thread of the parent at the fork, and is then
+// held for ever: only the process that built the table refreshes it; a fork
+// child makes do with what it inherited (everything loaded before the fork).
+const module_table* refreshed_if_safe(const module_table* t) {
+    if (t->pid != sys::current_pid()) return nullptr;
+    return refresh_table(t);
+}
+
+// Built before main, while the program has one thread.
+[[maybe_unused]] const bool table_built_at_start = (current_table(), true);
+
+const module_record* containing(const module_table* t, std::uintptr_t a) {
+    for (const auto& m : t->modules)
+        if (a >= m->low && a < m->high) return m.get();
+    return nullptr;
+}
+
+const module_record* named(const module_table* t, const std::string& name) {
+    for (const auto& m : t->modules)
+        if (m->name == name) return m.get();
+    return nullptr;
+}
+
+// ---- function symbols ------------------------------------------------------
+
+template <class T>
+const T* at(const sys::mapped_file& f, std::uint64_t offset, std::uint64_t count = 1) {
+    if (offset > f.size() || count > (f.size() - offset) / sizeof(T)) return nullptr;
+    return reinterpret_cast<const T*>(f.data() + offset);
+}
+
+// The offsets of the functions defined in an ELF file: from .symtab, which
+// names static functions too, else from .dynsym (a stripped file).
+std::vector<std::uint64_t> function_offsets(const std::string& path) {
+    std::vector<std::uint64_t> out;
+    std::optional<sys::mapped_file> file;
+    try {
+        file.emplace(sys::map_file_readonly(path.c_str()));
+    } catch (const mp::error&) {
+        return out;  // no file to read (the vDSO, a deleted library): no plain functions from it
+    }
+    const sys::mapped_file& f = *file;
+    const auto* eh = at<ElfW(Ehdr)>(f, 0);
+    if (!eh || std::memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0 || eh->e_shentsize != sizeof(ElfW(Shdr))) return out;
+    const auto* sections = at<ElfW(Shdr)>(f, eh->e_shoff, eh->e_shnum);
+    if (!sections) return out;
+    for (unsigned wanted : {SHT_SYMTAB, SHT_DYNSYM}) {
+        for (unsigned i = 0; i < eh->e_shnum; ++i) {
+            const auto& sh = sections[i];
+            if (sh.sh_type != wanted || sh.sh_entsize != sizeof(ElfW(Sym))) continue;
+            std::uint64_t n = sh.sh_size / sizeof(ElfW(Sym));
+            const auto* syms = at<ElfW(Sym)>(f, sh.sh_offset, n);
+            if (!syms) continue;
+            for (std::uint64_t k = 0; k < n; ++k) {
+                unsigned type = ELF64_ST_TYPE(syms[k].st_info);
+                if ((type == STT_FUNC || type == STT_GNU_IFUNC) && syms[k].st_shndx != SHN_UNDEF && syms[k].st_value)
+                    out.push_back(syms[k].st_value);
+            }
         }
+        if (!out.empty()) break;
     }
-    return 0;
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
 }
 
-struct module_lookup {
-    const std::string* name;
-    std::uintptr_t base = 0;
-    bool found = false;
-};
-
-int find_named(dl_phdr_info* info, std::size_t, void* data) {
-    auto* look = static_cast<module_lookup*>(data);
-    const char* name = info->dlpi_name ? info->dlpi_name : "";
-    if (*look->name == name) {
-        look->base = info->dlpi_addr;
-        look->found = true;
-        return 1;
+bool starts_a_function(const module_record& m, std::uint64_t offset) {
+    const auto* fns = m.functions.load(std::memory_order_acquire);
+    if (!fns) {
+        auto fresh = std::make_unique<const std::vector<std::uint64_t>>(function_offsets(m.path));
+        const std::vector<std::uint64_t>* expected = nullptr;
+        if (m.functions.compare_exchange_strong(expected, fresh.get(), std::memory_order_acq_rel))
+            fns = fresh.release();
+        else
+            fns = expected;
     }
-    return 0;
+    return std::binary_search(fns->begin(), fns->end(), offset);
 }
 
-// The main executable is where nearly every function lives; its bounds are
-// cached so the common case costs two comparisons.
-struct main_module {
-    std::uintptr_t base = 0, low = ~std::uintptr_t{0}, high = 0;
-    main_module() {
-        dl_iterate_phdr(
-            [](dl_phdr_info* info, std::size_t, void* data) {
-                auto* self = static_cast<main_module*>(data);
-                self->base = info->dlpi_addr;
-                for (int i = 0; i < info->dlpi_phnum; ++i) {
-                    const auto& ph = info->dlpi_phdr[i];
-                    if (ph.p_type != PT_LOAD) continue;
-                    std::uintptr_t start = info->dlpi_addr + ph.p_vaddr;
-                    self->low = std::min(self->low, start);
-                    self->high = std::max(self->high, start + ph.p_memsz);
-                }
-                return 1;  // the first entry is the main program
-            },
-            this);
+std::string hex(const std::string& bytes) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    for (unsigned char c : bytes) {
+        s += digits[c >> 4];
+        s += digits[c & 15];
     }
-};
+    return s.empty() ? "none" : s;
+}
 
-const main_module& main_exe() {
-    static const main_module m;
-    return m;
+std::string describe(const code_ref& ref) {
+    return "offset " + std::to_string(ref.offset) + " in " +
+           (ref.module.empty() ? std::string("the main executable") : "'" + ref.module + "'");
+}
+
+const void* resolve(const code_ref& ref, bool any_function) {
+    const module_table* t = current_table();
+    const module_record* m = named(t, ref.module);
+    if (!m)
+        if (const module_table* r = refreshed_if_safe(t)) m = named(r, ref.module);
+    if (!m)
+        throw serialization_error("mp: received a function from module '" + ref.module +
+                                  "', which is not loaded in this process");
+    if (m->build_id != ref.build_id)
+        throw serialization_error("mp: received a function from another build of " +
+                                  (ref.module.empty() ? std::string("this program") : "'" + ref.module + "'") +
+                                  " (build-id " + hex(ref.build_id) + ", here " + hex(m->build_id) +
+                                  "): processes exchanging functions must run the same executable");
+    if (ref.offset >= m->high - m->base)
+        throw serialization_error("mp: corrupt message: a function reference (" + describe(ref) +
+                                  ") points outside its module");
+    std::uintptr_t address = m->base + static_cast<std::uintptr_t>(ref.offset);
+    if (is_registered(address)) return reinterpret_cast<const void*>(address);
+    if (any_function && starts_a_function(*m, ref.offset)) return reinterpret_cast<const void*>(address);
+    throw serialization_error("mp: refused a message: its function reference (" + describe(ref) + ") is not " +
+                              (any_function ? "the start of a function" : "an entry point mp registered") +
+                              "; the message was altered or corrupted");
 }
 
 }  // namespace
 
-code_ref make_code_ref(const void* address) {
-    auto a = reinterpret_cast<std::uintptr_t>(address);
-    const auto& m = main_exe();
-    if (a >= m.low && a < m.high) return {"", a - m.base};
-    module_hit hit{a, {}};
-    dl_iterate_phdr(find_containing, &hit);
-    if (!hit.found) throw serialization_error("mp: cannot send a function that lives outside every loaded module");
-    return {hit.name, a - hit.base};
+void register_sendable(const void* address) noexcept {
+    // Nodes are never freed: a registration lives as long as the program.
+    auto* node = new (std::nothrow) registration{reinterpret_cast<std::uintptr_t>(address), nullptr};
+    if (!node) return;
+    const registration* head = registrations.load(std::memory_order_relaxed);
+    do {
+        node->next = head;
+    } while (!registrations.compare_exchange_weak(head, node, std::memory_order_release, std::memory_order_relaxed));
+    registration_count.fetch_add(1, std::memory_order_release);
 }
 
-const void* resolve_code_ref(const code_ref& ref) {
-    if (ref.module.empty()) return reinterpret_cast<const void*>(main_exe().base + ref.offset);
-    module_lookup look{&ref.module};
-    dl_iterate_phdr(find_named, &look);
-    if (!look.found)
-        throw serialization_error("mp: received a function from module '" + ref.module +
-                                  "', which is not loaded in this process");
-    return reinterpret_cast<const void*>(look.base + ref.offset);
+code_ref make_code_ref(const void* address) {
+    auto a = reinterpret_cast<std::uintptr_t>(address);
+    const module_table* t = current_table();
+    const module_record* m = containing(t, a);
+    if (!m)
+        if (const module_table* r = refreshed_if_safe(t)) m = containing(r, a);
+    if (!m) throw serialization_error("mp: cannot send a function that lives outside every loaded module");
+    return {m->name, m->build_id, a - m->base};
 }
+
+const void* resolve_entry(const code_ref& ref) { return resolve(ref, false); }
+
+const void* resolve_code_ref(const code_ref& ref) { return resolve(ref, true); }
 
 std::string function_name(const void* address) {
     Dl_info info{};

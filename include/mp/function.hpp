@@ -79,7 +79,7 @@ public:
     template <auto F>
         requires std::is_invocable_r_v<R, decltype(F), Args...>
     function(fn_t<F>)  // NOLINT: converts like a function pointer does
-        : call_(&call_fn<F>), name_(fn_t<F>::name()) {}
+        : call_(detail::sendable<&call_fn<F>>()), name_(fn_t<F>::name()) {}
 
     /// The name is looked up in the program's exported symbols (mp::mp links
     /// with -rdynamic); a function with internal linkage gets an empty name.
@@ -87,11 +87,13 @@ public:
     function(pointer f)  // NOLINT
         : call_(f), name_(f ? detail::function_name(reinterpret_cast<const void*>(f)) : std::string()) {}
 
-    /// A captureless lambda of the exact signature.
+    /// A captureless lambda of the exact signature. It travels as an entry
+    /// point made for its type, which every process of the program knows.
     template <class L>
-        requires(std::is_empty_v<L> && std::is_convertible_v<L, pointer> && !std::is_same_v<L, function>)
-    function(L lambda)  // NOLINT
-        : call_(static_cast<pointer>(lambda)), name_("<lambda>") {}
+        requires(std::is_empty_v<L> && std::is_default_constructible_v<L> && std::is_convertible_v<L, pointer> &&
+                 !std::is_same_v<L, function>)
+    function(L)  // NOLINT
+        : call_(detail::sendable<&call_lambda<L>>()), name_("<lambda>") {}
 
     R operator()(Args... args) const {
         if (!call_) throw error("mp::function: called an empty function");
@@ -118,13 +120,18 @@ public:
         }
         detail::code_ref ref;
         ar(ref, name_);
-        call_ = detail::resolve_as<pointer>(ref);
+        // A plain function or one of the entry points made above.
+        call_ = detail::resolve_function_as<pointer>(ref);
     }
 
 private:
     template <auto F>
     static R call_fn(Args... args) {
         return static_cast<R>(std::invoke(F, std::forward<Args>(args)...));
+    }
+    template <class L>
+    static R call_lambda(Args... args) {
+        return static_cast<R>(L{}(std::forward<Args>(args)...));
     }
 
     pointer call_ = nullptr;

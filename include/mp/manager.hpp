@@ -197,7 +197,7 @@ public:
         e.methods = {detail::mgr::method_info{"next", detail::type_tag<std::tuple<std::uint32_t>>(),
                                               "std::tuple<unsigned int>", detail::mgr::generator_tag<value>(),
                                               std::string(detail::type_name<std::vector<value>>())}};
-        e.trampoline = &detail::mgr::generator_trampoline<fp>;
+        e.trampoline = detail::sendable<&detail::mgr::generator_trampoline<fp>>();
         e.context = reinterpret_cast<const void*>(function);
         add_entry(std::move(e), mp::exposed{"next"});
     }
@@ -214,7 +214,7 @@ public:
         e.class_name = "module";
         e.create_args_tag = detail::type_tag<std::tuple<>>();
         e.methods = {describe_function<Fs>()...};
-        e.trampoline = &detail::mgr::module_trampoline<Fs...>;
+        e.trampoline = detail::sendable<&detail::mgr::module_trampoline<Fs...>>();
         add_entry(std::move(e), std::move(exposure));
     }
 

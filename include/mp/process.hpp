@@ -74,7 +74,7 @@ process_target make_process_target(F&& f, Args&&... args) {
     process_target t;
     t.run_here = [bound] { std::apply([](auto& fn, auto&... a) { std::invoke(fn, a...); }, *bound); };
     if constexpr (sendable_callable_v<fn_type>) {
-        t.entry = &process_entry<fn_type, std::decay_t<Args>...>;
+        t.entry = detail::sendable<&process_entry<fn_type, std::decay_t<Args>...>>();
         t.save = [bound](output_archive& ar) {
             std::apply(
                 [&](const auto& fn, const auto&... a) {

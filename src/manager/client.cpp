@@ -140,6 +140,7 @@ struct client::impl {
             ~give_back_on_exit() { self->give_back(std::move(p)); }
         } done{this, p};
         input_archive in(body);
+        in.set_data_only();  // SPEC §8: a reply never carries code
         auto st = load_value<std::uint8_t>(in);
         manager_data_scope from_the_server;
         if (st == static_cast<std::uint8_t>(status::ok)) {

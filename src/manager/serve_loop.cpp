@@ -398,6 +398,7 @@ bool serve_loop::answer(connection& c) {
     bool stop_after = false;
     try {
         input_archive in(c.request);
+        in.set_data_only();  // SPEC §8: a request never carries code
         handler_.handle(in, *out, wait_context{c.ch->fd(), &stopping_}, stop_after);
         if (out->size() - header_size > limits_.max_message)
             throw value_error("mp: manager: the result is " + std::to_string(out->size()) +

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <limits>
 #include <string_view>
+#include <utility>
 
 #include "mp/detail/unique_fd.hpp"
 
@@ -45,6 +46,24 @@ std::size_t page_size() noexcept;
 /// call, instead of one page fault per 4 KiB during the copy that follows.
 /// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
 void prefault_for_write(void* addr, std::size_t len) noexcept;
+
+/// A whole file mapped read-only, unmapped on destruction (src/sys/file_map.cpp).
+class mapped_file {
+public:
+    mapped_file() = default;
+    mapped_file(const void* data, std::size_t size) noexcept : data_(data), size_(size) {}
+    mapped_file(mapped_file&& o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    mapped_file& operator=(mapped_file&&) = delete;
+    ~mapped_file() { unmap(const_cast<void*>(data_), size_); }
+    [[nodiscard]] const std::byte* data() const noexcept { return static_cast<const std::byte*>(data_); }
+    [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+private:
+    const void* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+/// Maps the file at `path` for reading; throws mp::system_error.
+[[nodiscard]] mapped_file map_file_readonly(const char* path);
 
 /// A memfd of `size` reserved bytes that can be frozen once written.
 unique_fd sealable_memfd(const char* name, std::size_t size);

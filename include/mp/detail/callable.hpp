@@ -37,7 +37,7 @@ F load_callable(input_archive& ar) {
     if constexpr (is_function_pointer_v<F>) {
         code_ref ref;
         ar(ref);
-        return resolve_as<F>(ref);
+        return resolve_function_as<F>(ref);
     } else if constexpr (cereal_serializable_v<F>) {
         F f{};
         ar(f);

@@ -283,7 +283,7 @@ type_entry object_entry(std::string name) {
     e.create_args_tag = type_tag<CreateArgs>();
     e.create_args_type = std::string(type_name<CreateArgs>());
     e.methods = {describe<Ms, member_traits<decltype(Ms)>>(nontype_name<Ms>())...};
-    e.trampoline = &object_trampoline<T, CreateArgs, Ms...>;
+    e.trampoline = sendable<&object_trampoline<T, CreateArgs, Ms...>>();
     return e;
 }
 
@@ -406,6 +406,7 @@ template <class T>
 T from_bytes(const std::string& bytes) {
     manager_data_scope from_a_manager;
     input_archive ar(std::as_bytes(std::span<const char>(bytes.data(), bytes.size())));
+    ar.set_data_only();  // a shared object's value came through the server: data only
     T value = load_value<T>(ar);
     if (ar.remaining() != 0)
         throw serialization_error("mp: a shared object's stored value has " + std::to_string(ar.remaining()) +

@@ -255,7 +255,7 @@ public:
         using fn = std::decay_t<F>;
         auto job = std::make_shared<call_job>();
         output_archive ar;
-        ar(code_ref_of(&call_entry<fn, R, std::decay_t<Args>...>));
+        ar(code_ref_of(sendable<&call_entry<fn, R, std::decay_t<Args>...>>()));
         save_callable(ar, static_cast<const fn&>(f));
         (save_value(ar, args), ...);
         if (!ar.fds().empty()) throw_fd_argument("a task's arguments");
@@ -631,7 +631,7 @@ private:
             input_error = std::current_exception();
         }
         if (chunk_.empty()) return 0;
-        out(code_ref_of(&chunk_entry<F, R, Arg, Star>));
+        out(code_ref_of(sendable<&chunk_entry<F, R, Arg, Star>>()));
         save_callable(out, f_);
         save_value(out, chunk_);  // chunk_ lives until the next call: `out` may borrow from it
         if (!out.fds().empty()) throw_fd_argument("the items of map/imap/starmap");
