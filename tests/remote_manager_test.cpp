@@ -22,6 +22,7 @@
 #include "manager/auth.hpp"
 #include "manager/channel.hpp"
 #include "manager/serve_loop.hpp"
+#include "sys/net.hpp"
 #include "mp/manager.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
@@ -400,6 +401,48 @@ TEST_F(flood_test, worker_threads_that_cannot_be_created_do_not_stop_the_server)
     waiter.join();
     lk.unlock();
     expect_served();
+}
+
+/// Answers pings only: enough to drive a serve_loop in this process.
+struct ping_handler : mp::detail::mgr::request_handler {
+    void handle(mp::detail::input_archive&, mp::detail::output_archive&, const mp::detail::mgr::wait_context&,
+                bool&) override {}
+};
+
+TEST(serve_loop, connections_waiting_for_authentication_are_capped) {
+    using namespace mp::detail::mgr;
+    fd_limit_at_least limit(4096);
+    auto listener = mp::sys::listen_tcp("127.0.0.1", 0, 1024);
+    int port = mp::sys::local_port(listener.get());
+    ping_handler handler;
+    serve_limits limits;
+    limits.handshake_timeout = std::chrono::minutes(2);
+    limits.max_pending = 16;
+    serve_loop loop(std::move(listener), key, limits, handler);
+    std::thread serving([&] { loop.run(); });
+    auto flood = silent_flood(port, 500);
+    std::size_t most_pending = 0;
+    for (int i = 0; i < 100; ++i) {  // while the loop works through the flood
+        auto counts = loop.current_counts();
+        most_pending = std::max(most_pending, counts.pending);
+        EXPECT_EQ(counts.workers, 0u) << "a thread was made for a connection that is not authenticated";
+        std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_LE(most_pending, 16u);
+    // The pushed-out connections were closed by the server.
+    std::size_t closed = 0;
+    for (auto& c : flood) {
+        pollfd p{c->fd, POLLIN, 0};
+        if (::poll(&p, 1, 0) == 1) {
+            char buf[256];
+            while (::recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+            }
+            if (::recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) == 0) ++closed;
+        }
+    }
+    EXPECT_GE(closed, 400u);
+    loop.stop();
+    serving.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, remote_manager_test,

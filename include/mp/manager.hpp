@@ -37,7 +37,7 @@
 //   server that one connection.
 // - The server is bounded: one event loop accepts and authenticates every
 //   connection (no thread per connection); at most max_pending_connections
-//   wait for authentication, each holding under 200 bytes, and a flood of
+//   wait for authentication, each holding about half a kilobyte, and a flood of
 //   silent connections does not keep a correct client from being served at
 //   once; idle connections are closed after idle_timeout; calls run on at
 //   most max_workers threads, concurrently. Running out of fds or threads
