@@ -44,10 +44,11 @@ struct server_setup {
     int handshake_ms = 300;
     int spare_fds = 0;
     int thread_failures = 0;
+    int idle_ms = 10 * 60 * 1000;
 
     template <class Archive>
     void serialize(Archive& ar) {
-        ar(handshake_ms, spare_fds, thread_failures);
+        ar(handshake_ms, spare_fds, thread_failures, idle_ms);
     }
 };
 
@@ -60,7 +61,8 @@ int open_fd_count() {
 void serve_remote(mp::queue<int> port_out, server_setup setup) {
     mp::manager m({.address = mp::tcp_address{"127.0.0.1", 0},
                    .authkey = key,
-                   .handshake_timeout = std::chrono::milliseconds(setup.handshake_ms)});
+                   .handshake_timeout = std::chrono::milliseconds(setup.handshake_ms),
+                   .idle_timeout = std::chrono::milliseconds(setup.idle_ms)});
     m.register_type<Greeter>("Greeter", mp::methods<&Greeter::hello>);
     auto server = m.get_server();
     if (setup.spare_fds > 0) {
@@ -401,6 +403,23 @@ TEST_F(flood_test, worker_threads_that_cannot_be_created_do_not_stop_the_server)
     waiter.join();
     lk.unlock();
     expect_served();
+}
+
+TEST_F(flood_test, an_authenticated_connection_that_stays_silent_is_closed_and_clients_go_on) {
+    start_server(mp::start_method::fork, {.idle_ms = 2000});
+    mp::manager m(options());
+    m.connect();
+    auto d = m.dict<int, int>();
+    d.set(1, 1);
+    auto idle = authenticated(port_);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW((void)idle.receive(1 << 20, t0 + 60s, {}), mp::eof_error);  // the server hung up
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 1900ms) << "closed before its idle timeout";
+    // The client's own pooled connection was closed too, as idle: its next
+    // calls open another.
+    EXPECT_EQ(d.get(1), 1);
+    d.set(2, 2);
+    EXPECT_EQ(d.size(), 2u);
 }
 
 /// Answers pings only: enough to drive a serve_loop in this process.

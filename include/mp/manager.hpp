@@ -109,9 +109,10 @@ struct manager_options {
     /// bigger values allow bigger arguments and let one client make the
     /// server allocate that much.
     std::size_t max_message_size = std::size_t{64} << 20;
-    /// An authenticated connection that sends nothing for this long is
-    /// closed by the server (clients retire pooled connections idle for half
-    /// of theirs, so a call never meets a connection closed under it).
+    /// An authenticated connection that sends nothing for this long (at
+    /// least 2 s) is closed by the server. Clients retire pooled connections
+    /// idle for half of theirs, and check one idle for over a second before
+    /// reusing it, so a call does not meet a connection closed under it.
     std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
     /// Connections the server lets wait for authentication at once; a new
     /// one beyond it pushes out the oldest waiting. Trade-off: more lets more

@@ -33,6 +33,8 @@ constexpr auto linger_time = std::chrono::milliseconds(200);
 /// How long accepting pauses when the process is out of fds and no
 /// unauthenticated connection can be dropped to make room.
 constexpr auto accept_backoff = std::chrono::milliseconds(100);
+/// The shortest idle timeout the server applies (see the constructor).
+constexpr auto min_idle_timeout = std::chrono::milliseconds(2000);
 /// Fds left free for the rest of the process when unauthenticated
 /// connections have used up the others.
 constexpr std::size_t fd_headroom = 8;
@@ -96,6 +98,9 @@ serve_loop::serve_loop(unique_fd listener, const std::string& key, serve_limits 
     if (limits_.max_pending == 0) limits_.max_pending = 1;
     if (limits_.max_workers == 0) limits_.max_workers = 1;
     pending_cap_ = limits_.max_pending;
+    // Clients reuse a pooled connection used within the last second without
+    // checking it (see client.cpp): never close one as idle that soon.
+    limits_.idle_timeout = std::max(limits_.idle_timeout, min_idle_timeout);
     sys::set_nonblocking(listener_.get(), true);
     sys::epoll_add(epoll_.get(), listener_.get(), sys::ready_in, &listener_tag);
     sys::epoll_add(epoll_.get(), wake_.get(), sys::ready_in, &wake_tag);
