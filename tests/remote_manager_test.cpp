@@ -244,6 +244,23 @@ TEST_P(remote_manager_test, a_truncated_request_and_a_garbage_body_cost_nothing_
     expect_served();
 }
 
+TEST_P(remote_manager_test, requests_sent_back_to_back_in_one_write_are_all_answered) {
+    auto ch = authenticated(port_);
+    // Two ping requests (op 6) in one send: the server reads both at once.
+    std::uint8_t two[18];
+    for (int i = 0; i < 2; ++i) {
+        std::uint32_t h[2] = {mp::detail::mgr::frame_magic, 1};
+        std::memcpy(two + 9 * i, h, 8);
+        two[9 * i + 8] = 6;
+    }
+    ASSERT_EQ(::send(ch.fd(), two, sizeof two, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof two));
+    for (int i = 0; i < 2; ++i) {
+        auto body = ch.receive(1 << 20, std::chrono::steady_clock::now() + 60s, {});
+        ASSERT_EQ(body.size(), 1u);
+        EXPECT_EQ(static_cast<int>(body[0]), 0);  // ok
+    }
+}
+
 void block_on_get(int port, mp::queue<mp::queue_proxy<std::string>> carrier, mp::queue<int> started) {
     // A proxy carries no key: this process connects with the key first (a
     // fork child has it already), as Python's receivers must hold it.

@@ -442,8 +442,9 @@ bool serve_loop::answer(connection& c) {
 }
 
 std::optional<std::span<const std::byte>> serve_loop::linger(connection& c) {
-    // A request pipelined behind the last one is served at once.
-    if (auto next = c.ch->poll_frame(limits_.max_message)) return next;
+    // A request that came in one read with the last one is served at once
+    // (the socket has nothing more to report about it).
+    if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
     auto until = clock::now() + linger_time;
     const int fds[2] = {c.ch->fd(), work_flag_.get()};
     while (!stopping_) {
