@@ -22,6 +22,7 @@
 #include "manager/auth.hpp"
 #include "manager/channel.hpp"
 #include "manager/serve_loop.hpp"
+#include "sys/net.hpp"
 #include "mp/manager.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
@@ -43,10 +44,11 @@ struct server_setup {
     int handshake_ms = 300;
     int spare_fds = 0;
     int thread_failures = 0;
+    int idle_ms = 10 * 60 * 1000;
 
     template <class Archive>
     void serialize(Archive& ar) {
-        ar(handshake_ms, spare_fds, thread_failures);
+        ar(handshake_ms, spare_fds, thread_failures, idle_ms);
     }
 };
 
@@ -59,7 +61,8 @@ int open_fd_count() {
 void serve_remote(mp::queue<int> port_out, server_setup setup) {
     mp::manager m({.address = mp::tcp_address{"127.0.0.1", 0},
                    .authkey = key,
-                   .handshake_timeout = std::chrono::milliseconds(setup.handshake_ms)});
+                   .handshake_timeout = std::chrono::milliseconds(setup.handshake_ms),
+                   .idle_timeout = std::chrono::milliseconds(setup.idle_ms)});
     m.register_type<Greeter>("Greeter", mp::methods<&Greeter::hello>);
     auto server = m.get_server();
     if (setup.spare_fds > 0) {
@@ -241,6 +244,23 @@ TEST_P(remote_manager_test, a_truncated_request_and_a_garbage_body_cost_nothing_
     expect_served();
 }
 
+TEST_P(remote_manager_test, requests_sent_back_to_back_in_one_write_are_all_answered) {
+    auto ch = authenticated(port_);
+    // Two ping requests (op 6) in one send: the server reads both at once.
+    std::uint8_t two[18];
+    for (int i = 0; i < 2; ++i) {
+        std::uint32_t h[2] = {mp::detail::mgr::frame_magic, 1};
+        std::memcpy(two + 9 * i, h, 8);
+        two[9 * i + 8] = 6;
+    }
+    ASSERT_EQ(::send(ch.fd(), two, sizeof two, MSG_NOSIGNAL), static_cast<ssize_t>(sizeof two));
+    for (int i = 0; i < 2; ++i) {
+        auto body = ch.receive(1 << 20, std::chrono::steady_clock::now() + 60s, {});
+        ASSERT_EQ(body.size(), 1u);
+        EXPECT_EQ(static_cast<int>(body[0]), 0);  // ok
+    }
+}
+
 void block_on_get(int port, mp::queue<mp::queue_proxy<std::string>> carrier, mp::queue<int> started) {
     // A proxy carries no key: this process connects with the key first (a
     // fork child has it already), as Python's receivers must hold it.
@@ -400,6 +420,65 @@ TEST_F(flood_test, worker_threads_that_cannot_be_created_do_not_stop_the_server)
     waiter.join();
     lk.unlock();
     expect_served();
+}
+
+TEST_F(flood_test, an_authenticated_connection_that_stays_silent_is_closed_and_clients_go_on) {
+    start_server(mp::start_method::fork, {.idle_ms = 2000});
+    mp::manager m(options());
+    m.connect();
+    auto d = m.dict<int, int>();
+    d.set(1, 1);
+    auto idle = authenticated(port_);
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_THROW((void)idle.receive(1 << 20, t0 + 60s, {}), mp::eof_error);  // the server hung up
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 1900ms) << "closed before its idle timeout";
+    // The client's own pooled connection was closed too, as idle: its next
+    // calls open another.
+    EXPECT_EQ(d.get(1), 1);
+    d.set(2, 2);
+    EXPECT_EQ(d.size(), 2u);
+}
+
+/// Answers pings only: enough to drive a serve_loop in this process.
+struct ping_handler : mp::detail::mgr::request_handler {
+    void handle(mp::detail::input_archive&, mp::detail::output_archive&, const mp::detail::mgr::wait_context&,
+                bool&) override {}
+};
+
+TEST(serve_loop, connections_waiting_for_authentication_are_capped) {
+    using namespace mp::detail::mgr;
+    fd_limit_at_least limit(4096);
+    auto listener = mp::sys::listen_tcp("127.0.0.1", 0, 1024);
+    int port = mp::sys::local_port(listener.get());
+    ping_handler handler;
+    serve_limits limits;
+    limits.handshake_timeout = std::chrono::minutes(2);
+    limits.max_pending = 16;
+    serve_loop loop(std::move(listener), key, limits, handler);
+    std::thread serving([&] { loop.run(); });
+    auto flood = silent_flood(port, 500);
+    std::size_t most_pending = 0;
+    for (int i = 0; i < 100; ++i) {  // while the loop works through the flood
+        auto counts = loop.current_counts();
+        most_pending = std::max(most_pending, counts.pending);
+        EXPECT_EQ(counts.workers, 0u) << "a thread was made for a connection that is not authenticated";
+        std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_LE(most_pending, 16u);
+    // The pushed-out connections were closed by the server.
+    std::size_t closed = 0;
+    for (auto& c : flood) {
+        pollfd p{c->fd, POLLIN, 0};
+        if (::poll(&p, 1, 0) == 1) {
+            char buf[256];
+            while (::recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+            }
+            if (::recv(c->fd, buf, sizeof buf, MSG_DONTWAIT) == 0) ++closed;
+        }
+    }
+    EXPECT_GE(closed, 400u);
+    loop.stop();
+    serving.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, remote_manager_test,

@@ -37,7 +37,7 @@
 //   server that one connection.
 // - The server is bounded: one event loop accepts and authenticates every
 //   connection (no thread per connection); at most max_pending_connections
-//   wait for authentication, each holding under 200 bytes, and a flood of
+//   wait for authentication, each holding about half a kilobyte, and a flood of
 //   silent connections does not keep a correct client from being served at
 //   once; idle connections are closed after idle_timeout; calls run on at
 //   most max_workers threads, concurrently. Running out of fds or threads
@@ -109,9 +109,10 @@ struct manager_options {
     /// bigger values allow bigger arguments and let one client make the
     /// server allocate that much.
     std::size_t max_message_size = std::size_t{64} << 20;
-    /// An authenticated connection that sends nothing for this long is
-    /// closed by the server (clients retire pooled connections idle for half
-    /// of theirs, so a call never meets a connection closed under it).
+    /// An authenticated connection that sends nothing for this long (at
+    /// least 2 s) is closed by the server. Clients retire pooled connections
+    /// idle for half of theirs, and check one idle for over a second before
+    /// reusing it, so a call does not meet a connection closed under it.
     std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
     /// Connections the server lets wait for authentication at once; a new
     /// one beyond it pushes out the oldest waiting. Trade-off: more lets more

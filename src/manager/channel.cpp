@@ -154,6 +154,16 @@ std::optional<std::span<const std::byte>> channel::poll_frame(std::size_t max_bo
     }
 }
 
+std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t max_body) {
+    discard_consumed();
+    std::size_t have = end_ - begin_;
+    if (have < header_size) return std::nullopt;
+    std::size_t need = header_size + checked_length(max_body);
+    if (have < need) return std::nullopt;
+    consumed_ = need;
+    return std::span<const std::byte>(buf_.data() + begin_ + header_size, need - header_size);
+}
+
 void channel::shutdown() noexcept { sys::shutdown_socket(fd_.get()); }
 
 }  // namespace mp::detail::mgr

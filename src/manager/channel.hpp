@@ -69,6 +69,9 @@ public:
     /// is complete now (valid until the next receive), else nullopt (the
     /// part that came is kept). Throws as receive() does.
     std::optional<std::span<const std::byte>> poll_frame(std::size_t max_body);
+    /// poll_frame() without reading the socket: a frame already buffered
+    /// (one the peer sent right behind the last).
+    std::optional<std::span<const std::byte>> buffered_frame(std::size_t max_body);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     /// Wakes a thread blocked on this socket (it then sees end of file).

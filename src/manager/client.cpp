@@ -98,12 +98,17 @@ struct client::impl {
                 pid = current_pid();
             }
             // Reuse the most recently used connection that the server has
-            // not closed (its idle timeout) and that is not about to be.
-            auto retire_before = clock::now() - std::chrono::milliseconds(limits.idle_ms / 2);
+            // not closed (its idle timeout) and that is not about to be. A
+            // connection used within the last second is not checked: no
+            // server closes one that soon for idleness (saves a system call
+            // per call).
+            auto now = clock::now();
+            auto retire_before = now - std::chrono::milliseconds(limits.idle_ms / 2);
             while (!idle.empty()) {
                 auto p = std::move(idle.back());
                 idle.pop_back();
-                if (p->last_used >= retire_before && !sys::peer_closed(p->ch.fd())) return p;
+                if (p->last_used < retire_before) continue;
+                if (now - p->last_used < std::chrono::seconds(1) || !sys::peer_closed(p->ch.fd())) return p;
             }
         }
         return open();

@@ -33,13 +33,21 @@ constexpr auto linger_time = std::chrono::milliseconds(200);
 /// How long accepting pauses when the process is out of fds and no
 /// unauthenticated connection can be dropped to make room.
 constexpr auto accept_backoff = std::chrono::milliseconds(100);
-/// How often idle authenticated connections are checked against their deadline.
+/// The shortest idle timeout the server applies (see the constructor).
+constexpr auto min_idle_timeout = std::chrono::milliseconds(2000);
+/// Fds left free for the rest of the process when unauthenticated
+/// connections have used up the others.
+constexpr std::size_t fd_headroom = 8;
+/// How often idle authenticated connections are checked against their
+/// deadline (and the lowered cap on waiting connections is raised again).
 constexpr auto idle_sweep_interval = std::chrono::seconds(1);
 /// Connections accepted per readiness report, so that a flood of new
 /// connections cannot starve the ones already there.
 constexpr int accepts_per_round = 64;
 /// A new authenticated connection's receive buffer.
 constexpr std::size_t initial_receive_buffer = 4096;
+/// The largest reply buffer an idle connection keeps for its next reply.
+constexpr std::size_t max_kept_reply_buffer = 64 * 1024;
 
 char listener_tag, wake_tag;
 
@@ -89,6 +97,10 @@ serve_loop::serve_loop(unique_fd listener, const std::string& key, serve_limits 
       work_flag_(sys::flag_open()) {
     if (limits_.max_pending == 0) limits_.max_pending = 1;
     if (limits_.max_workers == 0) limits_.max_workers = 1;
+    pending_cap_ = limits_.max_pending;
+    // Clients reuse a pooled connection used within the last second without
+    // checking it (see client.cpp): never close one as idle that soon.
+    limits_.idle_timeout = std::max(limits_.idle_timeout, min_idle_timeout);
     sys::set_nonblocking(listener_.get(), true);
     sys::epoll_add(epoll_.get(), listener_.get(), sys::ready_in, &listener_tag);
     sys::epoll_add(epoll_.get(), wake_.get(), sys::ready_in, &wake_tag);
@@ -178,15 +190,20 @@ void serve_loop::on_listener() {
         if (!got.fd) {
             if (!got.out_of_fds) return;
             if (!pending_.empty()) {
-                // Make room: a waiting stranger's fd for the newcomer.
-                close_in_loop(*pending_.front());
+                // Out of fds with strangers waiting: drop the oldest few, and
+                // wait with fewer from now on, so that the newcomer gets an
+                // fd and the rest of the process keeps some (a worker thread,
+                // a method that opens a file).
+                std::size_t keep = pending_.size() > fd_headroom ? pending_.size() - fd_headroom : 0;
+                while (pending_.size() > keep) close_in_loop(*pending_.front());
+                pending_cap_ = std::max<std::size_t>(keep, 1);
                 continue;
             }
             sys::epoll_remove(epoll_.get(), listener_.get());
             listener_paused_until_ = clock::now() + accept_backoff;
             return;
         }
-        if (pending_.size() >= limits_.max_pending) close_in_loop(*pending_.front());
+        if (pending_.size() >= pending_cap_) close_in_loop(*pending_.front());
         add_pending(std::move(got.fd));
     }
 }
@@ -199,6 +216,7 @@ void serve_loop::add_pending(unique_fd fd) {
     c.deadline = clock::now() + limits_.handshake_timeout;
     if (!flush_handshake(c)) return;  // dropped with `owned`
     sys::epoll_add(epoll_.get(), c.socket(), sys::ready_in, &c);
+    std::lock_guard guard(mutex_);  // current_counts() reads the list from other threads
     c.where = pending_.insert(pending_.end(), std::move(owned));
 }
 
@@ -325,6 +343,9 @@ void serve_loop::sweep() {
         if (!jobs_.empty()) add_workers(lock);
         if (now >= next_idle_sweep_) {
             next_idle_sweep_ = now + idle_sweep_interval;
+            // Fds may have come back since the cap was lowered: try a few more
+            // (the next EMFILE lowers it again).
+            pending_cap_ = std::min(limits_.max_pending, pending_cap_ + fd_headroom);
             for (auto& c : authenticated_)
                 if (!c->busy && c->deadline <= now) expired.push_back(c.get());
         }
@@ -374,8 +395,7 @@ void serve_loop::serve(connection& c) noexcept {
     try {
         for (;;) {
             if (!answer(c)) break;
-            auto next = c.ch->poll_frame(limits_.max_message);
-            if (!next) next = linger(c);
+            auto next = linger(c);
             if (!next) {
                 hand_back(c);
                 return;
@@ -417,12 +437,15 @@ bool serve_loop::answer(connection& c) {
     // A client that does not read its reply is given the idle timeout.
     c.ch->send_until(*out, clock::now() + limits_.idle_timeout);
     c.reply_buffer = out->take_buffer();
-    if (c.reply_buffer.capacity() > 4 * initial_receive_buffer * 16) c.reply_buffer = {};  // keep no large reply's memory
+    if (c.reply_buffer.capacity() > max_kept_reply_buffer) c.reply_buffer = {};  // keep no large reply's memory
     if (stop_after) stop();
     return true;
 }
 
 std::optional<std::span<const std::byte>> serve_loop::linger(connection& c) {
+    // A request that came in one read with the last one is served at once
+    // (the socket has nothing more to report about it).
+    if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
     auto until = clock::now() + linger_time;
     const int fds[2] = {c.ch->fd(), work_flag_.get()};
     while (!stopping_) {

@@ -5,19 +5,23 @@
 //
 // Bounds, so that no client can stall or kill the server:
 // - at most `max_pending` connections wait for authentication; each holds a
-//   socket and one handshake frame (under 200 bytes), and must finish
+//   socket and its handshake state (about half a kilobyte: one frame of at
+//   most 72 bytes, the challenge, what to send), and must finish
 //   within `handshake_timeout`. A connection arriving at the cap pushes out
 //   the oldest waiting one, so a flood of silent connections cannot keep a
 //   correct client from being accepted and authenticated at once;
 // - an authenticated connection with no request in flight holds a socket
-//   and its receive buffer (4 KiB, grown only for the largest request it
-//   sent, up to max_message), and is closed after `idle_timeout` of silence;
+//   and its receive buffer (4 KiB; grown for a large request, up to
+//   max_message, and shrunk after it), and is closed after `idle_timeout`
+//   of silence;
 // - at most `max_workers` threads run requests. A worker stays with its
 //   connection between requests for a moment (so back-to-back calls cost one
 //   wake-up, as with a thread per connection), and gives it back to the loop
 //   at once when other requests wait for a worker;
 // - running out of fds (EMFILE/ENFILE) drops the oldest unauthenticated
-//   connection or pauses accepting for a moment; a thread that cannot be
+//   connections (a few more than needed, so that the rest of the process
+//   keeps some fds, and fewer wait from then on) or, with none waiting,
+//   pauses accepting for a moment; a thread that cannot be
 //   created leaves the request queued for an existing worker. Neither ends
 //   the loop.
 #pragma once
@@ -129,8 +133,9 @@ private:
     unique_fd work_flag_;  // raised while requests wait for a busy worker set: lingering workers let go
     std::atomic<bool> stopping_{false};
 
-    // Loop-only state.
+    // Loop-only state (pending_ changes under mutex_ too, for current_counts()).
     connection_list pending_;  // oldest first (so also by handshake deadline)
+    std::size_t pending_cap_;  // max_pending, lowered while fds run out
     std::vector<std::unique_ptr<connection>> closed_this_round_;  // freed after the events that may name them
     std::optional<clock::time_point> listener_paused_until_;
     clock::time_point next_idle_sweep_{};

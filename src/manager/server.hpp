@@ -50,8 +50,6 @@ struct manager_server::impl final : detail::mgr::request_handler {
     [[nodiscard]] const mp::address& bound() const noexcept { return bound_; }
     void serve_forever();
     void stop() noexcept;
-    /// The event loop's connection and worker counts (tests).
-    [[nodiscard]] detail::mgr::serve_loop::counts counts() { return loop_->current_counts(); }
 
     void handle(detail::input_archive& in, detail::output_archive& out, const detail::mgr::wait_context& ctx,
                 bool& stop_after) override;
