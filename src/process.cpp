@@ -1,6 +1,6 @@
 #include "mp/process.hpp"
 
-#include <signal.h>
+#include <csignal>
 
 #include <cerrno>
 #include <mutex>

@@ -1,7 +1,6 @@
 // Process-wide state, mp::init, start methods, and who this process is.
 #include "runtime.hpp"
 
-#include <sched.h>
 #include <stdlib.h>
 
 #include <cstdio>
@@ -155,11 +154,7 @@ std::vector<start_method> get_all_start_methods() {
 
 context get_context(std::optional<start_method> m) { return context(m ? *m : get_start_method()); }
 
-int cpu_count() {
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    return 1;
-}
+int cpu_count() { return sys::usable_cpu_count(); }
 
 process_info current_process() {
     auto& rt = detail::runtime::get();

@@ -114,13 +114,14 @@ struct name_table {
 
 sys::fork_guarded_mutex start_mutex;  // a fork child never inherits it locked
 std::atomic<int> write_fd{-1};     // -1: no tracker known to this process
-std::atomic<int> helper_pid_{0};   // set by the process that forked the helper
-std::atomic<int> starter_pid_{0};  // that process's pid
+// The helper's pid in the process that forked it; 0 elsewhere (an after-fork
+// hook clears it in fork children: the helper is not their child).
+std::atomic<int> helper_pid_{0};
 bool at_exit_registered = false;   // guarded by start_mutex
 
 void stop_at_exit() noexcept {
     // A fork child that calls exit() must not close its parent's tracker.
-    if (sys::current_pid() != starter_pid_.load()) return;
+    if (helper_pid_.load() == 0) return;
     int fd = write_fd.exchange(-1);
     if (fd >= 0) unique_fd{fd}.reset();
     int pid = helper_pid_.exchange(0);
@@ -140,8 +141,10 @@ int ensure_running() {
     if (pid == 0) run_helper(theirs.get());
     theirs.reset();
     helper_pid_ = pid;
-    starter_pid_ = sys::current_pid();
     if (!at_exit_registered) {
+        // A fork child shares the helper through its copy of the write end
+        // (kept), but must neither wait for the helper nor count it as its own.
+        sys::register_after_fork([] { helper_pid_ = 0; });
         std::atexit(stop_at_exit);
         at_exit_registered = true;
     }
@@ -223,11 +226,10 @@ void adopt(unique_fd fd) noexcept {
     int old = write_fd.exchange(fd.release());
     if (old >= 0) unique_fd{old}.reset();
     helper_pid_ = 0;
-    starter_pid_ = 0;
 }
 
 int helper_pid() noexcept {
-    return sys::current_pid() == starter_pid_.load() ? helper_pid_.load() : 0;
+    return helper_pid_.load();
 }
 
 }  // namespace mp::detail::shm_tracker

@@ -174,6 +174,57 @@ std::string start_with_few_descriptors(mp::start_method method) {
     return problems;
 }
 
+/// Tries to start one process; "" if it started (and was joined), "EAGAIN"
+/// if it threw the expected error, else what went wrong.
+std::string try_start(mp::context& ctx, int expected_error) {
+    auto p = ctx.process(exit_with, 3);
+    try {
+        p.start();
+    } catch (const mp::system_error& e) {
+        std::string what = e.what();
+        if (e.code() != expected_error) return "error code " + std::to_string(e.code()) + ": " + what;
+        if (what.find("could not start process") == std::string::npos || what.find("ulimit -u") == std::string::npos)
+            return "the message names neither the process nor the remedy: " + what;
+        return "refused";
+    } catch (const std::exception& e) {
+        return std::string("not an mp::system_error: ") + e.what();
+    }
+    if (!p.join(10s)) {
+        p.kill();
+        p.join();
+        return "the started child did not end";
+    }
+    return p.exitcode() == 3 ? "" : "the child exited with " + std::to_string(*p.exitcode());
+}
+
+/// Starts a process while this user may not have one more (RLIMIT_NPROC), as
+/// a user that is not root (root is exempt from the limit).
+std::string start_without_processes_left(mp::start_method method) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) return "cannot become the user nobody";
+    auto ctx = mp::get_context(method);
+    rlimit plenty{4096, 4096};
+    if (::setrlimit(RLIMIT_NPROC, &plenty) != 0) return "setrlimit failed";
+    // Works with processes to spare (and starts the forkserver, if used).
+    if (auto r = try_start(ctx, EAGAIN); !r.empty()) return "before the limit: " + r;
+    // One process for this user at most: this one already counts. The
+    // forkserver forks with the limit it has itself: lower it there too.
+    rlimit none{1, 4096};
+    ::setrlimit(RLIMIT_NPROC, &none);
+    int server = forkserver_pid();
+    if (method == mp::start_method::forkserver && ::prlimit(server, RLIMIT_NPROC, &none, nullptr) != 0)
+        return "prlimit on the forkserver failed";
+    std::string problems;
+    if (auto r = try_start(ctx, EAGAIN); r != "refused") problems += "at the limit: " + (r.empty() ? "it started" : r) + "\n";
+    auto own = children_of(::getpid());
+    if (!own.empty()) problems += std::to_string(own.size()) + " children of this process after the refused start\n";
+    if (server > 0 && !children_of(server).empty()) problems += "children of the forkserver after the refused start\n";
+    // The resource is back: starting works again.
+    ::setrlimit(RLIMIT_NPROC, &plenty);
+    if (method == mp::start_method::forkserver) ::prlimit(server, RLIMIT_NPROC, &plenty, nullptr);
+    if (auto r = try_start(ctx, EAGAIN); !r.empty()) problems += "after the limit was raised: " + r + "\n";
+    return problems;
+}
+
 class limits_test : public testing::TestWithParam<mp::start_method> {};
 
 }  // namespace
@@ -187,3 +238,8 @@ INSTANTIATE_TEST_SUITE_P(each_start_method, limits_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn,
                                          mp::start_method::forkserver),
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });
+
+TEST_P(limits_test, out_of_processes_a_start_throws_leaves_no_child_and_works_again) {
+    std::string problems = run_in_child_process([&] { return start_without_processes_left(GetParam()); });
+    EXPECT_EQ(problems, "");
+}

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -105,6 +106,12 @@ void send_signal(int pid, int sig) {
 
 int current_pid() noexcept { return static_cast<int>(::getpid()); }
 int current_tid() noexcept { return static_cast<int>(::gettid()); }
+
+int usable_cpu_count() noexcept {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+    return 1;
+}
 
 int thread_count() {
     int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);

@@ -55,6 +55,8 @@ void send_signal(int pid, int sig);
 
 int current_pid() noexcept;
 int current_tid() noexcept;
+/// CPUs this process may run on (its affinity mask), at least 1.
+int usable_cpu_count() noexcept;
 /// Number of threads of this process (one read of /proc/self/stat).
 int thread_count();
 /// Names ("comm") of every other thread of this process.
