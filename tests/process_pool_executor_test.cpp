@@ -181,6 +181,9 @@ TEST_P(executor_test, shutdown_cancel_futures) {
     auto blocker = ex.submit(wait_file, go);
     std::vector<mp::future<int>> fs;
     for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(sqr, i));
+    // SPEC §7a: shutdown(cancel_futures) cancels every task no worker has
+    // taken, the blocker too if the worker has not taken it yet.
+    while (!blocker.running()) std::this_thread::sleep_for(1ms);
     std::thread releaser([&] {
         std::this_thread::sleep_for(20ms);
         open_gate(go);
