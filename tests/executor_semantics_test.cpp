@@ -173,6 +173,37 @@ TEST_P(executor_semantics_test, map_iterator_cancels_untaken_items_on_timeout_an
     EXPECT_TRUE(runs_in(g.log).empty());
 }
 
+// ---- f.terminate(): stop a running task ----
+
+TEST_P(executor_semantics_test, terminate_stops_a_running_task_and_cancels_a_pending_one) {
+    gate_files g;
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    auto running = ex.submit(wait_file, g.go);  // never opened: only terminate() ends it
+    wait_until_running(running);
+    auto other = ex.submit(wait_file, g.go + "-other");
+    wait_until_running(other);
+    auto pending = ex.submit(record, g.log, 1);
+    EXPECT_TRUE(pending.terminate());
+    EXPECT_TRUE(pending.cancelled());
+    EXPECT_TRUE(running.terminate());
+    EXPECT_THROW((void)running.get(30s), mp::cancelled_error);
+    // The worker was replaced; the other task goes on.
+    EXPECT_EQ(ex.submit(sqr, 5).get(30s), 25);
+    EXPECT_FALSE(other.done());
+    std::ofstream(g.go + "-other") << "x";
+    EXPECT_EQ(other.get(30s), 1);
+    EXPECT_FALSE(running.terminate());  // over
+    mp::pool p({.processes = 1, .context = ctx()});
+    auto r = p.apply_async(wait_file, g.go);
+    wait_until_running(r);
+    EXPECT_TRUE(r.terminate());
+    EXPECT_THROW((void)r.get(30s), mp::cancelled_error);
+    EXPECT_EQ(p.apply(sqr, 4), 16);
+    ex.shutdown(true);
+    std::filesystem::remove(g.go + "-other");
+    EXPECT_TRUE(runs_in(g.log).empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(all, executor_semantics_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver),
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });
