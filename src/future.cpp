@@ -147,16 +147,24 @@ bool future_state_base::set_cancelled() {
     return complete(future_status::cancelled, [] {});
 }
 
+void future_state_base::set_stop_request(std::function<bool()> request) {
+    std::lock_guard lock(mutex_);
+    if (status_ != future_status::cancelled && status_ != future_status::finished) stop_request_ = std::move(request);
+}
+
 bool future_state_base::terminate() {
     if (cancel()) return true;
     std::shared_ptr<task_control> control;
+    std::function<bool()> request;
     {
         std::lock_guard lock(mutex_);
         if (status_ == future_status::cancelled) return true;
         if (status_ == future_status::finished) return false;
         control = control_;
+        request = stop_request_;
     }
-    return control && control->stop();
+    if (control) return control->stop();
+    return request && request();
 }
 
 bool future_state_base::set_exception(std::exception_ptr e) {

@@ -104,6 +104,9 @@ public:
     bool set_dispatched(std::shared_ptr<task_control> control);
     /// The producer cancelled the task before it ran: false if already done.
     bool set_cancelled();
+    /// How terminate() stops the task once it runs (a thread pool's
+    /// cooperative stop request).
+    void set_stop_request(std::function<bool()> request);
     /// Beyond Python: cancels a pending task, stops a running one (its
     /// future then fails with mp::cancelled_error). False if already done,
     /// or running where it cannot be stopped.
@@ -138,6 +141,7 @@ protected:
             std::forward<Commit>(commit)();
             status_ = to;
             control_.reset();
+            stop_request_ = nullptr;
             waiters.swap(waiters_);
             callbacks.swap(callbacks_);
         }
@@ -153,6 +157,7 @@ private:
     mutable std::condition_variable cv_;
     future_status status_ = future_status::pending;             // guarded by mutex_
     std::shared_ptr<task_control> control_;                      // guarded by mutex_: while dispatched
+    std::function<bool()> stop_request_;                         // guarded by mutex_: until done
     std::exception_ptr exception_;                               // guarded by mutex_; fixed once done
     std::vector<std::shared_ptr<future_waiter>> waiters_;        // guarded by mutex_
     std::vector<std::function<void()>> callbacks_;               // guarded by mutex_
@@ -338,6 +343,10 @@ public:
     }
     /// The producer withdrew the task before it ran.
     bool set_cancelled() const { return owner_->state->set_cancelled(); }
+    /// How terminate() stops the task once it runs.
+    void set_stop_request(std::function<bool()> request) const {
+        owner_->state->set_stop_request(std::move(request));
+    }
 
     template <class V>
         requires(!std::is_void_v<R> && std::is_constructible_v<R, V &&>)
