@@ -63,8 +63,14 @@ void future_waiter::notify(const future_state_base* state, bool failed) {
 }
 
 future_status future_state_base::status() const {
-    std::lock_guard lock(mutex_);
-    return status_;
+    std::shared_ptr<task_control> control;
+    {
+        std::lock_guard lock(mutex_);
+        if (status_ != future_status::pending || !control_) return status_;
+        control = control_;
+    }
+    // Asked outside the lock: the producer may be completing this future.
+    return control->taken() ? future_status::running : future_status::pending;
 }
 
 bool future_state_base::done() const {
@@ -95,10 +101,25 @@ bool future_state_base::wait_until(steady_deadline deadline) const {
 bool future_state_base::cancel() {
     std::vector<std::shared_ptr<future_waiter>> waiters;
     std::vector<std::function<void()>> callbacks;
+    std::shared_ptr<task_control> control;
     {
         std::lock_guard lock(mutex_);
         if (status_ == future_status::running || status_ == future_status::finished) return false;
         if (status_ == future_status::cancelled) return true;
+        control = control_;
+    }
+    if (control) {
+        // Dispatched: it is cancelled only if no worker has taken it. The
+        // producer, withdrawing it, cancels this future (set_cancelled).
+        if (!control->withdraw()) return false;
+        std::lock_guard lock(mutex_);
+        return status_ == future_status::cancelled;
+    }
+    {
+        std::lock_guard lock(mutex_);
+        if (status_ == future_status::running || status_ == future_status::finished) return false;
+        if (status_ == future_status::cancelled) return true;
+        if (control_) return false;  // dispatched meanwhile: retry via cancel() again is the caller's choice
         status_ = future_status::cancelled;
         waiters.swap(waiters_);
         callbacks.swap(callbacks_);
@@ -113,6 +134,37 @@ bool future_state_base::set_running_or_notify_cancel() {
     // Running or finished already: a producer bug; leave the state as it is.
     if (status_ == future_status::pending) status_ = future_status::running;
     return true;
+}
+
+bool future_state_base::set_dispatched(std::shared_ptr<task_control> control) {
+    std::lock_guard lock(mutex_);
+    if (status_ == future_status::cancelled) return false;
+    if (status_ == future_status::pending) control_ = std::move(control);
+    return true;
+}
+
+bool future_state_base::set_cancelled() {
+    return complete(future_status::cancelled, [] {});
+}
+
+void future_state_base::set_stop_request(std::function<bool()> request) {
+    std::lock_guard lock(mutex_);
+    if (status_ != future_status::cancelled && status_ != future_status::finished) stop_request_ = std::move(request);
+}
+
+bool future_state_base::terminate() {
+    if (cancel()) return true;
+    std::shared_ptr<task_control> control;
+    std::function<bool()> request;
+    {
+        std::lock_guard lock(mutex_);
+        if (status_ == future_status::cancelled) return true;
+        if (status_ == future_status::finished) return false;
+        control = control_;
+        request = stop_request_;
+    }
+    if (control) return control->stop();
+    return request && request();
 }
 
 bool future_state_base::set_exception(std::exception_ptr e) {

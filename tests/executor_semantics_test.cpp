@@ -3,8 +3,12 @@
 // Python's cancellation (a task is running only once a worker took it).
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <ranges>
 #include <string>
@@ -19,6 +23,41 @@ using namespace std::chrono_literals;
 namespace {
 
 int sqr(int x) { return x * x; }
+
+// Gates between the test and a task, as files: tasks travel as bytes.
+std::string gate_path(const std::string& what) {
+    return "/tmp/mp-executor-semantics-" + std::to_string(::getpid()) + "-" + what;
+}
+int wait_file(std::string path) {
+    while (!std::filesystem::exists(path)) std::this_thread::sleep_for(1ms);
+    return 1;
+}
+// Records that item `i` ran, in the file `log` (one line per run).
+int record(std::string log, int i) {
+    std::ofstream(log, std::ios::app) << i << "\n";
+    return i;
+}
+int record_item(std::pair<std::string, int> p) { return record(p.first, p.second); }
+std::vector<int> runs_in(const std::string& log) {
+    std::vector<int> out;
+    std::ifstream in(log);
+    for (int i; in >> i;) out.push_back(i);
+    return out;
+}
+struct gate_files {
+    std::string go = gate_path("go"), log = gate_path("log");
+    gate_files() { cleanup(); }
+    ~gate_files() { cleanup(); }
+    void open() const { std::ofstream(go) << "x"; }
+    void cleanup() const {
+        std::filesystem::remove(go);
+        std::filesystem::remove(log);
+    }
+};
+void wait_until_running(const mp::future<int>& f) {
+    for (int i = 0; i < 30000 && !f.running(); ++i) std::this_thread::sleep_for(1ms);
+    ASSERT_TRUE(f.running());
+}
 
 // An input range whose reading blocks at item 2 until the test opens the gate.
 struct input_gate {
@@ -70,6 +109,99 @@ TEST_P(executor_semantics_test, blocking_input_range_holds_up_neither_submit_nor
     for (int x : results) got.push_back(x);
     EXPECT_EQ(got, (std::vector<int>{0, 1, 4, 9, 16}));
     g_gate = nullptr;
+}
+
+// ---- Python's cancellation: running only once a worker took it ----
+
+TEST_P(executor_semantics_test, queued_task_is_cancellable_however_far_ahead_it_was_dispatched) {
+    gate_files g;
+    mp::process_pool_executor ex({.max_workers = 1, .context = ctx()});
+    auto blocker = ex.submit(wait_file, g.go);
+    wait_until_running(blocker);
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 8; ++i) fs.push_back(ex.submit(record, g.log, i));
+    EXPECT_FALSE(fs[5].running());
+    EXPECT_TRUE(fs[5].cancel());
+    EXPECT_TRUE(fs[2].cancel());
+    EXPECT_TRUE(fs[5].cancelled());
+    EXPECT_THROW((void)fs[5].get(), mp::cancelled_error);
+    EXPECT_FALSE(blocker.cancel());  // taken: running
+    g.open();
+    EXPECT_EQ(blocker.get(30s), 1);
+    for (int i : {0, 1, 3, 4, 6, 7}) EXPECT_EQ(fs[i].get(30s), i);
+    ex.shutdown(true);
+    EXPECT_EQ(runs_in(g.log), (std::vector<int>{0, 1, 3, 4, 6, 7}));
+}
+
+TEST_P(executor_semantics_test, shutdown_cancel_futures_cancels_every_task_no_worker_took) {
+    gate_files g;
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    auto b1 = ex.submit(wait_file, g.go);
+    auto b2 = ex.submit(wait_file, g.go);
+    wait_until_running(b1);
+    wait_until_running(b2);
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 30; ++i) fs.push_back(ex.submit(record, g.log, i));
+    ex.shutdown(false, true);
+    for (auto& f : fs) EXPECT_TRUE(f.cancelled());
+    g.open();
+    EXPECT_EQ(b1.get(30s), 1);
+    EXPECT_EQ(b2.get(30s), 1);
+    ex.shutdown(true);
+    EXPECT_TRUE(runs_in(g.log).empty());
+}
+
+TEST_P(executor_semantics_test, map_iterator_cancels_untaken_items_on_timeout_and_destruction) {
+    gate_files g;
+    mp::process_pool_executor ex({.max_workers = 1, .context = ctx()});
+    auto blocker = ex.submit(wait_file, g.go);
+    wait_until_running(blocker);
+    std::vector<std::pair<std::string, int>> items;
+    for (int i = 0; i < 10; ++i) items.emplace_back(g.log, i);
+    {
+        auto it = ex.map(record_item, items, {.timeout = 50ms, .chunksize = 1});
+        EXPECT_THROW((void)it.next(), mp::timeout_error);
+    }
+    {
+        auto it = ex.map(record_item, items, {.chunksize = 1});
+        // destroyed unread
+    }
+    g.open();
+    EXPECT_EQ(blocker.get(30s), 1);
+    EXPECT_EQ(ex.submit(sqr, 3).get(30s), 9);
+    ex.shutdown(true);
+    EXPECT_TRUE(runs_in(g.log).empty());
+}
+
+// ---- f.terminate(): stop a running task ----
+
+TEST_P(executor_semantics_test, terminate_stops_a_running_task_and_cancels_a_pending_one) {
+    gate_files g;
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    auto running = ex.submit(wait_file, g.go);  // never opened: only terminate() ends it
+    wait_until_running(running);
+    auto other = ex.submit(wait_file, g.go + "-other");
+    wait_until_running(other);
+    auto pending = ex.submit(record, g.log, 1);
+    EXPECT_TRUE(pending.terminate());
+    EXPECT_TRUE(pending.cancelled());
+    EXPECT_TRUE(running.terminate());
+    EXPECT_THROW((void)running.get(30s), mp::cancelled_error);
+    // The worker was replaced; the other task goes on.
+    EXPECT_EQ(ex.submit(sqr, 5).get(30s), 25);
+    EXPECT_FALSE(other.done());
+    std::ofstream(g.go + "-other") << "x";
+    EXPECT_EQ(other.get(30s), 1);
+    EXPECT_FALSE(running.terminate());  // over
+    mp::pool p({.processes = 1, .context = ctx()});
+    auto r = p.apply_async(wait_file, g.go);
+    wait_until_running(r);
+    EXPECT_TRUE(r.terminate());
+    EXPECT_THROW((void)r.get(30s), mp::cancelled_error);
+    EXPECT_EQ(p.apply(sqr, 4), 16);
+    ex.shutdown(true);
+    std::filesystem::remove(g.go + "-other");
+    EXPECT_TRUE(runs_in(g.log).empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(all, executor_semantics_test,

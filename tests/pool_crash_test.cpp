@@ -178,6 +178,32 @@ TEST_P(pool_crash_test, submit_from_a_done_callback) {
     EXPECT_EQ(fi.get().get(20s), 81);
 }
 
+// ---- replacement workers are never forked from the threaded pool (issue 7.5) ----
+
+int parent_of_worker(int) { return static_cast<int>(::getppid()); }
+int die_now(int) {
+    std::_Exit(3);
+}
+
+TEST_P(pool_crash_test, replacement_workers_are_not_forked_by_the_threaded_pool_process) {
+    testing::internal::CaptureStderr();
+    {
+        mp::pool p({.processes = 1, .context = ctx()});
+        const bool fork = GetParam() == mp::start_method::fork;
+        int first = p.apply(parent_of_worker, 0);  // forked before the pool's threads existed
+        EXPECT_THROW((void)p.apply(die_now, 0), mp::worker_crashed);
+        int replacement = p.apply(parent_of_worker, 0);
+        if (fork) {
+            EXPECT_EQ(first, ::getpid());
+            EXPECT_NE(replacement, ::getpid()) << "the threaded pool process forked its replacement worker";
+        }
+        mp::pool q({.processes = 1, .maxtasksperchild = 1, .context = ctx()});
+        for (int i = 0; i < 5; ++i) EXPECT_EQ(q.apply(sqr, i), i * i);
+    }
+    auto err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find("fork"), std::string::npos) << err;
+}
+
 INSTANTIATE_TEST_SUITE_P(all, pool_crash_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver),
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });

@@ -85,20 +85,6 @@ int read_initialized() { return g_initialized; }
 
 class pool_test : public testing::TestWithParam<mp::start_method> {
 protected:
-    // A replacement worker under fork is forked while the pool's own threads
-    // run. Release builds survive that (glibc's malloc is fork-safe); under
-    // AddressSanitizer a child can inherit a sanitizer lock that one of those
-    // threads held and hang: the fork-with-threads trap itself, which the
-    // fork start method warns about. These tests run under fork in release
-    // and under spawn and forkserver everywhere.
-    bool replacement_by_fork_unsafe_here() const {
-#if defined(__SANITIZE_ADDRESS__)
-        return GetParam() == mp::start_method::fork;
-#else
-        return false;
-#endif
-    }
-
     mp::pool_options opts(int n = 2) { return {.processes = n, .context = mp::get_context(GetParam())}; }
     std::string name_prefix() const {
         switch (GetParam()) {
@@ -337,7 +323,6 @@ TEST_P(pool_test, imap_results_survive_join) {
 }
 
 TEST_P(pool_test, maxtasksperchild) {
-    if (replacement_by_fork_unsafe_here()) GTEST_SKIP() << "fork of a threaded parent under ASan (see the fixture)";
     mp::pool p({.processes = 2, .maxtasksperchild = 3, .context = mp::get_context(GetParam())});
     std::vector<mp::async_result<int>> rs;
     for (int i = 0; i < 30; ++i) rs.push_back(p.apply_async(my_pid, i));
@@ -394,7 +379,6 @@ TEST_P(pool_test, workers_ignore_sigint) {
 // ---- beyond Python ----------------------------------------------------------
 
 TEST_P(pool_test, worker_killed_fails_only_its_task) {
-    if (replacement_by_fork_unsafe_here()) GTEST_SKIP() << "fork of a threaded parent under ASan (see the fixture)";
     mp::pool p(opts());
     for (int how : {0, 1, 2, 3}) {
         std::vector<mp::async_result<int>> before, after;
@@ -422,7 +406,6 @@ TEST_P(pool_test, worker_killed_fails_only_its_task) {
 }
 
 TEST_P(pool_test, worker_killed_from_outside) {
-    if (replacement_by_fork_unsafe_here()) GTEST_SKIP() << "fork of a threaded parent under ASan (see the fixture)";
     mp::pool p(opts(1));
     auto flag = gate_path("started");
     auto stuck = p.apply_async(touch_then_hang, flag);
@@ -445,7 +428,6 @@ TEST_P(pool_test, fd_arguments_are_refused_at_submit) {
 }
 
 TEST_P(pool_test, crash_inside_imap_fails_only_that_item) {
-    if (replacement_by_fork_unsafe_here()) GTEST_SKIP() << "fork of a threaded parent under ASan (see the fixture)";
     mp::pool p(opts());
     auto it = p.imap(
         [](int x) {
@@ -460,7 +442,6 @@ TEST_P(pool_test, crash_inside_imap_fails_only_that_item) {
 }
 
 TEST_P(pool_test, deadline_stops_the_worker) {
-    if (replacement_by_fork_unsafe_here()) GTEST_SKIP() << "fork of a threaded parent under ASan (see the fixture)";
     mp::pool p(opts());
     auto slow = p.submit_with({.timeout = 100ms}, sleep_ms, 60000);
     std::vector<mp::future<int>> others;

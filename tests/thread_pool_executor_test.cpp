@@ -677,3 +677,32 @@ TEST(thread_pool_executor, an_executor_inherited_through_fork_refuses_work_in_th
 }
 
 }  // namespace
+
+namespace {
+
+// SPEC §7a: terminate() on a thread pool future requests stop from a callable
+// that takes a std::stop_token first, and cancels a pending one.
+TEST(thread_pool_terminate, requests_stop_from_a_running_call_and_cancels_a_pending_one) {
+    mp::thread_pool_executor tx(1);
+    std::promise<void> started;
+    auto running = tx.submit(
+        [&started](std::stop_token stop, int base) {
+            started.set_value();
+            int spins = 0;
+            while (!stop.stop_requested()) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                ++spins;
+            }
+            return base;
+        },
+        42);
+    started.get_future().wait();
+    auto pending = tx.submit([] { return 1; });
+    EXPECT_TRUE(pending.terminate());
+    EXPECT_TRUE(pending.cancelled());
+    EXPECT_TRUE(running.terminate());
+    EXPECT_EQ(running.get(std::chrono::seconds(30)), 42);
+    EXPECT_FALSE(running.terminate());
+}
+
+}  // namespace

@@ -51,6 +51,21 @@ enum class future_status : unsigned char { pending, running, cancelled, finished
 
 class future_state_base;
 
+/// A task that its producer handed to workers: a future is "running" only
+/// once a worker has taken the task, and until then cancel() withdraws it.
+class task_control {
+public:
+    virtual ~task_control() = default;
+    /// Withdraws the task if no worker has taken it: true when it will never
+    /// run (the producer then cancels the future).
+    virtual bool withdraw() noexcept = 0;
+    /// Whether a worker has taken the task.
+    [[nodiscard]] virtual bool taken() const noexcept = 0;
+    /// Stops the task even though a worker runs it; the future then fails
+    /// with mp::cancelled_error. False when it cannot (already over).
+    virtual bool stop() noexcept = 0;
+};
+
 /// Watches several futures at once (CPython's _Waiter): a finishing or
 /// cancelled future appends itself to finished_ and wakes the watcher.
 class future_waiter {
@@ -84,6 +99,18 @@ public:
     bool cancel();
     /// Python's Future.set_running_or_notify_cancel(): false if cancelled.
     bool set_running_or_notify_cancel();
+    /// The task was handed to workers (it stays pending until one takes it):
+    /// false if the future was cancelled meanwhile.
+    bool set_dispatched(std::shared_ptr<task_control> control);
+    /// The producer cancelled the task before it ran: false if already done.
+    bool set_cancelled();
+    /// How terminate() stops the task once it runs (a thread pool's
+    /// cooperative stop request).
+    void set_stop_request(std::function<bool()> request);
+    /// Beyond Python: cancels a pending task, stops a running one (its
+    /// future then fails with mp::cancelled_error). False if already done,
+    /// or running where it cannot be stopped.
+    bool terminate();
     /// false (and nothing changes) if the future was already done.
     bool set_exception(std::exception_ptr e);
     /// Finishes with a "broken promise" error unless already done.
@@ -113,6 +140,8 @@ protected:
             if (status_ == future_status::cancelled || status_ == future_status::finished) return false;
             std::forward<Commit>(commit)();
             status_ = to;
+            control_.reset();
+            stop_request_ = nullptr;
             waiters.swap(waiters_);
             callbacks.swap(callbacks_);
         }
@@ -127,6 +156,8 @@ private:
     mutable std::mutex mutex_;
     mutable std::condition_variable cv_;
     future_status status_ = future_status::pending;             // guarded by mutex_
+    std::shared_ptr<task_control> control_;                      // guarded by mutex_: while dispatched
+    std::function<bool()> stop_request_;                         // guarded by mutex_: until done
     std::exception_ptr exception_;                               // guarded by mutex_; fixed once done
     std::vector<std::shared_ptr<future_waiter>> waiters_;        // guarded by mutex_
     std::vector<std::function<void()>> callbacks_;               // guarded by mutex_
@@ -215,9 +246,18 @@ public:
     [[nodiscard]] bool running() const { return checked().status() == detail::future_status::running; }
     /// Cancelled before it ran.
     [[nodiscard]] bool cancelled() const { return checked().status() == detail::future_status::cancelled; }
-    /// Cancels the task if it has not started: true if it is (now) cancelled,
+    /// Cancels the task if no worker has taken it yet (however far ahead it
+    /// was dispatched): true if it is (now) cancelled and will never run,
     /// false if it is running or finished. Then get() throws mp::cancelled_error.
     bool cancel() const { return checked().cancel(); }
+    /// Beyond Python (as pebble): cancels the task if pending; if a process
+    /// pool's or process executor's worker runs it, stops that worker
+    /// (SIGTERM, then SIGKILL after a short grace; the pool replaces it) and
+    /// the future fails with mp::cancelled_error. On a thread pool, requests
+    /// stop from a callable that takes a std::stop_token first. True when
+    /// the task will not finish normally; false when it already finished or
+    /// cannot be stopped.
+    bool terminate() const { return checked().terminate(); }
 
     /// Waits, then returns the task's exception, or nullptr if it returned
     /// normally. Throws mp::cancelled_error if it was cancelled.
@@ -296,6 +336,17 @@ public:
     /// Call before running the task: false if the future was cancelled (do
     /// not run it then); otherwise marks it running, so cancel() fails.
     [[nodiscard]] bool set_running_or_notify_cancel() const { return owner_->state->set_running_or_notify_cancel(); }
+    /// The task was handed to workers; cancel() goes through `control` until
+    /// a worker takes it. False if the future was cancelled meanwhile.
+    [[nodiscard]] bool set_dispatched(std::shared_ptr<task_control> control) const {
+        return owner_->state->set_dispatched(std::move(control));
+    }
+    /// The producer withdrew the task before it ran.
+    bool set_cancelled() const { return owner_->state->set_cancelled(); }
+    /// How terminate() stops the task once it runs.
+    void set_stop_request(std::function<bool()> request) const {
+        owner_->state->set_stop_request(std::move(request));
+    }
 
     template <class V>
         requires(!std::is_void_v<R> && std::is_constructible_v<R, V &&>)

@@ -112,13 +112,13 @@ public:
     ~imap_iterator() { abandon(); }
 
     /// The next result; nullopt after the last.
-    [[nodiscard]] std::optional<R> next() { return job_->next(deadline_); }
+    [[nodiscard]] std::optional<R> next() { return next_until(deadline_); }
     /// As next(), waiting at most `timeout`; throws mp::timeout_error.
     template <class Rep, class Period>
     [[nodiscard]] std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
         auto d = detail::deadline_after(timeout);
         if (deadline_ && (!d || *deadline_ < *d)) d = deadline_;
-        return job_->next(d);
+        return next_until(d);
     }
 
     /// Fetches the first result (range-for). Throws as next() does.
@@ -139,7 +139,17 @@ private:
     [[nodiscard]] bool at_end() const noexcept { return !current_; }
     void advance() {
         current_.reset();
-        current_ = job_->next(deadline_);
+        current_ = next_until(deadline_);
+    }
+    std::optional<R> next_until(detail::steady_deadline d) {
+        try {
+            return job_->next(d);
+        } catch (const timeout_error&) {
+            // An executor map's overall timeout passed: as Python's
+            // Executor.map, the items no worker has taken are cancelled.
+            if (deadline_ && d == deadline_) abandon();
+            throw;
+        }
     }
     void abandon() noexcept {
         if (job_) job_->abandon();

@@ -35,6 +35,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <stop_token>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -86,6 +87,7 @@ public:
     explicit thread_call(Call call) : call_(std::in_place, std::move(call)) {}
 
     [[nodiscard]] future<R> get_future() const { return promise_.get_future(); }
+    void set_stop_request(std::function<bool()> request) const { promise_.set_stop_request(std::move(request)); }
 
     void execute() noexcept override {
         if (!promise_.set_running_or_notify_cancel()) return;
@@ -415,7 +417,11 @@ public:
     /// Schedules fn(args...) on a thread; fn and args are decay-copied (or
     /// moved) into the executor, and the call gets them as rvalues. Throws
     /// mp::closed_error after shutdown(), mp::error if the executor is broken.
+    ///
+    /// A callable whose first parameter is a std::stop_token gets one: its
+    /// future's terminate() requests stop while it runs (cooperative).
     template <class F, class... Args>
+        requires(!std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>)
     [[nodiscard]] auto submit(F&& fn, Args&&... args)
         -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>> {
         using R = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
@@ -423,6 +429,21 @@ public:
             return std::invoke(std::move(fn), std::move(args)...);
         };
         auto task = std::make_unique<detail::thread_call<R, decltype(call)>>(std::move(call));
+        auto f = task->get_future();
+        core_->submit(std::move(task));
+        return f;
+    }
+    template <class F, class... Args>
+        requires std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>
+    [[nodiscard]] auto submit(F&& fn, Args&&... args)
+        -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>>> {
+        using R = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>>;
+        std::stop_source stop;
+        auto call = [stop, fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
+            return std::invoke(std::move(fn), stop.get_token(), std::move(args)...);
+        };
+        auto task = std::make_unique<detail::thread_call<R, decltype(call)>>(std::move(call));
+        task->set_stop_request([stop]() mutable { return stop.request_stop() || stop.stop_requested(); });
         auto f = task->get_future();
         core_->submit(std::move(task));
         return f;

@@ -86,6 +86,11 @@ public:
     int workers() const noexcept { return workers_; }
     std::vector<int> worker_pids() const { return transport_->worker_ids(); }
 
+    // Task controls (futures): withdraw before a worker takes it; stop after.
+    bool withdraw(std::uint64_t id) noexcept;
+    bool taken(std::uint64_t id, transport::ticket ticket) const noexcept { return transport_->taken(ticket, id); }
+    bool stop_task(std::uint64_t id) noexcept;
+
     // transport_events
     void on_result(std::uint64_t task, bool ok, input_archive& body) noexcept override;
     void on_task_lost(std::uint64_t task, std::exception_ptr why) noexcept override;
@@ -141,6 +146,29 @@ private:
     // Set when a done-callback stopped the engine from the transport's event
     // thread: that thread was detached and holds the engine until it ends.
     std::shared_ptr<engine_core> keep_alive_;
+};
+
+class engine_task_control final : public task_control {
+public:
+    engine_task_control(std::weak_ptr<engine_core> engine, std::uint64_t id, transport::ticket ticket)
+        : engine_(std::move(engine)), id_(id), ticket_(ticket) {}
+    bool withdraw() noexcept override {
+        auto e = engine_.lock();
+        return e && e->withdraw(id_);
+    }
+    bool taken() const noexcept override {
+        auto e = engine_.lock();
+        return e && e->taken(id_, ticket_);
+    }
+    bool stop() noexcept override {
+        auto e = engine_.lock();
+        return e && e->stop_task(id_);
+    }
+
+private:
+    std::weak_ptr<engine_core> engine_;
+    std::uint64_t id_;
+    transport::ticket ticket_;
 };
 
 engine_core::~engine_core() {
@@ -270,6 +298,9 @@ void engine_core::dispatch(bool may_block) noexcept {
         if (send) {
             try {
                 transport_->send_task(ticket, id, ar, job->timeout);
+                if (job->wants_control() &&
+                    !job->on_sent(seq, std::make_shared<engine_task_control>(weak_from_this(), id, ticket)))
+                    (void)withdraw(id);
             } catch (...) {
                 {
                     std::lock_guard lock(mutex_);
@@ -297,11 +328,26 @@ void engine_core::room_available(pool_job* job) {
 }
 
 void engine_core::drop(pool_job* job) {
-    std::lock_guard lock(mutex_);
-    job->dropped_ = true;
-    std::erase_if(sources_, [&](auto& p) { return p.get() == job; });
-    std::erase_if(parked_, [&](auto& p) { return p.get() == job; });
-    if (idle_locked()) idle_cv_.notify_all();
+    std::vector<running_task> withdrawn;
+    {
+        std::lock_guard lock(mutex_);
+        job->dropped_ = true;
+        std::erase_if(sources_, [&](auto& p) { return p.get() == job; });
+        std::erase_if(parked_, [&](auto& p) { return p.get() == job; });
+        // As Python's Executor.map when its iterator is closed: the items no
+        // worker has taken are cancelled.
+        for (auto it = running_.begin(); it != running_.end();) {
+            if (it->second.job.get() == job && transport_->withdraw(it->second.ticket, it->first)) {
+                withdrawn.push_back(std::move(it->second));
+                it = running_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        if (idle_locked()) idle_cv_.notify_all();
+    }
+    for (auto& t : withdrawn) t.job->on_withdrawn(t.seq);
+    if (!withdrawn.empty()) dispatch(false);
 }
 
 void engine_core::close() noexcept {
@@ -320,8 +366,18 @@ void engine_core::close() noexcept {
 void engine_core::cancel_pending() noexcept {
     if (inherited()) return;
     std::vector<std::shared_ptr<pool_job>> dropped;
+    std::vector<running_task> withdrawn;
     {
         std::lock_guard lock(mutex_);
+        // Every task no worker has taken, however far ahead it was sent.
+        for (auto it = running_.begin(); it != running_.end();) {
+            if (transport_->withdraw(it->second.ticket, it->first)) {
+                withdrawn.push_back(std::move(it->second));
+                it = running_.erase(it);
+            } else {
+                ++it;
+            }
+        }
         dropped.assign(sources_.begin(), sources_.end());
         dropped.insert(dropped.end(), parked_.begin(), parked_.end());
         for (auto& j : dropped) j->dropped_ = true;
@@ -331,7 +387,33 @@ void engine_core::cancel_pending() noexcept {
     }
     auto why = std::make_exception_ptr(
         cancelled_error("mp: cancelled by shutdown(cancel_futures=true) before a worker took it"));
+    for (auto& t : withdrawn) t.job->on_withdrawn(t.seq);
     for (auto& j : dropped) j->on_abandoned(why, true);
+}
+
+bool engine_core::withdraw(std::uint64_t id) noexcept {
+    running_task t;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = running_.find(id);
+        if (it == running_.end() || !transport_->withdraw(it->second.ticket, id)) return false;
+        t = std::move(it->second);
+        running_.erase(it);
+        if (idle_locked()) idle_cv_.notify_all();
+    }
+    t.job->on_withdrawn(t.seq);
+    dispatch(false);
+    return true;
+}
+
+bool engine_core::stop_task(std::uint64_t id) noexcept {
+    std::lock_guard lock(mutex_);
+    auto it = running_.find(id);
+    if (it == running_.end()) return false;
+    return transport_->stop_task(
+        it->second.ticket, id,
+        std::make_exception_ptr(cancelled_error(
+            "mp: the task was stopped by future.terminate() while it ran: its worker was stopped and replaced")));
 }
 
 void engine_core::join() {

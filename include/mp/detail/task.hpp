@@ -177,6 +177,20 @@ public:
     /// The engine will produce nothing more from this job (terminate, or
     /// shutdown with cancel_futures); `why` says so.
     virtual void on_abandoned(std::exception_ptr why, bool cancel) noexcept = 0;
+    /// The task `seq` was handed to the workers; `control` withdraws it
+    /// until a worker takes it. False: the job no longer wants it (its future
+    /// was cancelled meanwhile), and the engine withdraws it.
+    virtual bool on_sent(std::uint64_t seq, const std::shared_ptr<task_control>& control) noexcept {
+        (void)seq;
+        (void)control;
+        return true;
+    }
+    /// Whether on_sent() needs a control (only jobs with a future per task do).
+    virtual bool wants_control() const noexcept { return false; }
+    /// The task `seq` was withdrawn before any worker took it: it never runs.
+    virtual void on_withdrawn(std::uint64_t seq) noexcept {
+        on_error(seq, std::make_exception_ptr(cancelled_error("mp: cancelled before a worker took it")));
+    }
 
     /// Whether produce() may block (it reads a range whose iteration runs
     /// user code). Such a job is fed by the engine's feeder thread, never by
@@ -270,12 +284,20 @@ public:
     step produce(output_archive& out, std::uint64_t& seq, bool) noexcept override {
         if (produced_) return step::done;
         produced_ = true;
-        // As Python's executor: a future is "running" once it is handed to
-        // the workers' queue, and can no longer be cancelled.
-        if (!promise_.set_running_or_notify_cancel()) return step::skip;
+        if (promise_.cancelled()) return step::skip;
         seq = 0;
         out.saveBinary(payload_.data(), payload_.size());
         return step::task;
+    }
+    // As Python's executor, the future is "running" only once a worker has
+    // taken the task; until then cancel() withdraws it.
+    bool wants_control() const noexcept override { return true; }
+    bool on_sent(std::uint64_t, const std::shared_ptr<task_control>& control) noexcept override {
+        return promise_.set_dispatched(control);
+    }
+    void on_withdrawn(std::uint64_t) noexcept override {
+        promise_.set_cancelled();
+        release();
     }
     void on_value(std::uint64_t, input_archive& in) override {
         if constexpr (std::is_void_v<R>)
@@ -289,7 +311,7 @@ public:
         release();
     }
     void on_abandoned(std::exception_ptr why, bool cancel) noexcept override {
-        if (!(cancel && future_.cancel())) promise_.set_exception(std::move(why));
+        if (!(cancel && promise_.set_cancelled())) promise_.set_exception(std::move(why));
         release();
     }
 
@@ -384,11 +406,14 @@ public:
         return promise_.get_future();
     }
 
-    /// The consumer is gone (an imap iterator destroyed before its end).
+    /// The consumer is gone (an imap iterator destroyed before its end, or
+    /// an executor map past its timeout): read no more input, and withdraw
+    /// the tasks no worker has taken (Python's Executor.map cancels them).
     void abandon() noexcept {
         {
             std::lock_guard lock(m_);
-            if (input_done_) return;
+            if (abandoned_) return;
+            abandoned_ = true;
             input_done_ = true;
         }
         drop();
@@ -590,6 +615,7 @@ private:
     std::size_t produced_items_ = 0;     // guarded by m_
     std::size_t consumed_ = 0;           // guarded by m_
     bool input_done_ = false;            // guarded by m_
+    bool abandoned_ = false;             // guarded by m_
     bool waiting_for_room_ = false;      // guarded by m_
     std::exception_ptr input_error_;     // guarded by m_: thrown after the last item
     std::exception_ptr failure_;         // guarded by m_: all mode's first failure

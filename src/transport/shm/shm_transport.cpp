@@ -105,6 +105,11 @@ void shm_transport::start(transport_events& events) {
         finished_ = true;
         throw;
     }
+    // From here on this process has threads: a worker started later under
+    // the fork method is forked by the forkserver, a thread-free helper,
+    // never by this process (a fork of a threaded process inherits locks
+    // other threads held: malloc's, the sanitizers', the dynamic linker's).
+    threads_started_ = true;
     try {
         collector_ = start_helper_thread([this] { collect_loop(); });
         collector_id_ = collector_.get_id();
@@ -157,8 +162,10 @@ std::unique_ptr<process> shm_transport::start_worker(std::uint32_t slot) {
     setup.max_tasks = cfg_.max_tasks_per_child;
     setup.initializer = cfg_.initializer;
     (*slots_)[slot].task.store(0, std::memory_order_relaxed);
+    const start_method method =
+        cfg_.method == start_method::fork && threads_started_ ? start_method::forkserver : cfg_.method;
     auto p = std::make_unique<process>(
-        process_options{.name = worker_name(), .daemon = false, .context = mp::context(cfg_.method)},
+        process_options{.name = worker_name(), .daemon = false, .context = mp::context(method)},
         &w::pool_worker_main, std::move(setup));
     p->start();
     return p;

@@ -11,7 +11,11 @@
 // them (decoded outside the queue's lock); the supervisor watches the
 // workers, reports a dead worker's task behind its results, starts
 // replacements and stops workers whose task is past its deadline or was
-// stopped by stop_task().
+// stopped by stop_task(). Under the fork method only the first workers are
+// forked from this process, before its threads exist; replacements come
+// from the forkserver (thread-free), with the same names, fds and
+// initializer (a replacement does not inherit globals changed after the
+// pool started; the initializer is how a worker is prepared).
 #pragma once
 
 #include <atomic>
@@ -117,6 +121,7 @@ private:
     std::vector<worker_rec> workers_;  // guarded by workers_mutex_ for reading; written by the supervisor
                                        // (and by start()/stop before and after it runs)
 
+    std::atomic<bool> threads_started_{false};  // later fork workers come from the forkserver
     std::atomic<bool> stopping_{false};     // no more replacements: the workers are being stopped
     std::atomic<bool> terminating_{false};  // the supervisor kills every worker and ends
     std::atomic<bool> stop_requested_{false};  // stop_task() marked a claim: the supervisor looks
