@@ -5,8 +5,9 @@
 // mgr::authenticate_to_server (a client's side), each over one end of a
 // socketpair whose other end has written the fuzz bytes and then shut down
 // its writing side. Each must end with an mp:: error (the peer does not
-// hold the key, left, or spoke garbage) within its deadline; never crash,
-// hang or allocate more than a handshake frame.
+// hold the key, left, or spoke garbage) within its deadline; never crash or
+// hang, and never allocate what a declared length asks for (run-fuzz.sh's
+// allocation limit turns a blow-up into a finding).
 //
 // Input: [u8 side: even = server's side, odd = client's side][peer bytes].
 #include <sys/socket.h>
