@@ -4,7 +4,9 @@
 #
 #   scripts/run-fuzz.sh [SECONDS]        default 60 per target
 #   scripts/run-fuzz.sh --write-seeds    regenerate tests/fuzz/corpus/* with the targets' own encoders
-#   scripts/run-fuzz.sh --replay DIR...  run each target over files (e.g. tests/fuzz/crashes), no fuzzing
+#   scripts/run-fuzz.sh --replay DIR...  run each target over its files <target>-* in DIR (e.g.
+#                                        tests/fuzz/crashes), no fuzzing; the worker target's raw
+#                                        code_ref mode (MP_FUZZ_RAW_CODE_REFS=1) is on
 #
 # Fails (exit 1) if any target crashes, leaks, exceeds the memory limit or
 # times out on an input; the input is kept under build/fuzz/artifacts/ and
@@ -64,7 +66,7 @@ if [ "$mode" = replay ]; then
     done
     [ ${#files[@]} -eq 0 ] && continue
     for f in "${files[@]}"; do
-      if "$bin/fuzz_$t" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=25 "$f" >"$build/replay.log" 2>&1; then
+      if MP_FUZZ_RAW_CODE_REFS=1 "$bin/fuzz_$t" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=25 "$f" >"$build/replay.log" 2>&1; then
         echo "$t: $(basename "$f"): passes"
       else
         echo "$t: $(basename "$f"): FAILS ($(grep -m1 -E 'ERROR|runtime error|mp fuzz|terminate called' "$build/replay.log"))"
