@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libcereal-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libssl-dev python3 ca-certificates)
+          libbenchmark-dev libssl-dev python3 ca-certificates
+          clang-14 libclang-rt-14-dev)  # the fuzz preset: clang and libFuzzer
 
 missing=()
 for p in "${packages[@]}"; do

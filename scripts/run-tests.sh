@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # run-tests.sh — the whole test suite, in the optimised build and in the
-# AddressSanitizer + UndefinedBehaviorSanitizer build.
+# AddressSanitizer + UndefinedBehaviorSanitizer build; the thread-heavy tests
+# under ThreadSanitizer; the fuzz targets for a short while.
 #
 # Installs missing dependencies, builds the `release` and `asan` presets, runs
 # `ctest --preset release` then `ctest --preset asan`, and ends with one line
@@ -72,6 +73,26 @@ run_preset() {
 run_preset release
 # The installed-package test needs to run once, not per build.
 run_preset asan --label-exclude install
+
+# ---- ThreadSanitizer and fuzzing (added by the fuzz work, issue 12) --------
+# The tsan presets build and run the thread-heavy tests only: future_test,
+# thread_pool_executor_test, manager_test, pool_test (about 3 minutes).
+# die_after_fork=0: by default TSan ends a child forked from a threaded
+# parent as soon as the child starts a thread, because its own state may be
+# inconsistent there. Forking from a threaded parent is what mp's fork start
+# method does (a pool or an executor in a forked child is tested), and mp
+# resets its own locks after fork; TSan's reports in such a child are still
+# printed and still fail the test (the child exits non-zero).
+export TSAN_OPTIONS="${TSAN_OPTIONS:-die_after_fork=0}"
+run_preset tsan
+# Every libFuzzer target for 30 s, two at a time (about 5 minutes with the
+# build); a crash, leak, out-of-memory or timeout fails the run.
+echo "==== fuzz"
+if bash scripts/run-fuzz.sh 30; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -3,8 +3,36 @@
 #include <cerrno>
 #include <ctime>
 
+#if defined(__SANITIZE_THREAD__)
+#define MP_THREAD_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MP_THREAD_SANITIZER 1
+#endif
+#endif
+#ifdef MP_THREAD_SANITIZER
+#include <sanitizer/tsan_interface.h>
+#endif
+
 namespace mp::sys {
 namespace {
+
+// ThreadSanitizer (GCC 12's) intercepts pthread_mutex_lock and
+// unlock but not pthread_mutex_clocklock: without telling it, a lock taken
+// with a deadline is invisible to it, and the unlock that follows is
+// reported as "unlock of an unlocked mutex". A timed lock is told as a
+// try-lock: it may fail.
+int clocklock(pthread_mutex_t* m, const timespec& ts) {
+#ifdef MP_THREAD_SANITIZER
+    __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+    int r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+    bool got = r == 0 || r == EOWNERDEAD;
+    __tsan_mutex_post_lock(m, __tsan_mutex_try_lock | (got ? 0 : __tsan_mutex_try_lock_failed), 0);
+    return r;
+#else
+    return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#endif
+}
 
 timespec to_monotonic(clock::time_point t) {
     // std::chrono::steady_clock is CLOCK_MONOTONIC on Linux.
@@ -47,7 +75,7 @@ void robust_mutex::init(bool recursive) {
 lock_result robust_mutex::lock(std::optional<clock::time_point> deadline) {
     if (!deadline) return interpret(&mutex_, pthread_mutex_lock(&mutex_), "pthread_mutex_lock");
     timespec ts = to_monotonic(*deadline);
-    return interpret(&mutex_, pthread_mutex_clocklock(&mutex_, CLOCK_MONOTONIC, &ts), "pthread_mutex_clocklock");
+    return interpret(&mutex_, clocklock(&mutex_, ts), "pthread_mutex_clocklock");
 }
 
 lock_result robust_mutex::try_lock() { return interpret(&mutex_, pthread_mutex_trylock(&mutex_), "pthread_mutex_trylock"); }
