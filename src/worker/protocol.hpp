@@ -1,8 +1,8 @@
 // worker/protocol.hpp — the messages between a pool and its workers, and the
 // two small channel interfaces they travel through.
 //
-// task message   [u8 task_kind][u64 task id][code_ref entry][payload]   (stop: [u8 stop])
-// result message [u8 result_kind][u64 task id][u8 status][value | exception_record]
+// task message   [u8 task_kind][u64 task id][u32 claim][code_ref entry][payload]   (stop: [u8 stop])
+// result message [u8 result_kind][u64 task id][u8 status][u32 claim][value | exception_record]
 //
 // The worker loop and the engine only see these interfaces; the
 // shared-memory transport (shm_channel.hpp) is one implementation, and a
@@ -27,18 +27,19 @@ enum class result_kind : std::uint8_t {
     stop = 3,  // parent-internal: the result thread ends
 };
 enum class result_status : std::uint8_t { ok = 0, failed = 1 };
-enum class lost_reason : std::uint8_t { crashed = 0, timed_out = 1 };
+enum class lost_reason : std::uint8_t { crashed = 0, timed_out = 1, stopped = 2 };
 
-inline void write_task_header(output_archive& ar, std::uint64_t id) {
-    ar(static_cast<std::uint8_t>(task_kind::run), id);
+inline void write_task_header(output_archive& ar, std::uint64_t id, std::uint32_t claim) {
+    ar(static_cast<std::uint8_t>(task_kind::run), id, claim);
 }
-inline void write_result_header(output_archive& ar, std::uint64_t id, result_status status) {
-    ar(static_cast<std::uint8_t>(result_kind::done), id, static_cast<std::uint8_t>(status));
+inline void write_result_header(output_archive& ar, std::uint64_t id, std::uint32_t claim, result_status status) {
+    ar(static_cast<std::uint8_t>(result_kind::done), id, static_cast<std::uint8_t>(status), claim);
 }
 
 /// A task as a worker receives it.
 struct received_task {
     std::uint64_t id = 0;
+    std::uint32_t claim = 0;  // its entry in the claim table
     std::vector<std::byte> body;  // code_ref of the entry, then the payload
 };
 
@@ -46,9 +47,10 @@ struct received_task {
 class worker_channel {
 public:
     virtual ~worker_channel() = default;
-    /// Waits for the next task; false when told to stop. Records, before
-    /// returning, that this worker now runs task.id (so that its death can be
-    /// blamed on that task alone).
+    /// Waits for the next task this worker takes; false when told to stop.
+    /// A task is taken by claiming it (task_claim), which is the one step
+    /// that makes it this worker's: a task withdrawn by the parent (cancelled)
+    /// is skipped, and a death at any point is blamed on at most one worker.
     virtual bool receive(received_task& task) = 0;
     virtual void send(const output_archive& result) = 0;
     /// The current task's result was sent.
@@ -60,11 +62,32 @@ public:
 /// its result); throws if the transport fails.
 void run_worker_loop(worker_channel& channel, int max_tasks);
 
-/// One per worker, in shared memory: the task it is running. Written by the
-/// worker only, read by the parent's supervisor.
+/// One per worker, in shared memory: the task it is taking or running.
+/// Written by the worker only (set while it still reads the task's message,
+/// so that a death after the message left the queue names the task), read
+/// by the parent's supervisor.
 struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> task;        // 0: none
-    std::atomic<std::int64_t> started_ns;   // steady clock, when it started the task
+    std::atomic<std::int64_t> started_ns;   // steady clock, when it claimed the task
+    std::atomic<std::uint32_t> claim;       // the task's claim entry (valid while task != 0)
 };
+
+/// One per task in flight, in shared memory: who has taken it. The word holds
+/// the task id (so a stale message of an earlier task in the same entry can
+/// never claim it) and a state. The parent sets it to `queued` before the
+/// task's message leaves; a worker takes the task with one compare-and-swap
+/// queued -> taken_by(worker); the parent withdraws it (cancel, or a worker
+/// that died before claiming it) with one compare-and-swap queued ->
+/// withdrawn. Whoever swaps first owns the task: it runs at most once, and
+/// after a crash the parent reads who had it.
+struct alignas(64) task_claim {
+    std::atomic<std::uint64_t> word;
+};
+constexpr std::uint64_t claim_queued = 0;
+constexpr std::uint64_t claim_withdrawn = 0xFFFF;
+/// Task ids fit in 48 bits (2.8e14 tasks); worker indexes below 65534.
+constexpr std::uint32_t max_workers_per_pool = 0xFFFE;
+constexpr std::uint64_t claim_word(std::uint64_t id, std::uint64_t state) noexcept { return id << 16 | state; }
+constexpr std::uint64_t claim_taken_by(std::uint32_t worker) noexcept { return std::uint64_t{worker} + 1; }
 
 }  // namespace mp::detail::worker

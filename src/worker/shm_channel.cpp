@@ -1,12 +1,37 @@
 #include "worker/shm_channel.hpp"
 
+#include <signal.h>
 #include <string.h>
 
 #include <chrono>
 #include <cstring>
 #include <string>
 
+#include <filesystem>
+#include <system_error>
+
+#include "mp/context.hpp"
 #include "sys/sys.hpp"
+#include "worker/test_hooks.hpp"
+
+namespace mp::detail::test_hooks {
+
+std::atomic<int> kill_at_take{0};
+
+std::string kill_at_take_gate(int pool_pid) { return "/tmp/mp-kill-at-take-" + std::to_string(pool_pid); }
+
+namespace {
+void maybe_die_at_take(take_kill where) {
+    if (kill_at_take.load(std::memory_order_relaxed) != static_cast<int>(where)) return;
+    auto parent = mp::parent_process();
+    if (!parent) return;
+    std::error_code ec;
+    if (!std::filesystem::remove(kill_at_take_gate(parent->pid()), ec)) return;
+    sys::send_signal(sys::current_pid(), SIGKILL);
+}
+}  // namespace
+
+}  // namespace mp::detail::test_hooks
 
 namespace mp::detail::worker {
 
@@ -15,19 +40,29 @@ std::int64_t steady_now_ns() noexcept {
         .count();
 }
 
-slot_table::slot_table(std::uint32_t count) {
-    size_ = std::max<std::size_t>(sys::page_size(), count * sizeof(worker_slot));
+namespace {
+std::size_t table_size(std::uint32_t count, std::uint32_t claims) {
+    return std::max<std::size_t>(sys::page_size(), count * sizeof(worker_slot) + claims * sizeof(task_claim));
+}
+}  // namespace
+
+slot_table::slot_table(std::uint32_t count, std::uint32_t claims) : claim_count_(claims) {
+    size_ = table_size(count, claims);
     fd_ = sys::memfd("mp-pool-slots", size_);
     auto* base = sys::map_shared(fd_.get(), size_);
     slots_ = static_cast<worker_slot*>(base);
+    claims_ = reinterpret_cast<task_claim*>(slots_ + count);
     for (std::uint32_t i = 0; i < count; ++i) new (&slots_[i]) worker_slot{};
+    for (std::uint32_t i = 0; i < claims; ++i) new (&claims_[i]) task_claim{};
 }
 
-slot_table::slot_table(unique_fd fd, std::uint32_t count) : fd_(std::move(fd)) {
-    size_ = std::max<std::size_t>(sys::page_size(), count * sizeof(worker_slot));
+slot_table::slot_table(unique_fd fd, std::uint32_t count, std::uint32_t claims)
+    : fd_(std::move(fd)), claim_count_(claims) {
+    size_ = table_size(count, claims);
     if (sys::file_size(fd_.get()) < size_)
         throw serialization_error("mp: a pool worker received a slot table of the wrong size");
     slots_ = static_cast<worker_slot*>(sys::map_shared(fd_.get(), size_));
+    claims_ = reinterpret_cast<task_claim*>(slots_ + count);
 }
 
 slot_table::~slot_table() { sys::unmap(slots_, size_); }
@@ -44,9 +79,11 @@ unique_fd own(const worker_setup& s, int fd) {
 shm_worker_channel::shm_worker_channel(const worker_setup& setup)
     : tasks_(own(setup, setup.task_fd)),
       results_(own(setup, setup.result_fd)),
-      slots_(own(setup, setup.slots_fd), setup.slot_count),
-      mine_(slots_[setup.slot]) {
-    if (setup.slot >= setup.slot_count) throw serialization_error("mp: a pool worker received a bad slot number");
+      slots_(own(setup, setup.slots_fd), setup.slot_count, setup.claim_count),
+      mine_(slots_[setup.slot]),
+      index_(setup.slot) {
+    if (setup.slot >= setup.slot_count || setup.slot >= max_workers_per_pool)
+        throw serialization_error("mp: a pool worker received a bad slot number");
 }
 
 namespace {
@@ -58,9 +95,10 @@ struct receive_context {
 }  // namespace
 
 bool shm_worker_channel::receive(received_task& task) {
-    receive_context ctx{&mine_, &task};
-    tasks_.get(
-        [](void* context, input_archive& ar) {
+    for (;;) {
+        receive_context ctx{&mine_, &task};
+        tasks_.get(
+            [](void* context, input_archive& ar) {
             auto* c = static_cast<receive_context*>(context);
             std::uint8_t kind = 0;
             ar(kind);
@@ -68,17 +106,31 @@ bool shm_worker_channel::receive(received_task& task) {
                 c->stop = true;
                 return;
             }
-            ar(c->task->id);
-            // Still under the queue's lock: a death from here on is blamed on
-            // this task, and before here the task stays in the queue.
-            c->slot->started_ns.store(steady_now_ns(), std::memory_order_relaxed);
+            ar(c->task->id, c->task->claim);
+            // Before the queue moves past the message: from here on the
+            // parent can name the task this worker was taking if it dies.
+            c->slot->claim.store(c->task->claim, std::memory_order_relaxed);
             c->slot->task.store(c->task->id, std::memory_order_release);
+            test_hooks::maybe_die_at_take(test_hooks::take_kill::while_reading);
             auto rest = ar.take(ar.remaining());
             c->task->body.resize(rest.size());
             if (!rest.empty()) std::memcpy(c->task->body.data(), rest.data(), rest.size());
         },
         &ctx, std::nullopt);
-    return !ctx.stop;
+        if (ctx.stop) return false;
+        test_hooks::maybe_die_at_take(test_hooks::take_kill::before_claim);
+        if (task.claim >= slots_.claim_count())
+            throw serialization_error("mp: a pool worker received a task with a bad claim number");
+        // The take: one step, after which the task is this worker's. It fails
+        // when the parent withdrew the task (cancelled, or its message was
+        // left behind by a worker that died reading it): skip it.
+        std::uint64_t expected = claim_word(task.id, claim_queued);
+        mine_.started_ns.store(steady_now_ns(), std::memory_order_relaxed);
+        if (slots_.claim(task.claim).word.compare_exchange_strong(expected, claim_word(task.id, claim_taken_by(index_)),
+                                                                    std::memory_order_acq_rel))
+            return true;
+        mine_.task.store(0, std::memory_order_release);
+    }
 }
 
 void shm_worker_channel::send(const output_archive& result) { results_.put(result, std::nullopt); }

@@ -4,10 +4,12 @@
 // Tasks go through one shared queue (mp::detail::queue_core) that every
 // worker takes from, so work spreads by itself; results come back through a
 // second one that only the parent reads. Neither costs a system call while
-// the other side is busy. Each worker owns a slot in a third, small memfd,
-// where it writes the id of the task it takes while it still holds the task
-// queue's lock: if it dies, the parent knows which task was lost, and only
-// that one.
+// the other side is busy. A third, small memfd holds one slot per worker
+// (the task it is taking or running) and one claim per task in flight
+// (who took it, protocol.hpp): a worker writes the task's id in its slot
+// while it still reads the message, then claims the task; if it dies
+// anywhere in between or after, the parent knows from the two which task
+// was lost, and the task never runs twice.
 #pragma once
 
 #include <cstdint>
@@ -28,18 +30,20 @@ struct worker_setup {
     int slots_fd = -1;
     std::uint32_t slot = 0;
     std::uint32_t slot_count = 0;
+    std::uint32_t claim_count = 0;
     std::int32_t max_tasks = 0;
     mp::function<void()> initializer;
     std::shared_ptr<std::vector<unique_fd>> owned;  // in a spawn/forkserver child: the received fds
 
     template <class Archive>
     void save(Archive& ar) const {
-        ar(ar.add_fd(task_fd), ar.add_fd(result_fd), ar.add_fd(slots_fd), slot, slot_count, max_tasks, initializer);
+        ar(ar.add_fd(task_fd), ar.add_fd(result_fd), ar.add_fd(slots_fd), slot, slot_count, claim_count, max_tasks,
+           initializer);
     }
     template <class Archive>
     void load(Archive& ar) {
         std::uint32_t t = 0, r = 0, s = 0;
-        ar(t, r, s, slot, slot_count, max_tasks, initializer);
+        ar(t, r, s, slot, slot_count, claim_count, max_tasks, initializer);
         owned = std::make_shared<std::vector<unique_fd>>();
         owned->push_back(ar.take_fd(t));
         owned->push_back(ar.take_fd(r));
@@ -50,23 +54,28 @@ struct worker_setup {
     }
 };
 
-/// The slots of all workers of one pool, in a memfd.
+/// The slots of all workers of one pool and the claims of its tasks in
+/// flight, in a memfd.
 class slot_table {
 public:
-    /// Creates a table of `count` slots.
-    explicit slot_table(std::uint32_t count);
+    /// Creates a table of `count` slots and `claims` claims.
+    slot_table(std::uint32_t count, std::uint32_t claims);
     /// Maps the table received by a worker.
-    slot_table(unique_fd fd, std::uint32_t count);
+    slot_table(unique_fd fd, std::uint32_t count, std::uint32_t claims);
     ~slot_table();
     slot_table(const slot_table&) = delete;
     slot_table& operator=(const slot_table&) = delete;
 
     [[nodiscard]] worker_slot& operator[](std::uint32_t i) noexcept { return slots_[i]; }
+    [[nodiscard]] task_claim& claim(std::uint32_t i) noexcept { return claims_[i]; }
+    [[nodiscard]] std::uint32_t claim_count() const noexcept { return claim_count_; }
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
 
 private:
     unique_fd fd_;
     worker_slot* slots_ = nullptr;
+    task_claim* claims_ = nullptr;
+    std::uint32_t claim_count_ = 0;
     std::size_t size_ = 0;
 };
 
@@ -83,6 +92,7 @@ private:
     queue_core results_;
     slot_table slots_;
     worker_slot& mine_;
+    std::uint32_t index_;
 };
 
 /// The process target of every pool worker: ignores SIGINT, attaches to the

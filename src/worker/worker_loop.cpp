@@ -19,9 +19,9 @@ void send_result(void* context) {
     c->sent = true;
 }
 
-void send_failure(worker_channel& channel, std::uint64_t id, std::exception_ptr e) {
+void send_failure(worker_channel& channel, const received_task& task, std::exception_ptr e) {
     output_archive err;
-    write_result_header(err, id, result_status::failed);
+    write_result_header(err, task.id, task.claim, result_status::failed);
     err(capture_exception(std::move(e)));
     channel.send(err);
 }
@@ -34,7 +34,7 @@ void run_worker_loop(worker_channel& channel, int max_tasks) {
     for (int done = 0; max_tasks <= 0 || done < max_tasks; ++done) {
         if (!channel.receive(task)) return;
         output_archive out(std::move(buffer));
-        write_result_header(out, task.id, result_status::ok);
+        write_result_header(out, task.id, task.claim, result_status::ok);
         send_context ctx{&channel, &out};
         try {
             input_archive in(task.body);
@@ -45,7 +45,7 @@ void run_worker_loop(worker_channel& channel, int max_tasks) {
             entry(in, sink);
             if (!ctx.sent) throw serialization_error("mp: a task's entry returned without sending its result");
         } catch (...) {
-            if (!ctx.sent) send_failure(channel, task.id, std::current_exception());
+            if (!ctx.sent) send_failure(channel, task, std::current_exception());
         }
         channel.finished();
         buffer = out.take_buffer();

@@ -7,8 +7,10 @@
 // which reads the callable and its arguments from the payload, runs it and
 // writes the result. A result message is (task id, ok + value | exception
 // record). Everything here is independent of how workers are started and how
-// bytes move: src/worker holds the shared-memory transport and the worker
-// loop, src/pool.cpp the engine (dispatch, results, supervision).
+// bytes move: src/engine holds the engine (dispatch, results) and the
+// transport interface it reaches workers through, src/transport/shm the
+// shared-memory transport (workers, queues, supervision), src/worker the
+// worker loop.
 //
 // Jobs produce tasks and consume their results: call_job (one call, one
 // future) and chunked_job (map/imap/starmap over a range, read lazily in
@@ -149,8 +151,8 @@ constexpr bool check_call_task() {
 class engine_core;
 
 /// A source of tasks and the sink of their results. The engine calls
-/// produce() under its lock, one call at a time for all jobs, and the result
-/// callbacks from its result thread, outside its lock.
+/// produce() without holding any lock, one call at a time per job, and the
+/// result callbacks from its transport's event thread, outside its lock.
 class pool_job {
 public:
     enum class step { task, skip, wait, done };
@@ -176,6 +178,11 @@ public:
     /// shutdown with cancel_futures); `why` says so.
     virtual void on_abandoned(std::exception_ptr why, bool cancel) noexcept = 0;
 
+    /// Whether produce() may block (it reads a range whose iteration runs
+    /// user code). Such a job is fed by the engine's feeder thread, never by
+    /// the thread that delivers results or by a submitting caller.
+    virtual bool may_block() const noexcept { return false; }
+
     /// Per-task deadline, counted from when a worker starts the task.
     std::optional<std::chrono::nanoseconds> timeout;
 
@@ -188,6 +195,7 @@ protected:
 private:
     friend class engine_core;
     std::weak_ptr<engine_core> engine_;  // set once by the engine when the job is added
+    bool dropped_ = false;               // engine-only (under its lock): produce nothing more
 };
 
 /// How a pool or executor starts its workers.
@@ -601,6 +609,10 @@ class range_job final : public chunked_job<R> {
 public:
     range_job(collect_mode mode, std::size_t chunksize, std::size_t window_chunks, F f, View view)
         : chunked_job<R>(mode, chunksize, window_chunks), f_(std::move(f)), view_(std::move(view)) {}
+
+    // Reading a contiguous range is copying its elements; any other range
+    // (a generator, a transform view) may run user code that blocks.
+    bool may_block() const noexcept override { return !std::ranges::contiguous_range<View>; }
 
 private:
     std::size_t write_chunk(output_archive& out, std::size_t max_items, std::exception_ptr& input_error) override {

@@ -1,0 +1,511 @@
+// The executor engine behind mp::pool and mp::process_pool_executor.
+//
+// Data flow of one task:
+//
+//   submit()/apply_async()/map()       the caller's thread: the call is
+//     -> a job (detail/task.hpp)       serialized into a job (call_job), or a
+//                                      job reads its input range lazily
+//                                      (range_job)
+//     -> engine (this file)            jobs produce tasks while the transport
+//                                      has room; each task gets an id and a
+//                                      running_ entry (job, seq, ticket)
+//     -> transport (engine/transport.hpp; src/transport/shm)
+//                                      hands the task to the workers; a
+//                                      worker *takes* it with one claim
+//     -> worker (src/worker)           runs the entry, sends the result
+//     -> transport                     its event thread reads the result and
+//                                      decodes nothing under its locks
+//     -> engine: on_result()           finds the job by id, refills the
+//                                      transport, then outside every lock
+//     -> job: decodes the value        into the future or the map's results
+//     -> future                        wakes waiters, runs done-callbacks
+//                                      (on the transport's event thread)
+//
+// Locks: the engine's mutex_ guards its tables only; no user code (input
+// ranges, result decoding, callbacks) runs under it or under the
+// transport's. A worker lost with its task comes back as on_task_lost(),
+// behind every result that worker sent, so a finished task is never failed.
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "engine/transport.hpp"
+#include "mp/detail/task.hpp"
+#include "sys/sys.hpp"
+#include "transport/shm/shm_transport.hpp"
+#include "worker/protocol.hpp"
+
+namespace mp::detail {
+
+namespace {
+
+using later_list = std::vector<std::function<void()>>;
+
+void run_all(later_list& later) noexcept {
+    for (auto& f : later) {
+        try {
+            f();
+        } catch (...) {
+        }
+    }
+    later.clear();
+}
+
+std::exception_ptr terminated_error() {
+    return std::make_exception_ptr(
+        closed_error("mp: the pool was terminated before this task finished (terminate(), or the pool was "
+                     "destroyed while its tasks ran); its result is lost"));
+}
+
+}  // namespace
+
+class engine_core final : public transport_events, public std::enable_shared_from_this<engine_core> {
+public:
+    engine_core(int workers, std::unique_ptr<transport> t) : workers_(workers), transport_(std::move(t)) {
+        depth_ = transport_->capacity();
+    }
+    ~engine_core() override;
+
+    void start() { transport_->start(*this); }
+    void add(const std::shared_ptr<pool_job>& job, const char* what);
+    void room_available(pool_job* job);
+    void drop(pool_job* job);
+    void close() noexcept;
+    void join();
+    void terminate() noexcept;
+    void cancel_pending() noexcept;
+    bool closed() const noexcept {
+        std::lock_guard lock(mutex_);
+        return state_ != run_state::open;
+    }
+    int workers() const noexcept { return workers_; }
+    std::vector<int> worker_pids() const { return transport_->worker_ids(); }
+
+    // transport_events
+    void on_result(std::uint64_t task, bool ok, input_archive& body) noexcept override;
+    void on_task_lost(std::uint64_t task, std::exception_ptr why) noexcept override;
+    void on_events_end() noexcept override;
+
+private:
+    enum class run_state { open, closed, terminated };
+
+    struct running_task {
+        std::shared_ptr<pool_job> job;
+        std::uint64_t seq = 0;
+        transport::ticket ticket = 0;
+    };
+
+    // A process that inherited this engine by fork (a fork child, a fork
+    // worker) shares its queues and memory but owns none of it: there every
+    // operation does nothing, and destruction releases only local memory.
+    bool inherited() const noexcept { return sys::current_pid() != owner_pid_; }
+    // Produces and sends tasks while the transport has room. `may_block`:
+    // this thread may read jobs whose input may block (the feeder only).
+    void dispatch(bool may_block) noexcept;
+    std::shared_ptr<pool_job> next_source_locked(bool may_block);
+    void start_feeder_locked();
+    void feed_loop();
+    void stop_feeder() noexcept;
+    bool idle_locked() const {
+        return sources_.empty() && parked_.empty() && running_.empty() && producing_ == 0;
+    }
+    // Removes a task that has its outcome; refills. Null job when unknown.
+    running_task finish_locked(std::uint64_t id);
+
+    const int workers_;
+    const int owner_pid_ = sys::current_pid();
+    std::unique_ptr<transport> transport_;
+    std::size_t depth_ = 0;
+
+    mutable std::mutex mutex_;
+    std::condition_variable idle_cv_;                          // notified when idle_locked() may have become true
+    run_state state_ = run_state::open;                        // guarded by mutex_
+    std::deque<std::shared_ptr<pool_job>> sources_;            // guarded by mutex_: jobs that may produce
+    std::vector<std::shared_ptr<pool_job>> parked_;            // guarded by mutex_: jobs waiting for room
+    std::unordered_map<std::uint64_t, running_task> running_;  // guarded by mutex_: sent, no outcome yet
+    std::uint64_t next_id_ = 1;                                // guarded by mutex_
+    std::size_t producing_ = 0;                                // guarded by mutex_: tasks being produced
+
+    // The feeder: reads the input of jobs that may block (range_job over a
+    // generator), so that neither the event thread nor a caller waits for it.
+    std::thread feeder_;
+    std::condition_variable feed_cv_;
+    bool feed_wanted_ = false;  // guarded by mutex_
+    bool feeder_stop_ = false;  // guarded by mutex_
+
+    // Set when a done-callback stopped the engine from the transport's event
+    // thread: that thread was detached and holds the engine until it ends.
+    std::shared_ptr<engine_core> keep_alive_;
+};
+
+engine_core::~engine_core() {
+    if (!inherited()) {
+        terminate();
+        return;
+    }
+    // An inherited transport's destructor releases only local memory; the
+    // feeder thread does not exist in this process.
+    if (feeder_.joinable()) feeder_.detach();
+}
+
+// ---- jobs and dispatch ---------------------------------------------------------
+
+void engine_core::add(const std::shared_ptr<pool_job>& job, const char* what) {
+    if (inherited())
+        throw closed_error(std::string("mp: ") + what + ": this pool belongs to process " +
+                           std::to_string(owner_pid_) +
+                           "; this process inherited it by fork and cannot use it: create a pool here");
+    {
+        std::lock_guard lock(mutex_);
+        if (state_ != run_state::open)
+            throw closed_error(std::string("mp: ") + what +
+                               ": the pool was closed (close(), terminate() or shutdown()); no new tasks "
+                               "can be submitted to it");
+        if (job->may_block() && !feeder_.joinable()) start_feeder_locked();
+        job->engine_ = weak_from_this();
+        sources_.push_back(job);
+    }
+    dispatch(false);
+}
+
+void engine_core::start_feeder_locked() {
+    // Under mutex_, so that two callers cannot both start it; the thread
+    // waits for mutex_ before it looks at anything.
+    feeder_ = std::thread([this] { feed_loop(); });
+}
+
+void engine_core::feed_loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        feed_cv_.wait(lock, [&] { return feeder_stop_ || feed_wanted_; });
+        if (feeder_stop_) return;
+        feed_wanted_ = false;
+        lock.unlock();
+        dispatch(true);
+        lock.lock();
+    }
+}
+
+// Takes the next job this thread may produce from out of sources_, so that
+// no other thread produces from it meanwhile. Under mutex_.
+std::shared_ptr<pool_job> engine_core::next_source_locked(bool may_block) {
+    for (auto it = sources_.begin(); it != sources_.end(); ++it) {
+        if (!may_block && (*it)->may_block()) {
+            feed_wanted_ = true;  // the feeder reads it
+            feed_cv_.notify_one();
+            continue;
+        }
+        auto job = std::move(*it);
+        sources_.erase(it);
+        return job;
+    }
+    return nullptr;
+}
+
+void engine_core::dispatch(bool may_block) noexcept {
+    thread_local std::vector<std::byte> scratch;  // reused task buffer
+    later_list later;
+    for (;;) {
+        std::shared_ptr<pool_job> job;
+        std::uint64_t id = 0;
+        bool unbounded = false;
+        {
+            std::lock_guard lock(mutex_);
+            if (state_ == run_state::terminated || running_.size() + producing_ >= depth_) break;
+            job = next_source_locked(may_block);
+            if (!job) break;
+            id = next_id_++;
+            ++producing_;
+            unbounded = state_ != run_state::open;
+        }
+        // The job is this thread's until it goes back to sources_: its input
+        // is read and its task serialized with no lock of ours held.
+        output_archive ar(std::move(scratch));
+        std::uint64_t seq = 0;
+        pool_job::step step = pool_job::step::skip;
+        transport::ticket ticket = 0;
+        bool opened = false;
+        try {
+            ticket = transport_->open_task(ar, id);
+            opened = true;
+            step = job->produce(ar, seq, unbounded);
+        } catch (...) {
+            // No ticket (cannot happen while running_ + producing_ < capacity): retry after a result.
+        }
+        bool send = false;
+        {
+            std::lock_guard lock(mutex_);
+            --producing_;
+            const bool gone = job->dropped_ || state_ == run_state::terminated;
+            switch (step) {
+                case pool_job::step::task:
+                    if (gone) {
+                        later.push_back([job, seq] {
+                            job->on_error(seq, std::make_exception_ptr(cancelled_error(
+                                                   "mp: cancelled before a worker took it (the pool was "
+                                                   "terminated, or the results' consumer is gone)")));
+                        });
+                    } else {
+                        running_.emplace(id, running_task{job, seq, ticket});
+                        send = true;
+                        sources_.push_front(job);
+                    }
+                    break;
+                case pool_job::step::skip:
+                    if (!gone) sources_.push_front(job);
+                    break;
+                case pool_job::step::wait:
+                    if (!gone) parked_.push_back(job);
+                    break;
+                case pool_job::step::done: later.push_back([job] { job->on_exhausted(); }); break;
+            }
+            if (!send && opened) transport_->close_task(ticket);
+            if (idle_locked()) idle_cv_.notify_all();
+        }
+        if (send) {
+            try {
+                transport_->send_task(ticket, id, ar, job->timeout);
+            } catch (...) {
+                {
+                    std::lock_guard lock(mutex_);
+                    running_.erase(id);
+                    if (idle_locked()) idle_cv_.notify_all();
+                }
+                later.push_back([job, seq, e = std::current_exception()] { job->on_error(seq, e); });
+            }
+        }
+        scratch = ar.take_buffer();
+        if (!opened) break;
+    }
+    run_all(later);
+}
+
+void engine_core::room_available(pool_job* job) {
+    {
+        std::lock_guard lock(mutex_);
+        auto it = std::find_if(parked_.begin(), parked_.end(), [&](auto& p) { return p.get() == job; });
+        if (it == parked_.end()) return;
+        sources_.push_back(std::move(*it));
+        parked_.erase(it);
+    }
+    dispatch(false);
+}
+
+void engine_core::drop(pool_job* job) {
+    std::lock_guard lock(mutex_);
+    job->dropped_ = true;
+    std::erase_if(sources_, [&](auto& p) { return p.get() == job; });
+    std::erase_if(parked_, [&](auto& p) { return p.get() == job; });
+    if (idle_locked()) idle_cv_.notify_all();
+}
+
+void engine_core::close() noexcept {
+    if (inherited()) return;
+    {
+        std::lock_guard lock(mutex_);
+        if (state_ != run_state::open) return;
+        state_ = run_state::closed;
+        // Everything queued must now run to the end: lift the windows.
+        for (auto& j : parked_) sources_.push_back(std::move(j));
+        parked_.clear();
+    }
+    dispatch(false);
+}
+
+void engine_core::cancel_pending() noexcept {
+    if (inherited()) return;
+    std::vector<std::shared_ptr<pool_job>> dropped;
+    {
+        std::lock_guard lock(mutex_);
+        dropped.assign(sources_.begin(), sources_.end());
+        dropped.insert(dropped.end(), parked_.begin(), parked_.end());
+        for (auto& j : dropped) j->dropped_ = true;
+        sources_.clear();
+        parked_.clear();
+        if (idle_locked()) idle_cv_.notify_all();
+    }
+    auto why = std::make_exception_ptr(
+        cancelled_error("mp: cancelled by shutdown(cancel_futures=true) before a worker took it"));
+    for (auto& j : dropped) j->on_abandoned(why, true);
+}
+
+void engine_core::join() {
+    if (inherited()) return;
+    if (transport_->on_event_thread())
+        throw value_error(
+            "mp: join() or shutdown(wait=true) was called from a done-callback of the same pool or executor: "
+            "it would wait for the thread that runs the callback. Call close() or shutdown(false) there, and "
+            "wait from another thread");
+    {
+        std::unique_lock lock(mutex_);
+        if (state_ == run_state::open)
+            throw value_error("mp: join() on a pool that is still open: call close() (or terminate()) first");
+        idle_cv_.wait(lock, [&] { return idle_locked() || state_ == run_state::terminated; });
+    }
+    stop_feeder();
+    if (transport_->on_event_thread()) keep_alive_ = shared_from_this();
+    transport_->stop_after_tasks();
+}
+
+void engine_core::stop_feeder() noexcept {
+    {
+        std::lock_guard lock(mutex_);
+        feeder_stop_ = true;
+    }
+    feed_cv_.notify_all();
+    // The feeder runs no callbacks, so it never gets here itself.
+    if (feeder_.joinable() && feeder_.get_id() != std::this_thread::get_id()) feeder_.join();
+}
+
+void engine_core::terminate() noexcept {
+    if (inherited()) return;
+    std::vector<std::shared_ptr<pool_job>> dropped;
+    {
+        std::lock_guard lock(mutex_);
+        if (state_ != run_state::terminated) {
+            state_ = run_state::terminated;
+            dropped.assign(sources_.begin(), sources_.end());
+            dropped.insert(dropped.end(), parked_.begin(), parked_.end());
+            sources_.clear();
+            parked_.clear();
+        }
+    }
+    idle_cv_.notify_all();
+    stop_feeder();
+    // From a done-callback the event thread is detached, not joined: it holds
+    // the engine until it ends (on_events_end).
+    if (transport_->on_event_thread() && !keep_alive_) {
+        try {
+            keep_alive_ = shared_from_this();
+        } catch (...) {  // during destruction: no owner left to keep
+        }
+    }
+    transport_->stop_now();
+    // What is still in flight will never get a result.
+    std::vector<running_task> lost;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, t] : running_) lost.push_back(std::move(t));
+        running_.clear();
+    }
+    auto why = terminated_error();
+    for (auto& t : lost) t.job->on_error(t.seq, why);
+    for (auto& j : dropped) j->on_abandoned(why, false);
+}
+
+// ---- events from the transport -------------------------------------------------
+
+engine_core::running_task engine_core::finish_locked(std::uint64_t id) {
+    auto it = running_.find(id);
+    if (it == running_.end()) return {};  // already failed (its worker was reported lost), or withdrawn
+    running_task t = std::move(it->second);
+    running_.erase(it);
+    if (idle_locked()) idle_cv_.notify_all();
+    return t;
+}
+
+void engine_core::on_result(std::uint64_t id, bool ok, input_archive& body) noexcept {
+    running_task t;
+    {
+        std::lock_guard lock(mutex_);
+        t = finish_locked(id);
+    }
+    dispatch(false);  // refill first: the workers do not wait for the decoding
+    if (!t.job) return;
+    if (ok) {
+        try {
+            t.job->on_value(t.seq, body);
+        } catch (...) {
+            t.job->on_error(t.seq, std::current_exception());
+        }
+    } else {
+        std::exception_ptr e;
+        try {
+            exception_record record;
+            body(record);
+            e = rebuild_exception(record);
+        } catch (...) {
+            e = std::current_exception();
+        }
+        t.job->on_error(t.seq, e);
+    }
+}
+
+void engine_core::on_task_lost(std::uint64_t id, std::exception_ptr why) noexcept {
+    running_task t;
+    {
+        std::lock_guard lock(mutex_);
+        t = finish_locked(id);
+    }
+    dispatch(false);
+    if (t.job) t.job->on_error(t.seq, std::move(why));
+}
+
+void engine_core::on_events_end() noexcept {
+    // Detached by a done-callback that stopped the engine: the last owner may be this thread.
+    auto last = std::move(keep_alive_);
+}
+
+// ---- pool_job / pool_engine --------------------------------------------------
+
+void throw_fd_argument(const char* where) {
+    throw serialization_error(
+        std::string("mp: ") + where +
+        " hold an mp::queue, pipe, lock, event or shared memory, which travel as file descriptors; pool and "
+        "executor tasks travel as plain bytes and cannot carry them (Python: \"Queue objects should only be "
+        "shared between processes through inheritance\"). Use an mp::manager's queue or lock (its proxies "
+        "travel as addresses), or start the pool with the fork method and let workers inherit the object as a "
+        "global");
+}
+
+void pool_job::room_available() noexcept {
+    if (auto e = engine_.lock()) {
+        try {
+            e->room_available(this);
+        } catch (...) {
+        }
+    }
+}
+
+void pool_job::drop() noexcept {
+    if (auto e = engine_.lock()) e->drop(this);
+}
+
+namespace {
+std::unique_ptr<transport> local_transport(const engine_config& cfg) {
+    if (cfg.workers < 1)
+        throw value_error("mp: a pool needs at least one worker process (asked for " + std::to_string(cfg.workers) +
+                          ")");
+    return std::make_unique<shm_transport>(
+        shm_transport_config{.workers = cfg.workers,
+                             .method = cfg.context ? cfg.context->get_start_method() : get_start_method(),
+                             .initializer = cfg.initializer,
+                             .max_tasks_per_child = cfg.max_tasks_per_child,
+                             .pool_names = cfg.pool_names});
+}
+}  // namespace
+
+pool_engine::pool_engine(engine_config config)
+    : core_(std::make_shared<engine_core>(config.workers, local_transport(config))) {
+    core_->start();
+}
+
+pool_engine::~pool_engine() {
+    if (core_) core_->terminate();
+}
+
+void pool_engine::add(const std::shared_ptr<pool_job>& job, const char* what) { core_->add(job, what); }
+void pool_engine::close() noexcept { core_->close(); }
+void pool_engine::join() { core_->join(); }
+void pool_engine::terminate() noexcept { core_->terminate(); }
+void pool_engine::cancel_pending() noexcept { core_->cancel_pending(); }
+bool pool_engine::closed() const noexcept { return core_->closed(); }
+int pool_engine::workers() const noexcept { return core_->workers(); }
+std::vector<int> pool_engine::worker_pids() const { return core_->worker_pids(); }
+
+}  // namespace mp::detail

@@ -1,0 +1,32 @@
+// worker/test_hooks.hpp — fault injection for the engine's regression tests.
+//
+// Each hook is inert unless a test sets it; none is reachable from the public
+// API. They exist because the windows they open (a worker killed at one exact
+// instruction, a thread the system refuses to create) cannot be produced
+// reliably from outside.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+namespace mp::detail::test_hooks {
+
+/// Where a worker kills itself with SIGKILL while taking a task.
+enum class take_kill : int {
+    none = 0,
+    while_reading = 1,   // the task's message is read, the queue has not moved past it yet
+    before_claim = 2,    // the queue moved past the message, the task is not claimed yet
+};
+
+/// Set in a worker (by a pool initializer). The worker dies at that point of
+/// the first take after which it could remove the gate file
+/// kill_at_take_gate(pool's pid): one death per gate file, whichever worker
+/// gets there first.
+extern std::atomic<int> kill_at_take;
+std::string kill_at_take_gate(int pool_pid);
+
+/// In the pool's process: when n > 0, the n-th helper thread an engine starts
+/// from now fails as if the system refused to create it (EAGAIN).
+extern std::atomic<int> refuse_thread_start;
+
+}  // namespace mp::detail::test_hooks

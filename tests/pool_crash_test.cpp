@@ -1,0 +1,185 @@
+// Regression tests for the engine's crash windows and lifetime defects
+// (issue 11): a task taken exactly once when its worker dies while taking
+// it; a pool inherited by a fork child that exits; a helper thread the system
+// refuses; shutdown and terminate from a done-callback.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+
+#include "mp/pool.hpp"
+#include "mp/process.hpp"
+#include "mp/process_pool_executor.hpp"
+#include "worker/test_hooks.hpp"
+
+using namespace std::chrono_literals;
+namespace hooks = mp::detail::test_hooks;
+
+namespace {
+
+std::string run_log_path() { return "/tmp/mp-pool-crash-test-" + std::to_string(::getpid()) + "-runs"; }
+
+// Appends one byte to `path` per run: the number of times the task ran.
+int record_run(std::string path) {
+    std::ofstream(path, std::ios::app) << "x";
+    return 7;
+}
+std::size_t runs_recorded(const std::string& path) {
+    std::error_code ec;
+    auto n = std::filesystem::file_size(path, ec);
+    return ec ? 0 : static_cast<std::size_t>(n);
+}
+int sqr(int x) { return x * x; }
+
+void arm_kill_while_reading() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::while_reading); }
+void arm_kill_before_claim() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::before_claim); }
+
+class pool_crash_test : public testing::TestWithParam<mp::start_method> {
+protected:
+    mp::context ctx() const { return mp::get_context(GetParam()); }
+
+    // One worker dies at `where` while taking the first task; the task must
+    // be taken exactly once: it either ran (once) and returned its value, or
+    // it failed with worker_crashed and never ran.
+    void check_taken_exactly_once(void (*arm)()) {
+        const std::string log = run_log_path();
+        std::filesystem::remove(log);
+        const std::string gate = hooks::kill_at_take_gate(::getpid());
+        std::ofstream(gate) << "x";
+        {
+            mp::pool p({.processes = 2, .initializer = arm, .context = ctx()});
+            auto r = p.apply_async(record_run, log);
+            bool crashed = false;
+            try {
+                EXPECT_EQ(r.get(30s), 7);
+            } catch (const mp::worker_crashed&) {
+                crashed = true;
+            }
+            // The pool goes on.
+            EXPECT_EQ(p.apply(sqr, 9), 81);
+            p.close();
+            p.join();  // a second copy of the task, if any, has run by now
+            EXPECT_FALSE(std::filesystem::exists(gate)) << "no worker died: the hook did not fire";
+            EXPECT_EQ(runs_recorded(log), crashed ? 0u : 1u)
+                << (crashed ? "reported worker_crashed, yet the task ran" : "the task ran more than once");
+        }
+        std::filesystem::remove(log);
+        std::filesystem::remove(gate);
+    }
+};
+
+TEST_P(pool_crash_test, worker_killed_while_reading_a_task_takes_it_exactly_once) {
+    check_taken_exactly_once(arm_kill_while_reading);
+}
+
+TEST_P(pool_crash_test, worker_killed_before_claiming_a_task_takes_it_exactly_once) {
+    check_taken_exactly_once(arm_kill_before_claim);
+}
+
+// ---- a pool inherited by a fork child (11.8) ----
+
+std::optional<mp::pool> g_inherited_pool;  // a static: std::exit() in a fork child destroys its copy
+
+void exit_through_static_destructors() { std::exit(0); }
+int exit_from_a_task(int code) { std::exit(code); }
+
+TEST_P(pool_crash_test, fork_child_exiting_through_static_destructors_leaves_the_pool_working) {
+    g_inherited_pool.emplace(mp::pool_options{.processes = 2, .context = ctx()});
+    EXPECT_EQ(g_inherited_pool->apply(sqr, 3), 9);
+    mp::process child({.context = mp::get_context(mp::start_method::fork)}, exit_through_static_destructors);
+    child.start();
+    child.join();
+    EXPECT_EQ(child.exitcode(), 0);
+    EXPECT_EQ(g_inherited_pool->apply_async(sqr, 4).get(20s), 16);
+    EXPECT_EQ(g_inherited_pool->map(sqr, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+    g_inherited_pool.reset();
+}
+
+TEST_P(pool_crash_test, worker_exiting_through_static_destructors_fails_only_its_task) {
+    // Under fork the worker inherited g_inherited_pool too.
+    g_inherited_pool.emplace(mp::pool_options{.processes = 2, .context = ctx()});
+    EXPECT_THROW((void)g_inherited_pool->apply_async(exit_from_a_task, 3).get(20s), mp::worker_crashed);
+    EXPECT_EQ(g_inherited_pool->apply_async(sqr, 5).get(20s), 25);
+    g_inherited_pool.reset();
+}
+
+// ---- a helper thread that cannot be created (11.9) ----
+
+TEST_P(pool_crash_test, constructor_throws_and_leaves_nothing_when_a_helper_thread_cannot_start) {
+    for (int refused : {1, 2}) {  // the first helper thread, then the second
+        hooks::refuse_thread_start = refused;
+        EXPECT_THROW(mp::pool p({.processes = 2, .context = ctx()}), mp::system_error) << "thread " << refused;
+        hooks::refuse_thread_start = refused;
+        EXPECT_THROW(mp::process_pool_executor ex({.max_workers = 2, .context = ctx()}), mp::system_error);
+        hooks::refuse_thread_start = 0;
+    }
+    mp::pool p({.processes = 2, .context = ctx()});
+    EXPECT_EQ(p.apply(sqr, 6), 36);
+    // The leak listener checks that no worker process and no fd was left behind.
+}
+
+// ---- shutdown and terminate from a done-callback (11.10) ----
+
+TEST_P(pool_crash_test, terminate_from_a_done_callback) {
+    mp::pool p({.processes = 2, .context = ctx()});
+    std::promise<void> called;
+    auto f = p.apply_async(sqr, 3);
+    f.add_done_callback([&](mp::future<int>&) {
+        p.terminate();
+        called.set_value();
+    });
+    EXPECT_EQ(called.get_future().wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(f.get(), 9);
+    EXPECT_THROW((void)p.apply_async(sqr, 2), mp::closed_error);
+}
+
+TEST_P(pool_crash_test, shutdown_from_a_done_callback) {
+    for (bool wait : {false, true}) {
+        mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+        std::promise<std::string> outcome;
+        auto f = ex.submit(sqr, 3);
+        f.add_done_callback([&](mp::future<int>&) {
+            try {
+                ex.shutdown(wait);
+                outcome.set_value("returned");
+            } catch (const mp::error& e) {
+                outcome.set_value(std::string("threw: ") + e.what());
+            }
+        });
+        auto o = outcome.get_future();
+        ASSERT_EQ(o.wait_for(20s), std::future_status::ready);
+        auto what = o.get();
+        // Waiting there would wait for the thread that runs the callback: it
+        // says so instead; shutdown(false) returns.
+        if (wait)
+            EXPECT_NE(what.find("threw: "), std::string::npos) << what;
+        else
+            EXPECT_EQ(what, "returned");
+        EXPECT_EQ(f.get(), 9);
+        EXPECT_THROW((void)ex.submit(sqr, 2), mp::closed_error);
+    }
+}
+
+TEST_P(pool_crash_test, submit_from_a_done_callback) {
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    std::promise<mp::future<int>> inner;
+    auto f = ex.submit(sqr, 3);
+    f.add_done_callback([&](mp::future<int>& g) { inner.set_value(ex.submit(sqr, g.get())); });
+    auto fi = inner.get_future();
+    ASSERT_EQ(fi.wait_for(20s), std::future_status::ready);
+    EXPECT_EQ(fi.get().get(20s), 81);
+}
+
+INSTANTIATE_TEST_SUITE_P(all, pool_crash_test,
+                         testing::Values(mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver),
+                         [](const auto& info) { return std::string(mp::to_string(info.param)); });
+
+}  // namespace
