@@ -91,10 +91,8 @@ struct mpi_pool_executor_options {
 
 namespace detail {
 
-class mpi_engine_core;
-
-/// The engine of one mpi_pool_executor on rank 0: its jobs, their tasks in
-/// flight, and its share of the worker ranks. Same surface as pool_engine.
+/// The engine of one mpi_pool_executor on rank 0: mp's executor engine
+/// (pool_engine) over the MPI transport.
 class mpi_engine {
 public:
     explicit mpi_engine(const mpi_pool_executor_options& options);
@@ -112,7 +110,7 @@ public:
     [[nodiscard]] int workers() const noexcept;
 
 private:
-    std::shared_ptr<mpi_engine_core> core_;
+    std::unique_ptr<pool_engine> engine_;
 };
 
 }  // namespace detail

@@ -2,16 +2,16 @@
 // a few tags, and whole messages sent from archives.
 //
 // The task and result messages are those of src/worker/protocol.hpp, byte
-// for byte (one protocol, two transports); MPI only adds a small envelope to
-// a task (which executor it belongs to, its deadline) and the control
-// messages below. Messages between two ranks arrive in the order they were
+// for byte (one protocol, two transports); MPI only adds a small envelope
+// (which executor a task or result belongs to, as the engine numbers tasks
+// per executor; a task's deadline) and the control messages below. Messages between two ranks arrive in the order they were
 // sent (MPI's non-overtaking rule, as every receive matches any tag), so an
 // executor's `open` always precedes its tasks.
 //
 //   hello      worker -> rank 0   [i32 rank][string host][vector<module_build_id>]
 //   open       rank 0 -> worker   [u32 executor][i32 max_tasks_per_child][mp::function<void()> initializer]
 //   task       rank 0 -> worker   [u32 executor][i64 timeout ns, -1: none][task message]
-//   result     worker -> rank 0   [result message]
+//   result     worker -> rank 0   [u32 executor][result message]
 //   close      rank 0 -> worker   [u32 executor][u8 terminate]
 //   stop       rank 0 -> worker   (empty): serve no more, exit
 #pragma once

@@ -54,10 +54,11 @@ void send_to_boss(const output_archive& ar) noexcept {
     current->backoff.activity();
 }
 
-void send_failure(std::uint64_t id, std::exception_ptr e) noexcept {
+void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) noexcept {
     try {
         output_archive out;
-        w::write_result_header(out, id, w::result_status::failed);
+        out(exec);  // the envelope: rank 0 numbers tasks per executor
+        w::write_result_header(out, id, 0, w::result_status::failed);
         out(capture_exception(std::move(e)));
         send_to_boss(out);
     } catch (const std::exception& ex) {
@@ -70,8 +71,9 @@ void send_failure(std::uint64_t id, std::exception_ptr e) noexcept {
 /// with the boss's task id.
 class forwarded_job final : public pool_job {
 public:
-    forwarded_job(std::uint64_t id, std::shared_ptr<mpi_wire::message> msg, std::span<const std::byte> body)
-        : id_(id), msg_(std::move(msg)), body_(body) {}
+    forwarded_job(std::uint32_t exec, std::uint64_t id, std::shared_ptr<mpi_wire::message> msg,
+                  std::span<const std::byte> body)
+        : exec_(exec), id_(id), msg_(std::move(msg)), body_(body) {}
 
     step produce(output_archive& out, std::uint64_t& seq, bool) noexcept override {
         if (produced_) return step::done;
@@ -82,19 +84,21 @@ public:
     }
     void on_value(std::uint64_t, input_archive& in) override {
         output_archive out;
-        w::write_result_header(out, id_, w::result_status::ok);
+        out(exec_);
+        w::write_result_header(out, id_, 0, w::result_status::ok);
         auto value = in.take(in.remaining());
         out.saveBinary(value.data(), value.size());  // a large value is sent from the local result queue's bytes
         send_to_boss(out);
         msg_.reset();
     }
     void on_error(std::uint64_t, std::exception_ptr e) noexcept override {
-        send_failure(id_, std::move(e));
+        send_failure(exec_, id_, std::move(e));
         msg_.reset();
     }
     void on_abandoned(std::exception_ptr why, bool) noexcept override { on_error(0, std::move(why)); }
 
 private:
+    const std::uint32_t exec_;
     const std::uint64_t id_;
     std::shared_ptr<mpi_wire::message> msg_;
     std::span<const std::byte> body_;
@@ -152,24 +156,25 @@ private:
         std::int64_t timeout_ns = -1;
         std::uint8_t kind = 0;
         std::uint64_t id = 0;
-        in(exec, timeout_ns, kind, id);
+        std::uint32_t claim = 0;  // rank 0 has no claim table: the local pool claims the task
+        in(exec, timeout_ns, kind, id, claim);
         auto body = in.take(in.remaining());
         auto it = executors_.find(exec);
         if (it == executors_.end()) {
-            send_failure(id, std::make_exception_ptr(mpi_error("mp: an MPI worker rank received a task for an "
+            send_failure(exec, id, std::make_exception_ptr(mpi_error("mp: an MPI worker rank received a task for an "
                                                                "executor it does not know")));
             return;
         }
         if (it->second.start_error) {
-            send_failure(id, it->second.start_error);
+            send_failure(exec, id, it->second.start_error);
             return;
         }
-        auto job = std::make_shared<forwarded_job>(id, msg, body);
+        auto job = std::make_shared<forwarded_job>(exec, id, msg, body);
         if (timeout_ns >= 0) job->timeout = std::chrono::nanoseconds(timeout_ns);
         try {
             it->second.pool->add(job, "task");
         } catch (...) {
-            send_failure(id, std::current_exception());
+            send_failure(exec, id, std::current_exception());
         }
     }
 
