@@ -75,7 +75,9 @@ void finish_at_exit() {
         }
         if (s.view.dynamic) MPI_Comm_disconnect(&s.view.link.comm);
     }
-    if (s.we_started) MPI_Finalize();
+    // Also when the program started MPI itself: the worker ranks finalize
+    // when told to stop, and MPI_Finalize is collective.
+    MPI_Finalize();
 }
 
 void receive_reports(boss_view& v) {
