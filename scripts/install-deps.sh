@@ -4,7 +4,8 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libcereal-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libssl-dev python3 ca-certificates)
+          libbenchmark-dev libssl-dev python3 ca-certificates
+          libopenmpi-dev openmpi-bin python3-mpi4py)  # MPI: mp::mpi, its tests and bench
 
 missing=()
 for p in "${packages[@]}"; do
