@@ -152,6 +152,10 @@ const boss_view& workers_for(int wanted) {
         spawn_locked(s, wanted > 0 ? wanted : 1);
     }
     receive_reports(s.view);
+    // One message back to each worker: over TCP, MPI opens a connection on
+    // a peer's first send; here, at start-up, not inside the first task.
+    output_archive welcome;
+    for (int w : s.view.link.workers) mpi_wire::send(welcome, w, mpi_wire::hello, s.view.link.comm);
     s.have_view = true;
     return s.view;
 }
@@ -218,6 +222,11 @@ void init(int argc, char** argv) {
     }
     if (my_rank != 0) detail::mpi_worker::serve(detail::mpi_wire::link{MPI_COMM_WORLD, 0, {}}, my_rank);
     std::atexit(rt::finish_at_exit);
+    // Static mode: every rank reports its build now, at start-up; a
+    // mismatch is thrown by the executor's constructor.
+    int size = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (size > 1) (void)rt::workers_for(0);
 }
 
 }  // namespace mp::mpi

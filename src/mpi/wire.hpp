@@ -9,6 +9,7 @@
 // executor's `open` always precedes its tasks.
 //
 //   hello      worker -> rank 0   [i32 rank][string host][vector<module_build_id>]
+//              rank 0 -> worker   (empty): the welcome, at start-up
 //   open       rank 0 -> worker   [u32 executor][i32 max_tasks_per_child][mp::function<void()> initializer]
 //   task       rank 0 -> worker   [u32 executor][i64 timeout ns, -1: none][task message]
 //   result     worker -> rank 0   [u32 executor][result message]

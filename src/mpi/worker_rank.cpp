@@ -121,6 +121,7 @@ public:
             case mpi_wire::task: return task(in, msg);
             case mpi_wire::close: return close(in);
             case mpi_wire::stop: stopped_ = true; return;
+            case mpi_wire::hello: return;  // rank 0's welcome: the connection is open
             default: std::fprintf(stderr, "mp: MPI worker rank ignored a message with tag %d\n", msg->tag);
         }
     }

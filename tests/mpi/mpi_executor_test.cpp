@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "mp/progress.hpp"
+#include "support/leak_check.hpp"
 
 using namespace std::chrono_literals;
 
@@ -316,5 +317,6 @@ int main(int argc, char** argv) {
     mp::init(argc, argv);
     mp::mpi::init(argc, argv);  // ranks other than 0 serve here and exit
     testing::InitGoogleTest(&argc, argv);
+    mp_test::install_leak_check();
     return RUN_ALL_TESTS();
 }
