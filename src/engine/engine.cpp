@@ -577,6 +577,11 @@ pool_engine::pool_engine(engine_config config)
     core_->start();
 }
 
+pool_engine::pool_engine(int workers, std::unique_ptr<transport> transport)
+    : core_(std::make_shared<engine_core>(workers, std::move(transport))) {
+    core_->start();
+}
+
 pool_engine::~pool_engine() {
     if (core_) core_->terminate();
 }

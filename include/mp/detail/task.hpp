@@ -149,6 +149,7 @@ constexpr bool check_call_task() {
 // Jobs and the engine.
 
 class engine_core;
+class transport;
 
 /// A source of tasks and the sink of their results. The engine calls
 /// produce() without holding any lock, one call at a time per job, and the
@@ -227,6 +228,9 @@ struct engine_config {
 class pool_engine {
 public:
     explicit pool_engine(engine_config config);
+    /// An engine over another transport (src/engine/transport.hpp): the MPI
+    /// executor's. Starts it; throws what its start() throws.
+    pool_engine(int workers, std::unique_ptr<transport> transport);
     pool_engine(const pool_engine&) = delete;
     pool_engine& operator=(const pool_engine&) = delete;
     /// Terminates if not joined yet. Never throws.

@@ -1,0 +1,183 @@
+// mpi_bench — mp::mpi_pool_executor against raw MPI and mpi4py.futures, one
+// worker rank, in one run:
+//
+//   raw_rtt_us           MPI ping-pong, 64 B, MPI_Mprobe/MPI_Mrecv       µs
+//   raw_gb_s             MPI ping-pong, 256 MiB each way                 GB/s (both directions)
+//   submit_rtt_us        ex.submit(inc, i).get(), one at a time          µs
+//   map_chunk1_per_s     ex.map(inc, 20,000 ints, chunksize 1)           tasks/s
+//   map_chunk1000_per_s  ex.map(inc, 1,000,000 ints, chunksize 1000)     items/s
+//   local_chunk1000_per_s  the same on mp::process_pool_executor(1)      items/s
+//   big_roundtrip_gb_s   a 256 MiB vector<char> argument, returned       GB/s (both directions)
+//
+// Run without arguments (and without mpiexec) it is the driver: it runs
+// itself under `mpiexec -n 2` over shared memory and over TCP, then
+// mpi4py.futures (bench/python/mpi_bench.py) under `mpiexec -n 2`, and prints
+// every median with the ratios. --quick: tiny sizes.
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "bench_util.hpp"
+#include "mp/mpi.hpp"
+#include "mp/process_pool_executor.hpp"
+
+#ifndef MP_BENCH_PYTHON_DIR
+#define MP_BENCH_PYTHON_DIR "bench/python"
+#endif
+
+namespace {
+
+int inc(int x) { return x + 1; }
+std::vector<char> echo(std::vector<char> v) { return v; }
+
+struct sizes {
+    int rtt_calls = 20'000;
+    int chunk1_items = 20'000;
+    int chunk1000_items = 1'000'000;
+    std::size_t big = 256u << 20;
+};
+
+constexpr int raw_tag = 77;
+
+// Before mp::mpi::init: plain MPI between ranks 0 and 1, the floor.
+void raw_ping_pong(const bench::options& o, const sizes& s, int rank) {
+    std::vector<char> small(64), big(s.big);
+    auto exchange = [&](std::vector<char>& buf, int count) {
+        for (int i = 0; i < count; ++i) {
+            if (rank == 0) {
+                MPI_Send(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, 1, raw_tag, MPI_COMM_WORLD);
+                MPI_Message m;
+                MPI_Mprobe(1, raw_tag, MPI_COMM_WORLD, &m, MPI_STATUS_IGNORE);
+                MPI_Mrecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, &m, MPI_STATUS_IGNORE);
+            } else {
+                MPI_Message m;
+                MPI_Mprobe(0, raw_tag, MPI_COMM_WORLD, &m, MPI_STATUS_IGNORE);
+                MPI_Mrecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, &m, MPI_STATUS_IGNORE);
+                MPI_Send(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, 0, raw_tag, MPI_COMM_WORLD);
+            }
+        }
+    };
+    exchange(small, 100);
+    std::vector<double> rtts, rates;
+    for (int r = 0; r < o.reps; ++r) {
+        rtts.push_back(bench::seconds_of([&] { exchange(small, s.rtt_calls); }) / s.rtt_calls * 1e6);
+        rates.push_back(2.0 * static_cast<double>(s.big) / bench::seconds_of([&] { exchange(big, 1); }) /
+                        bench::gigabyte);
+    }
+    if (rank == 0) {
+        bench::result("raw_rtt_us", bench::median(rtts));
+        bench::result("raw_gb_s", bench::median(rates));
+    }
+}
+
+void run_mp(const bench::options& o, const sizes& s) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    (void)ex.submit(inc, 1).get();
+    std::vector<double> v;
+    for (int r = 0; r < o.reps; ++r)
+        v.push_back(bench::seconds_of([&] {
+                        for (int i = 0; i < s.rtt_calls; ++i) (void)ex.submit(inc, i).get();
+                    }) /
+                    s.rtt_calls * 1e6);
+    bench::result("submit_rtt_us", bench::median(v));
+
+    auto map_rate = [&](auto& executor, int n, std::size_t chunk) {
+        std::vector<int> items(static_cast<std::size_t>(n));
+        std::iota(items.begin(), items.end(), 0);
+        std::vector<double> rates;
+        for (int r = 0; r < o.reps; ++r) {
+            long long sum = 0;
+            double t = bench::seconds_of([&] {
+                for (int y : executor.map(inc, items, {.chunksize = chunk})) sum += y;
+            });
+            rates.push_back(n / t);
+        }
+        return bench::median(rates);
+    };
+    bench::result("map_chunk1_per_s", map_rate(ex, s.chunk1_items, 1));
+    bench::result("map_chunk1000_per_s", map_rate(ex, s.chunk1000_items, 1000));
+    {
+        mp::process_pool_executor local(1);
+        bench::result("local_chunk1000_per_s", map_rate(local, s.chunk1000_items, 1000));
+    }
+    std::vector<char> big(s.big, 'x');
+    v.clear();
+    for (int r = 0; r < std::max(1, o.reps / 2); ++r) {
+        std::size_t got = 0;
+        double t = bench::seconds_of([&] { got = ex.submit(echo, big).get().size(); });
+        v.push_back(2.0 * static_cast<double>(got) / t / bench::gigabyte);
+    }
+    bench::result("big_roundtrip_gb_s", bench::median(v));
+}
+
+// ---- the driver ------------------------------------------------------------
+
+std::map<std::string, double> run_collect(const std::string& command) {
+    std::map<std::string, double> out;
+    bench::progress(command);
+    FILE* p = ::popen(command.c_str(), "r");
+    if (!p) return out;
+    char line[512];
+    while (std::fgets(line, sizeof line, p)) {
+        char key[128];
+        double value = 0;
+        if (std::sscanf(line, "result %127s %lf", key, &value) == 2) out[key] = value;
+    }
+    ::pclose(p);
+    return out;
+}
+
+int drive(const char* self, bool quick) {
+    const std::string mpiexec = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpiexec "
+                                "--allow-run-as-root --oversubscribe --bind-to none -n 2 ";
+    const std::string q = quick ? " --quick" : "";
+    auto shm = run_collect(mpiexec + "--mca btl vader,self " + self + " --child" + q);
+    auto tcp = run_collect(mpiexec + "--mca btl tcp,self " + self + " --child" + q);
+    auto py = run_collect(mpiexec + "--mca btl vader,self /usr/bin/python3 -m mpi4py.futures " MP_BENCH_PYTHON_DIR
+                                    "/mpi_bench.py" +
+                          q);
+    std::printf("%-24s %14s %14s %14s %10s\n", "median", "mp shm", "mp tcp", "mpi4py shm", "mp/mpi4py");
+    for (const char* key : {"raw_rtt_us", "raw_gb_s", "submit_rtt_us", "map_chunk1_per_s", "map_chunk1000_per_s",
+                            "local_chunk1000_per_s", "big_roundtrip_gb_s"}) {
+        double a = shm[key], b = tcp[key], c = py.count(key) ? py[key] : 0;
+        std::string ratio = "";
+        if (c > 0 && a > 0) {
+            char buf[32];
+            bool lower_better = std::strstr(key, "_us") != nullptr;
+            std::snprintf(buf, sizeof buf, "%.1fx", lower_better ? c / a : a / c);
+            ratio = buf;
+        }
+        std::printf("%-24s %14.4g %14.4g %14.4g %10s\n", key, a, b, c, ratio.c_str());
+        bench::result((std::string("shm_") + key).c_str(), a);
+        bench::result((std::string("tcp_") + key).c_str(), b);
+        if (c > 0) bench::result((std::string("mpi4py_") + key).c_str(), c);
+    }
+    return shm.empty() || tcp.empty() ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    mp::init(argc, argv);
+    auto o = bench::options::parse(argc, argv);
+    bool child = false;
+    for (int i = 1; i < argc; ++i) child |= std::strcmp(argv[i], "--child") == 0;
+    if (!child && !mp::mpi::launched()) return drive(argv[0], o.quick);
+
+    sizes s;
+    if (o.quick) s = {200, 500, 10'000, 1u << 20};
+    // Raw MPI first, before the ranks start serving.
+    int provided = 0, rank = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    raw_ping_pong(o, s, rank);
+    mp::mpi::init(argc, argv);  // rank 1 serves from here
+    run_mp(o, s);
+    return 0;
+}

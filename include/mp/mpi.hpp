@@ -1,0 +1,205 @@
+// mp/mpi.hpp — the executor across machines, on MPI: mp::mpi_pool_executor,
+// as mpi4py.futures is for Python. Target mp::mpi (CMake:
+// find_package(mp COMPONENTS mpi)), built when CMake finds MPI.
+//
+//     int main(int argc, char** argv) {
+//         mp::init(argc, argv);
+//         mp::mpi::init(argc, argv);   // rank 0 returns; every other rank serves tasks, then exits
+//         mp::mpi_pool_executor ex;    // static mode: the other ranks of `mpiexec -n N ./app`
+//         // mp::mpi_pool_executor ex({.max_workers = 4});   // without mpiexec: spawns 4 ranks once
+//         for (double x : ex.map(simulate, params, {.chunksize = 16})) ...;
+//     }
+//
+// Promises:
+// - The executor interface is mp::process_pool_executor's (submit,
+//   submit_with, map, shutdown, the same mp::future), plus starmap and
+//   map_unordered; any callable and argument that process_pool_executor
+//   accepts works, with no registration.
+// - Every rank runs the same executable: a function travels as its offset in
+//   its module. At start-up every rank reports the GNU build-ids of its
+//   modules; a rank whose ids differ from rank 0's makes the executor's
+//   constructor throw mp::mpi_error naming the rank, its host and both ids.
+// - A worker rank runs each task in a local worker process, started by mp's
+//   forkserver (a thread-free helper): a task that crashes its process fails
+//   alone with mp::worker_crashed and the rank replaces the process; a task's
+//   deadline ({.timeout}) is enforced on the worker's host and fails it with
+//   mp::timeout_error; max_tasks_per_child replaces a process after that many
+//   tasks.
+// - A dead *rank* ends the whole MPI job (OpenMPI's rule: mpiexec aborts
+//   every rank, rank 0 included). A worker rank that loses rank 0 exits.
+// - Several executors on rank 0 share the worker ranks fairly (round robin,
+//   one task each in turn).
+// - An idle worker rank polls briefly after its last message, then sleeps
+//   between polls (under 5% of a core); tasks sent back to back never wait
+//   for a sleep.
+// Thread-safety: every member of mpi_pool_executor may be called from several
+// threads at once. mp::mpi::init is called once, from main.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "mp/detail/task.hpp"
+#include "mp/error.hpp"
+#include "mp/function.hpp"
+#include "mp/future.hpp"
+#include "mp/pool.hpp"
+#include "mp/process_pool_executor.hpp"
+
+namespace mp {
+
+/// A failure of the MPI layer: MPI could not start, a spawn failed, a rank
+/// runs a different build of the program.
+class mpi_error : public error {
+public:
+    using error::error;
+};
+
+namespace mpi {
+
+/// Call right after mp::init(argc, argv) in main. Under mpiexec (or srun):
+/// initialises MPI; on rank 0 it returns; on every other rank it serves tasks
+/// until rank 0 is done, then exits the process (never returns). In a
+/// process started by MPI_Comm_spawn for dynamic mode it serves the parent
+/// and exits. Started without a launcher it returns at once and MPI starts
+/// only when a dynamic-mode executor needs it.
+/// Throws mp::mpi_error if MPI cannot start with thread support.
+void init(int argc, char** argv);
+
+/// This process's rank in MPI_COMM_WORLD (0 when MPI has not started).
+[[nodiscard]] int rank() noexcept;
+/// The number of ranks of MPI_COMM_WORLD (1 when MPI has not started).
+[[nodiscard]] int world_size() noexcept;
+/// True when this program was started by an MPI launcher (mpiexec, srun).
+[[nodiscard]] bool launched() noexcept;
+
+}  // namespace mpi
+
+/// Options of mp::mpi_pool_executor, in the order of SPEC §12.
+struct mpi_pool_executor_options {
+    /// Static mode (under mpiexec with several ranks): how many of the other
+    /// ranks to use; 0: all. Dynamic mode: how many ranks to spawn (the first
+    /// dynamic executor spawns them, later ones reuse them); 0: 1.
+    int max_workers = 0;
+    mp::function<void()> initializer{};  // run by each local worker process before its first task
+    int max_tasks_per_child = 0;         // a local worker process is replaced after this many tasks; 0: never
+};
+
+namespace detail {
+
+/// The engine of one mpi_pool_executor on rank 0: mp's executor engine
+/// (pool_engine) over the MPI transport.
+class mpi_engine {
+public:
+    explicit mpi_engine(const mpi_pool_executor_options& options);
+    mpi_engine(const mpi_engine&) = delete;
+    mpi_engine& operator=(const mpi_engine&) = delete;
+    /// Terminates if not joined yet. Never throws.
+    ~mpi_engine();
+
+    void add(const std::shared_ptr<pool_job>& job, const char* what);
+    void close() noexcept;
+    void join();
+    void terminate() noexcept;
+    void cancel_pending() noexcept;
+    [[nodiscard]] bool closed() const noexcept;
+    [[nodiscard]] int workers() const noexcept;
+
+private:
+    std::unique_ptr<pool_engine> engine_;
+};
+
+}  // namespace detail
+
+/// concurrent.futures' executor over MPI ranks (mpi4py.futures.MPIPoolExecutor).
+class mpi_pool_executor {
+public:
+    /// Static mode under mpiexec with several ranks, else dynamic mode.
+    /// Throws mp::mpi_error if mp::mpi::init was not called, a rank's
+    /// build-ids differ from rank 0's, or spawning ranks fails;
+    /// mp::value_error for a negative option.
+    mpi_pool_executor() : mpi_pool_executor(mpi_pool_executor_options{}) {}
+    explicit mpi_pool_executor(mpi_pool_executor_options options) : engine_(options) {}
+    mpi_pool_executor(const mpi_pool_executor&) = delete;
+    mpi_pool_executor& operator=(const mpi_pool_executor&) = delete;
+    /// shutdown(true). Never throws.
+    ~mpi_pool_executor() {
+        try {
+            shutdown(true);
+        } catch (...) {
+        }
+    }
+
+    /// Schedules fn(args...). Throws mp::closed_error after shutdown().
+    template <class F, class... Args>
+    [[nodiscard]] auto submit(F&& fn, Args&&... args) -> future<detail::task_result_t<F, Args...>> {
+        return submit_with({}, std::forward<F>(fn), std::forward<Args>(args)...);
+    }
+
+    /// As submit, with per-task options ({.timeout = 2s}, enforced on the worker's host).
+    template <class F, class... Args>
+    [[nodiscard]] auto submit_with(submit_options options, F&& fn, Args&&... args)
+        -> future<detail::task_result_t<F, Args...>> {
+        static_assert(detail::check_call_task<F, Args...>());
+        using R = detail::task_result_t<F, Args...>;
+        auto job = detail::call_job<R>::make(std::forward<F>(fn), std::forward<Args>(args)...);
+        if (options.timeout) job->timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
+        auto fut = job->get_future();
+        engine_.add(job, "submit");
+        return fut;
+    }
+
+    /// fn over every item of `range`, results in order, input read lazily.
+    template <class F, class Range>
+    [[nodiscard]] auto map(F&& fn, Range&& range, map_options options = {}) {
+        return start_map<false>(std::forward<F>(fn), std::forward<Range>(range), options, detail::collect_mode::ordered,
+                                "map");
+    }
+
+    /// As map, in the order the results arrive.
+    template <class F, class Range>
+    [[nodiscard]] auto map_unordered(F&& fn, Range&& range, map_options options = {}) {
+        return start_map<false>(std::forward<F>(fn), std::forward<Range>(range), options,
+                                detail::collect_mode::unordered, "map_unordered");
+    }
+
+    /// fn(item...) for every tuple item of `range`, results in order.
+    template <class F, class Range>
+    [[nodiscard]] auto starmap(F&& fn, Range&& range, map_options options = {}) {
+        return start_map<true>(std::forward<F>(fn), std::forward<Range>(range), options, detail::collect_mode::ordered,
+                               "starmap");
+    }
+
+    /// No more submissions. wait: block until every task has finished.
+    /// cancel_futures: cancel the tasks not yet handed to a worker rank.
+    /// Calling it again is harmless.
+    void shutdown(bool wait = true, bool cancel_futures = false) {
+        if (cancel_futures) engine_.cancel_pending();
+        engine_.close();
+        if (wait) engine_.join();
+    }
+
+    /// How many worker ranks this executor uses.
+    [[nodiscard]] int max_workers() const noexcept { return engine_.workers(); }
+
+private:
+    template <bool Star, class F, class Range>
+    auto start_map(F&& fn, Range&& range, map_options options, detail::collect_mode mode, const char* what) {
+        detail::steady_deadline deadline;
+        if (options.timeout) deadline = detail::deadline_after(*options.timeout);
+        auto job = detail::make_range_job<Star>(std::forward<F>(fn), std::forward<Range>(range), mode,
+                                                options.chunksize, detail::default_window_chunks(engine_.workers()));
+        using job_type = typename decltype(job)::element_type;
+        using R = std::remove_cvref_t<decltype(*std::declval<job_type&>().next(std::nullopt))>;
+        engine_.add(job, what);
+        return imap_iterator<R>(std::static_pointer_cast<detail::chunked_job<R>>(job), deadline);
+    }
+
+    detail::mpi_engine engine_;
+};
+
+}  // namespace mp

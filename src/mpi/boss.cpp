@@ -1,0 +1,234 @@
+#include "mpi/boss.hpp"
+
+#include <cstdio>
+#include <cstring>
+
+#include "worker/protocol.hpp"
+
+namespace mp::detail {
+namespace {
+
+// Tasks sent to one worker rank without a result yet. Trade-off: more keeps
+// a rank busy while results travel back (tiny tasks, TCP between hosts);
+// fewer keeps more tasks queued here, where they can still be withdrawn
+// (cancel), and spreads uneven tasks better across ranks.
+constexpr std::size_t depth_per_rank = 16;
+
+boss_transport* instance = nullptr;  // guarded by instance_mutex
+std::mutex instance_mutex;
+
+}  // namespace
+
+boss_transport& boss_transport::get(int wanted_workers) {
+    std::lock_guard lock(instance_mutex);
+    if (!instance) {
+        const auto& view = mpi_runtime::workers_for(wanted_workers);
+        instance = new boss_transport(view);  // ends in stop_at_exit, before MPI_Finalize
+        mpi_runtime::at_finalize(&boss_transport::stop_at_exit);
+    }
+    return *instance;
+}
+
+boss_transport::boss_transport(const mpi_runtime::boss_view& view) : view_(view) {
+    for (int r : view.link.workers) ranks_.push_back({r, 0});
+    service_ = std::thread([this] {
+        service_id_.store(std::this_thread::get_id());
+        service_loop();
+    });
+}
+
+void boss_transport::stop_at_exit() {
+    std::lock_guard lock(instance_mutex);
+    if (!instance) return;
+    instance->stop_ = true;
+    instance->backoff_.activity();
+    if (instance->service_.joinable()) instance->service_.join();
+    // The instance stays allocated: an executor that outlives main (a static)
+    // may still reach it, and finds no service thread.
+}
+
+boss_transport::source_entry* boss_transport::find_locked(std::uint32_t exec) noexcept {
+    for (auto& s : sources_)
+        if (s.exec == exec) return &s;
+    return nullptr;
+}
+
+std::ptrdiff_t boss_transport::pick_rank_locked(std::size_t ranks) const noexcept {
+    std::ptrdiff_t best = -1;
+    for (std::size_t i = 0; i < ranks; ++i) {
+        if (ranks_[i].in_flight >= depth_per_rank) continue;
+        if (best < 0 || ranks_[i].in_flight < ranks_[static_cast<std::size_t>(best)].in_flight)
+            best = static_cast<std::ptrdiff_t>(i);
+    }
+    return best;
+}
+
+std::uint32_t boss_transport::open(task_source* source, int workers, std::int32_t max_tasks_per_child,
+                                   const mp::function<void()>& initializer) {
+    std::lock_guard lock(mutex_);
+    const std::uint32_t exec = next_exec_++;
+    output_archive ar;
+    ar(exec, max_tasks_per_child, initializer);
+    for (int i = 0; i < workers; ++i)
+        mpi_wire::send(ar, ranks_[static_cast<std::size_t>(i)].rank, mpi_wire::open, view_.link.comm);
+    auto& entry = sources_.emplace_back();
+    entry.exec = exec;
+    entry.source = source;
+    entry.ranks = static_cast<std::size_t>(workers);
+    return exec;
+}
+
+void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
+    std::unique_lock lock(mutex_);
+    // A result being delivered outside the lock finishes first (unless this
+    // is the delivering thread itself: a done-callback that shuts down).
+    if (!on_service_thread()) delivered_.wait(lock, [&] {
+        auto* e = find_locked(exec);
+        return !e || e->delivering == 0;
+    });
+    auto* entry = find_locked(exec);
+    if (!entry) return;
+    const std::size_t ranks = entry->ranks;
+    for (auto& [id, rank_index] : entry->sent) {  // they will get no result
+        --ranks_[rank_index].in_flight;
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    std::erase_if(sources_, [&](auto& s) { return s.exec == exec; });
+    try {
+        output_archive ar;
+        ar(exec, static_cast<std::uint8_t>(terminate ? 1 : 0));
+        for (std::size_t i = 0; i < ranks; ++i) mpi_wire::send(ar, ranks_[i].rank, mpi_wire::close, view_.link.comm);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "mp: mpi_pool_executor: could not close its work on the worker ranks: %s\n", e.what());
+    }
+    drain_locked();  // the ranks it used may serve others now
+}
+
+void boss_transport::send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id,
+                                 const output_archive& message) {
+    auto& rank = ranks_[rank_index];
+    entry.sent.emplace(id, rank_index);
+    ++rank.in_flight;
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    try {
+        mpi_wire::send(message, rank.rank, mpi_wire::task, view_.link.comm);
+    } catch (...) {
+        entry.sent.erase(id);
+        --rank.in_flight;
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        throw;
+    }
+}
+
+void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_archive& message) {
+    {
+        std::lock_guard lock(mutex_);
+        auto* entry = find_locked(exec);
+        if (!entry) throw closed_error("mp: mpi_pool_executor: the executor was shut down");
+        auto r = entry->queue.empty() ? pick_rank_locked(entry->ranks) : -1;
+        if (r >= 0) {
+            send_locked(*entry, static_cast<std::size_t>(r), id, message);
+        } else {
+            queued_task q{id, std::vector<std::byte>(message.size())};
+            message.copy_to(q.bytes.data());
+            entry->queue.push_back(std::move(q));
+            return;
+        }
+    }
+    backoff_.activity();  // the service thread receives the result
+}
+
+bool boss_transport::withdraw(std::uint32_t exec, std::uint64_t id) noexcept {
+    std::lock_guard lock(mutex_);
+    auto* entry = find_locked(exec);
+    if (!entry) return false;
+    auto n = std::erase_if(entry->queue, [&](auto& q) { return q.id == id; });
+    return n > 0;
+}
+
+bool boss_transport::sent(std::uint32_t exec, std::uint64_t id) noexcept {
+    std::lock_guard lock(mutex_);
+    auto* entry = find_locked(exec);
+    return entry && entry->sent.contains(id);
+}
+
+void boss_transport::drain_locked() {
+    bool sent_any = false, progress = true;
+    while (progress && !sources_.empty()) {
+        progress = false;
+        // One queued task from each executor in turn: they share the ranks fairly.
+        for (std::size_t k = 0, n = sources_.size(); k < n; ++k) {
+            auto& entry = sources_[(next_source_ + k) % n];
+            if (entry.queue.empty()) continue;
+            auto r = pick_rank_locked(entry.ranks);
+            if (r < 0) continue;
+            auto q = std::move(entry.queue.front());
+            entry.queue.pop_front();
+            output_archive ar;
+            ar.saveBinary(q.bytes.data(), q.bytes.size());
+            try {
+                send_locked(entry, static_cast<std::size_t>(r), q.id, ar);
+            } catch (const std::exception& e) {
+                std::fprintf(stderr, "mp: mpi_pool_executor: could not send a task to a worker rank: %s\n", e.what());
+                continue;
+            }
+            sent_any = progress = true;
+        }
+        next_source_ = (next_source_ + 1) % std::max<std::size_t>(1, sources_.size());
+    }
+    if (sent_any) backoff_.activity();
+}
+
+void boss_transport::service_loop() {
+    mpi_wire::message m;
+    for (;;) {
+        const auto ticket = backoff_.ticket();
+        if (stop_.load(std::memory_order_seq_cst)) return;
+        bool got = false;
+        try {
+            got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "mp: mpi_pool_executor: receiving from the worker ranks failed: %s\n", e.what());
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            continue;
+        }
+        if (got) {
+            backoff_.activity();
+            handle(m);
+            continue;
+        }
+        backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0);
+    }
+}
+
+void boss_transport::handle(mpi_wire::message& m) {
+    if (m.tag != mpi_wire::result) return;  // a late hello: every report was read at start-up
+    input_archive in(m.span());
+    std::uint32_t exec = 0;  // the envelope: task ids are numbered per executor
+    std::uint8_t kind = 0, status = 0;
+    std::uint64_t id = 0;
+    std::uint32_t claim = 0;
+    in(exec, kind, id, status, claim);
+    task_source* source = nullptr;
+    {
+        std::lock_guard lock(mutex_);
+        auto* entry = find_locked(exec);
+        if (!entry) return;  // its executor was terminated
+        auto it = entry->sent.find(id);
+        if (it == entry->sent.end()) return;
+        --ranks_[it->second].in_flight;
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        entry->sent.erase(it);
+        source = entry->source;
+        ++entry->delivering;
+        drain_locked();  // the rank gets its next queued task while this result is decoded
+    }
+    source->on_result(id, status == static_cast<std::uint8_t>(worker::result_status::ok), in);
+    {
+        std::lock_guard lock(mutex_);
+        if (auto* entry = find_locked(exec)) --entry->delivering;
+    }
+    delivered_.notify_all();
+}
+
+}  // namespace mp::detail

@@ -1,0 +1,116 @@
+// mpi/boss.hpp — rank 0's side of the MPI transport: the worker ranks, the
+// tasks in flight on each, and the service thread that receives results.
+//
+//   submit → job → engine (src/engine) → mpi_transport (one per executor)
+//          → boss_transport: sends each task to the least-loaded worker rank
+//            the executor may use, or queues it (withdrawable) until one has
+//            room; queued tasks of several executors leave in turn
+//          → worker rank → local worker process → worker rank
+//          → service thread (MPI_Improbe/MPI_Mrecv) → engine → future
+//
+// It knows nothing of jobs or futures: each executor is mp's engine
+// (src/engine) over an mpi_transport (mpi_transport.cpp), which hands its
+// task messages to this shared part and receives its results from it.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "mpi/idle_backoff.hpp"
+#include "mpi/mpi_runtime.hpp"
+
+namespace mp::detail {
+
+/// Where the results of one executor's tasks go: its mpi_transport.
+class task_source {
+public:
+    virtual ~task_source() = default;
+    /// The result message of task `id`, positioned after its header.
+    virtual void on_result(std::uint64_t id, bool ok, input_archive& in) noexcept = 0;
+};
+
+/// Rank 0's worker ranks, shared fairly by every executor. Thread-safe.
+class boss_transport {
+public:
+    /// The process-wide transport, started on first use (spawning ranks in
+    /// dynamic mode). Throws mp::mpi_error.
+    static boss_transport& get(int wanted_workers);
+
+    [[nodiscard]] const mpi_runtime::boss_view& view() const noexcept { return view_; }
+
+    /// Registers an executor that uses the first `workers` worker ranks;
+    /// tells those ranks to start its local pools. Returns its id. `source`
+    /// stays valid until close() returns.
+    std::uint32_t open(task_source* source, int workers, std::int32_t max_tasks_per_child,
+                       const mp::function<void()>& initializer);
+    /// Unregisters it: its queued tasks are dropped, its ranks finish (or,
+    /// with terminate, kill) its local work, and no result reaches `source`
+    /// after this returns (unless called from the service thread, which may
+    /// be delivering one). Idempotent.
+    void close(std::uint32_t exec, bool terminate) noexcept;
+    /// Hands out a whole task message ([u32 exec][i64 timeout][task
+    /// message]): sent now if one of the executor's ranks has room (from the
+    /// archive's own memory), else queued as a copy until one has.
+    void submit(std::uint32_t exec, std::uint64_t id, const output_archive& message);
+    /// Removes a task that is still queued here (never sent): true when it
+    /// will never run.
+    bool withdraw(std::uint32_t exec, std::uint64_t id) noexcept;
+    /// Whether the task was sent to a worker rank and has no result yet.
+    [[nodiscard]] bool sent(std::uint32_t exec, std::uint64_t id) noexcept;
+    [[nodiscard]] bool on_service_thread() const noexcept { return std::this_thread::get_id() == service_id_.load(); }
+
+private:
+    explicit boss_transport(const mpi_runtime::boss_view& view);
+    void service_loop();
+    void handle(mpi_wire::message& m);
+    void drain_locked();
+    struct source_entry;
+    void send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, const output_archive& message);
+    static void stop_at_exit();
+
+    struct rank_load {
+        int rank = 0;
+        std::size_t in_flight = 0;
+    };
+    struct queued_task {
+        std::uint64_t id = 0;
+        std::vector<std::byte> bytes;
+    };
+    struct source_entry {
+        std::uint32_t exec = 0;
+        task_source* source = nullptr;
+        std::size_t ranks = 0;               // uses ranks_[0, ranks)
+        std::deque<queued_task> queue;       // waiting for room on a rank
+        std::unordered_map<std::uint64_t, std::size_t> sent;  // task id -> rank index: no result yet
+        std::size_t delivering = 0;          // results being handed to `source` outside mutex_
+    };
+
+    source_entry* find_locked(std::uint32_t exec) noexcept;
+    // The least-loaded of the first `ranks` ranks with room, or -1.
+    std::ptrdiff_t pick_rank_locked(std::size_t ranks) const noexcept;
+
+    const mpi_runtime::boss_view& view_;
+    std::mutex mutex_;  // held while sending, so a rank's tasks leave in order
+    std::condition_variable delivered_;              // a delivery ended
+    std::vector<rank_load> ranks_;                   // guarded by mutex_
+    std::deque<source_entry> sources_;               // guarded by mutex_
+    std::size_t next_source_ = 0;                    // guarded by mutex_: round robin
+    std::uint32_t next_exec_ = 1;                    // guarded by mutex_
+    std::atomic<std::size_t> in_flight_{0};
+    std::atomic<bool> stop_{false};
+    idle_backoff backoff_;
+    std::thread service_;
+    std::atomic<std::thread::id> service_id_{};
+};
+
+}  // namespace mp::detail

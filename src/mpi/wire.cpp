@@ -1,0 +1,199 @@
+#include "mpi/wire.hpp"
+
+#include <elf.h>
+#include <link.h>
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include "mp/error.hpp"
+
+namespace mp::detail::mpi_wire {
+
+void check(int rc, const char* what) {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING] = {};
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    throw mpi_error(std::string("mp: ") + what + " failed: " + std::string(text, static_cast<std::size_t>(len)));
+}
+
+namespace {
+
+[[noreturn]] void too_large(std::size_t size) {
+    throw serialization_error("mp: an MPI message of " + std::to_string(size) +
+                              " bytes is too large: one task or result must stay under 2 GiB (split the data "
+                              "into several tasks)");
+}
+
+}  // namespace
+
+void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
+    const std::size_t size = ar.size();
+    if (size > static_cast<std::size_t>(INT_MAX)) too_large(size);
+    if (ar.borrowed_blocks().empty()) {
+        check(MPI_Send(ar.buffer().data(), static_cast<int>(size), MPI_BYTE, dest, tag, comm), "MPI_Send");
+        return;
+    }
+    // The pieces where they are: the archive's buffer around borrowed blocks
+    // (a 256 MiB vector argument is sent from the vector itself).
+    std::vector<int> lengths;
+    std::vector<MPI_Aint> displacements;
+    ar.for_each_piece([&](const std::byte* p, std::size_t n) {
+        if (n == 0) return;
+        MPI_Aint at = 0;
+        MPI_Get_address(p, &at);
+        lengths.push_back(static_cast<int>(n));
+        displacements.push_back(at);
+    });
+    MPI_Datatype pieces = MPI_DATATYPE_NULL;
+    check(MPI_Type_create_hindexed(static_cast<int>(lengths.size()), lengths.data(), displacements.data(), MPI_BYTE,
+                                   &pieces),
+          "MPI_Type_create_hindexed");
+    MPI_Type_commit(&pieces);
+    int rc = MPI_Send(MPI_BOTTOM, 1, pieces, dest, tag, comm);
+    MPI_Type_free(&pieces);
+    check(rc, "MPI_Send");
+}
+
+namespace {
+
+void receive_matched(message& out, MPI_Message& handle, const MPI_Status& status) {
+    int count = 0;
+    check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+    out.size = static_cast<std::size_t>(count);
+    out.bytes = std::make_unique_for_overwrite<std::byte[]>(out.size == 0 ? 1 : out.size);
+    out.source = status.MPI_SOURCE;
+    out.tag = status.MPI_TAG;
+    check(MPI_Mrecv(out.bytes.get(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
+}
+
+}  // namespace
+
+bool try_receive(message& out, int source, MPI_Comm comm) {
+    int flag = 0;
+    MPI_Message handle = MPI_MESSAGE_NULL;
+    MPI_Status status;
+    check(MPI_Improbe(source, MPI_ANY_TAG, comm, &flag, &handle, &status), "MPI_Improbe");
+    if (!flag) return false;
+    receive_matched(out, handle, status);
+    return true;
+}
+
+message receive(int source, int tag, MPI_Comm comm) {
+    message out;
+    MPI_Message handle = MPI_MESSAGE_NULL;
+    MPI_Status status;
+    check(MPI_Mprobe(source, tag, comm, &handle, &status), "MPI_Mprobe");
+    receive_matched(out, handle, status);
+    return out;
+}
+
+// ---- build-ids ---------------------------------------------------------------
+
+namespace {
+
+std::string hex(const unsigned char* p, std::size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    std::string s;
+    s.reserve(2 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+        s += digits[p[i] >> 4];
+        s += digits[p[i] & 15];
+    }
+    return s;
+}
+
+// The NT_GNU_BUILD_ID note of one loaded module, read from its PT_NOTE
+// segments in memory (the linker's --build-id, on by default on Debian).
+std::string build_id_of(const dl_phdr_info* info) {
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        const auto& ph = info->dlpi_phdr[i];
+        if (ph.p_type != PT_NOTE) continue;
+        const auto* p = reinterpret_cast<const unsigned char*>(info->dlpi_addr + ph.p_vaddr);
+        const auto* end = p + ph.p_memsz;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            ElfW(Nhdr) note;
+            std::memcpy(&note, p, sizeof note);
+            const unsigned char* name = p + sizeof note;
+            const unsigned char* desc = name + ((note.n_namesz + 3) & ~3u);
+            const unsigned char* next = desc + ((note.n_descsz + 3) & ~3u);
+            if (next > end) break;
+            if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0)
+                return hex(desc, note.n_descsz);
+            p = next;
+        }
+    }
+    return {};
+}
+
+std::string base_name(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+std::vector<module_build_id> loaded_build_ids() {
+    std::vector<module_build_id> out;
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* data) {
+            auto* list = static_cast<std::vector<module_build_id>*>(data);
+            // The first entry is the main program, named "" as in a code_ref.
+            std::string path = list->empty() ? std::string() : std::string(info->dlpi_name ? info->dlpi_name : "");
+            list->push_back({std::move(path), build_id_of(info)});
+            return 0;
+        },
+        &out);
+    return out;
+}
+
+std::string host_name() {
+    char name[MPI_MAX_PROCESSOR_NAME] = {};
+    int len = 0;
+    if (MPI_Get_processor_name(name, &len) != MPI_SUCCESS) return "?";
+    return std::string(name, static_cast<std::size_t>(len));
+}
+
+hello_report make_hello(int rank) {
+    hello_report h{rank, host_name(), loaded_build_ids()};
+    // Test hook: pretend this rank runs another build of the program.
+    if (const char* fake = std::getenv("MP_MPI_TEST_FAKE_BUILD_ID"); fake && std::atoi(fake) == rank && rank != 0 &&
+                                                                       !h.modules.empty()) {
+        auto& id = h.modules.front().build_id;
+        if (id.empty()) id.push_back('0');
+        id[0] = id[0] == 'f' ? '0' : 'f';
+    }
+    return h;
+}
+
+std::string compare_builds(const hello_report& boss, const hello_report& worker) {
+    auto describe = [&](const std::string& what, const std::string& mine, const std::string& theirs) {
+        return "mp: MPI rank " + std::to_string(worker.rank) + " on host " + worker.host + " runs another build of " +
+               what + ": its GNU build-id is " + (theirs.empty() ? "(none)" : theirs) + ", rank 0's (host " +
+               boss.host + ") is " + (mine.empty() ? "(none)" : mine) +
+               ". Every rank must run the same executable and libraries: install the same build on every host "
+               "(functions travel as offsets inside them)";
+    };
+    if (boss.modules.empty() || worker.modules.empty()) return describe("the executable", "?", "?");
+    const auto& mine = boss.modules.front().build_id;
+    const auto& theirs = worker.modules.front().build_id;
+    if (mine != theirs) return describe("the executable", mine, theirs);
+    // Libraries are matched by file name (a path may differ between hosts);
+    // a library loaded on one side only is not used by a task the other
+    // side can run, so only the ones both have are compared.
+    for (std::size_t i = 1; i < boss.modules.size(); ++i) {
+        const auto& m = boss.modules[i];
+        if (m.build_id.empty() || m.path.empty()) continue;
+        const std::string name = base_name(m.path);
+        for (std::size_t j = 1; j < worker.modules.size(); ++j) {
+            const auto& w = worker.modules[j];
+            if (base_name(w.path) != name || w.build_id.empty()) continue;
+            if (w.build_id != m.build_id) return describe("the library " + name, m.build_id, w.build_id);
+        }
+    }
+    return {};
+}
+
+}  // namespace mp::detail::mpi_wire

@@ -1,0 +1,105 @@
+// mpi/wire.hpp — how rank 0 and the worker ranks talk: one communicator,
+// a few tags, and whole messages sent from archives.
+//
+// The task and result messages are those of src/worker/protocol.hpp, byte
+// for byte (one protocol, two transports); MPI only adds a small envelope
+// (which executor a task or result belongs to, as the engine numbers tasks
+// per executor; a task's deadline) and the control messages below. Messages between two ranks arrive in the order they were
+// sent (MPI's non-overtaking rule, as every receive matches any tag), so an
+// executor's `open` always precedes its tasks.
+//
+//   hello      worker -> rank 0   [i32 rank][string host][vector<module_build_id>]
+//              rank 0 -> worker   (empty): the welcome, at start-up
+//   open       rank 0 -> worker   [u32 executor][i32 max_tasks_per_child][mp::function<void()> initializer]
+//   task       rank 0 -> worker   [u32 executor][i64 timeout ns, -1: none][task message]
+//   result     worker -> rank 0   [u32 executor][result message]
+//   close      rank 0 -> worker   [u32 executor][u8 terminate]
+//   stop       rank 0 -> worker   (empty): serve no more, exit
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "mp/detail/archive.hpp"
+#include "mp/mpi.hpp"
+
+namespace mp::detail::mpi_wire {
+
+enum tag : int { hello = 101, open = 102, task = 103, result = 104, close = 105, stop = 106 };
+
+/// Where this process talks to its peers: in static mode MPI_COMM_WORLD with
+/// rank 0 as the boss; in dynamic mode the intercommunicator of
+/// MPI_Comm_spawn, where the boss is remote rank 0 (seen from a worker) and
+/// the workers are remote ranks 0..n-1 (seen from the boss).
+struct link {
+    MPI_Comm comm = MPI_COMM_NULL;
+    int boss = 0;                   // the boss's rank in `comm` (seen from a worker)
+    std::vector<int> workers;       // worker ranks in `comm` (seen from the boss)
+};
+
+/// Throws mp::mpi_error "mp: <what> failed: <MPI's error string>" unless rc is MPI_SUCCESS.
+void check(int rc, const char* what);
+
+/// Sends `ar` as one message, without copying its borrowed blocks (an MPI
+/// datatype describes the pieces). Throws mp::mpi_error, and
+/// mp::serialization_error for a message of 2 GiB or more.
+void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
+
+/// A received message: its bytes, who sent it, its tag.
+struct message {
+    std::unique_ptr<std::byte[]> bytes;  // not zero-filled: the receive overwrites it
+    std::size_t size = 0;
+    int source = -1;
+    int tag = -1;
+    [[nodiscard]] std::span<const std::byte> span() const noexcept { return {bytes.get(), size}; }
+};
+
+/// Receives one message if one is waiting (MPI_Improbe + MPI_Mrecv), from
+/// `source` (or MPI_ANY_SOURCE). Returns false at once if none is.
+bool try_receive(message& out, int source, MPI_Comm comm);
+/// Waits for one message from `source` with tag `tag` (start-up only).
+message receive(int source, int tag, MPI_Comm comm);
+
+/// A module's GNU build-id, as a worker reports it.
+struct module_build_id {
+    std::string path;      // "" for the main executable
+    std::string build_id;  // lower-case hex; "" when the module has none
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(path, build_id);
+    }
+};
+
+/// The build-ids of every module loaded in this process, the main
+/// executable first.
+std::vector<module_build_id> loaded_build_ids();
+
+/// What a worker rank reports at start-up.
+struct hello_report {
+    int rank = -1;
+    std::string host;
+    std::vector<module_build_id> modules;
+    template <class Archive>
+    void serialize(Archive& ar) {
+        ar(rank, host, modules);
+    }
+};
+
+/// This process's hello (the test hook MP_MPI_TEST_FAKE_BUILD_ID=<rank>
+/// makes that rank report a changed build-id for its executable).
+hello_report make_hello(int rank);
+
+/// Empty when `worker` runs the same build as `boss`; otherwise the message
+/// of the mp::mpi_error the executor's constructor throws.
+std::string compare_builds(const hello_report& boss, const hello_report& worker);
+
+/// The name of this host (MPI_Get_processor_name).
+std::string host_name();
+
+}  // namespace mp::detail::mpi_wire

@@ -1,0 +1,249 @@
+// The life of a worker rank: report its build-ids, then serve the boss.
+//
+// A rank never runs a task itself: a task that crashes would kill the rank,
+// and a dead rank ends the whole MPI job. Each executor of the boss gets, on
+// every rank it uses, a local pool of one worker process (mp's engine with
+// the shared-memory transport, started by the forkserver, a thread-free
+// helper: this process has MPI's threads). The local pool enforces the
+// deadline, replaces a crashed or timed-out process and applies
+// max_tasks_per_child; what it reports (a value, the task's exception,
+// mp::worker_crashed, mp::timeout_error) goes back to the boss as the same
+// result message a local worker sends.
+//
+// Threads: the main thread receives (tasks and control messages) and feeds
+// the local pools; each local pool's result thread sends its results to the
+// boss itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
+// thread to wake up.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "mpi/idle_backoff.hpp"
+#include "mpi/mpi_runtime.hpp"
+#include "worker/protocol.hpp"
+
+namespace mp::detail::mpi_worker {
+namespace {
+
+namespace w = worker;
+
+struct serving {
+    mpi_wire::link link;
+    idle_backoff backoff;
+};
+
+serving* current = nullptr;  // set once by serve(), before any local pool exists
+
+[[noreturn]] void lost_boss(const char* what) {
+    std::fprintf(stderr, "mp: MPI worker rank lost rank 0 (%s); exiting\n", what);
+    std::fflush(stderr);
+    std::_Exit(1);
+}
+
+void send_to_boss(const output_archive& ar) noexcept {
+    try {
+        mpi_wire::send(ar, current->link.boss, mpi_wire::result, current->link.comm);
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+    current->backoff.activity();
+}
+
+void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) noexcept {
+    try {
+        output_archive out;
+        out(exec);  // the envelope: rank 0 numbers tasks per executor
+        w::write_result_header(out, id, 0, w::result_status::failed);
+        out(capture_exception(std::move(e)));
+        send_to_boss(out);
+    } catch (const std::exception& ex) {
+        std::fprintf(stderr, "mp: MPI worker rank could not report a task's failure: %s\n", ex.what());
+    }
+}
+
+/// One task from the boss, handed to a local pool as it came: the bytes of
+/// the task message are passed through, and the result message goes back
+/// with the boss's task id.
+class forwarded_job final : public pool_job {
+public:
+    forwarded_job(std::uint32_t exec, std::uint64_t id, std::shared_ptr<mpi_wire::message> msg,
+                  std::span<const std::byte> body)
+        : exec_(exec), id_(id), msg_(std::move(msg)), body_(body) {}
+
+    step produce(output_archive& out, std::uint64_t& seq, bool) noexcept override {
+        if (produced_) return step::done;
+        produced_ = true;
+        seq = 0;
+        out.saveBinary(body_.data(), body_.size());  // borrowed while msg_ lives
+        return step::task;
+    }
+    void on_value(std::uint64_t, input_archive& in) override {
+        output_archive out;
+        out(exec_);
+        w::write_result_header(out, id_, 0, w::result_status::ok);
+        auto value = in.take(in.remaining());
+        out.saveBinary(value.data(), value.size());  // a large value is sent from the local result queue's bytes
+        send_to_boss(out);
+        msg_.reset();
+    }
+    void on_error(std::uint64_t, std::exception_ptr e) noexcept override {
+        send_failure(exec_, id_, std::move(e));
+        msg_.reset();
+    }
+    void on_abandoned(std::exception_ptr why, bool) noexcept override { on_error(0, std::move(why)); }
+
+private:
+    const std::uint32_t exec_;
+    const std::uint64_t id_;
+    std::shared_ptr<mpi_wire::message> msg_;
+    std::span<const std::byte> body_;
+    bool produced_ = false;  // local engine only
+};
+
+/// One executor of the boss, on this rank.
+struct local_executor {
+    std::unique_ptr<pool_engine> pool;
+    std::exception_ptr start_error;  // the pool could not start: its tasks fail with this
+};
+
+class server {
+public:
+    void handle(mpi_wire::message& m) {
+        auto msg = std::make_shared<mpi_wire::message>(std::move(m));
+        input_archive in(msg->span());
+        switch (msg->tag) {
+            case mpi_wire::open: return open(in);
+            case mpi_wire::task: return task(in, msg);
+            case mpi_wire::close: return close(in);
+            case mpi_wire::stop: stopped_ = true; return;
+            case mpi_wire::hello: return;  // rank 0's welcome: the connection is open
+            default: std::fprintf(stderr, "mp: MPI worker rank ignored a message with tag %d\n", msg->tag);
+        }
+    }
+    [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+
+    void terminate_all() noexcept {
+        for (auto& [id, ex] : executors_)
+            if (ex.pool) ex.pool->terminate();
+        executors_.clear();
+    }
+
+private:
+    void open(input_archive& in) {
+        std::uint32_t id = 0;
+        std::int32_t max_tasks = 0;
+        mp::function<void()> initializer;
+        in(id, max_tasks, initializer);
+        local_executor ex;
+        try {
+            ex.pool = std::make_unique<pool_engine>(engine_config{.workers = 1,
+                                                                  .context = mp::context(start_method::forkserver),
+                                                                  .initializer = std::move(initializer),
+                                                                  .max_tasks_per_child = max_tasks,
+                                                                  .pool_names = false});
+        } catch (...) {
+            ex.start_error = std::current_exception();
+        }
+        executors_[id] = std::move(ex);
+    }
+
+    void task(input_archive& in, const std::shared_ptr<mpi_wire::message>& msg) {
+        std::uint32_t exec = 0;
+        std::int64_t timeout_ns = -1;
+        std::uint8_t kind = 0;
+        std::uint64_t id = 0;
+        std::uint32_t claim = 0;  // rank 0 has no claim table: the local pool claims the task
+        in(exec, timeout_ns, kind, id, claim);
+        auto body = in.take(in.remaining());
+        auto it = executors_.find(exec);
+        if (it == executors_.end()) {
+            send_failure(exec, id, std::make_exception_ptr(mpi_error("mp: an MPI worker rank received a task for an "
+                                                               "executor it does not know")));
+            return;
+        }
+        if (it->second.start_error) {
+            send_failure(exec, id, it->second.start_error);
+            return;
+        }
+        auto job = std::make_shared<forwarded_job>(exec, id, msg, body);
+        if (timeout_ns >= 0) job->timeout = std::chrono::nanoseconds(timeout_ns);
+        try {
+            it->second.pool->add(job, "task");
+        } catch (...) {
+            send_failure(exec, id, std::current_exception());
+        }
+    }
+
+    void close(input_archive& in) {
+        std::uint32_t exec = 0;
+        std::uint8_t terminate = 0;
+        in(exec, terminate);
+        auto it = executors_.find(exec);
+        if (it == executors_.end()) return;
+        if (auto& pool = it->second.pool) {
+            if (terminate) {
+                pool->terminate();
+            } else {
+                pool->close();
+                try {
+                    pool->join();
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "mp: MPI worker rank: closing a local pool: %s\n", e.what());
+                }
+            }
+        }
+        executors_.erase(it);
+    }
+
+    std::map<std::uint32_t, local_executor> executors_;
+    bool stopped_ = false;
+};
+
+}  // namespace
+
+void serve(const mpi_wire::link& link, int my_rank) {
+    static serving state{link, {}};
+    current = &state;
+    int status = 0;
+    {
+        server srv;
+        try {
+            output_archive hello;
+            hello(mpi_wire::make_hello(my_rank));
+            mpi_wire::send(hello, link.boss, mpi_wire::hello, link.comm);
+            mpi_wire::message m;
+            while (!srv.stopped()) {
+                const auto ticket = state.backoff.ticket();
+                bool got = false;
+                try {
+                    got = mpi_wire::try_receive(m, link.boss, link.comm);
+                } catch (const std::exception& e) {
+                    lost_boss(e.what());
+                }
+                if (got) {
+                    state.backoff.activity();
+                    srv.handle(m);
+                } else {
+                    state.backoff.idle(ticket);
+                }
+            }
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "mp: MPI worker rank %d failed: %s\n", my_rank, e.what());
+            status = 1;
+        }
+        srv.terminate_all();
+    }
+    if (link.comm != MPI_COMM_WORLD) {
+        MPI_Comm comm = link.comm;
+        MPI_Comm_disconnect(&comm);
+    }
+    MPI_Finalize();
+    std::exit(status);
+}
+
+}  // namespace mp::detail::mpi_worker

@@ -1,0 +1,322 @@
+// mp::mpi_pool_executor under mpiexec (static mode: rank 0 runs the tests,
+// the other ranks serve), and once without mpiexec (dynamic mode). See
+// tests/mpi/CMakeLists.txt for how each ctest entry runs this binary.
+#include "mp/mpi.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "mp/progress.hpp"
+#include "support/leak_check.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+int sqr(int x) { return x * x; }
+int mul(int a, int b) { return a * b; }
+void nothing() {}
+std::string greet(std::string who) { return "hello " + who; }
+std::vector<double> halves(std::vector<double> v) {
+    for (auto& x : v) x /= 2;
+    return v;
+}
+int throw_out_of_range(int) { throw std::out_of_range("out of range here"); }
+int throw_invalid(int) { throw std::invalid_argument("bad argument here"); }
+int throw_mp_value_error(int) { throw mp::value_error("mp value error here"); }
+int throw_int(int) { throw 42; }
+int sqr_or_throw(int x) {
+    if (x == 13) throw std::runtime_error("thirteen");
+    return x * x;
+}
+int sleep_ms(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+int segfault(int) {
+    ::raise(SIGSEGV);
+    return 0;
+}
+int my_pid() { return static_cast<int>(::getpid()); }
+int g_init = 0;
+void init_worker() { g_init = 7; }
+int read_init() { return g_init; }
+// Blocks until the test creates the file (the tasks run on this host).
+int wait_file(std::string path) {
+    while (::access(path.c_str(), F_OK) != 0) std::this_thread::sleep_for(1ms);
+    return 1;
+}
+std::string gate_path(const std::string& what) {
+    return "/tmp/mp-mpi-test-" + std::to_string(::getpid()) + "-" + what;
+}
+void open_gate(const std::string& path) { std::ofstream(path) << "x"; }
+
+// A large argument comes back changed at both ends: every byte travelled.
+std::vector<char> flip_bytes(std::vector<char> v) {
+    for (auto& c : v) c = static_cast<char>(~c);
+    return v;
+}
+
+bool dynamic_run() { return mp::mpi::world_size() == 1; }
+
+}  // namespace
+
+TEST(mpi_executor, submit_values_of_every_shape) {
+    mp::mpi_pool_executor ex;
+    EXPECT_EQ(ex.submit(sqr, 7).get(), 49);
+    EXPECT_EQ(ex.submit(mul, 6, 7).get(), 42);
+    EXPECT_EQ(ex.submit(greet, std::string("mpi")).get(), "hello mpi");
+    EXPECT_EQ(ex.submit(halves, std::vector<double>{2, 4, 8}).get(), (std::vector<double>{1, 2, 4}));
+    auto v = ex.submit(nothing);
+    v.get();
+    EXPECT_TRUE(v.done());
+    EXPECT_EQ(ex.submit([](int x) { return x + 1; }, 1).get(), 2);
+}
+
+TEST(mpi_executor, exceptions_keep_their_type_and_message) {
+    mp::mpi_pool_executor ex;
+    try {
+        (void)ex.submit(throw_out_of_range, 1).get();
+        FAIL() << "expected std::out_of_range";
+    } catch (const std::out_of_range& e) {
+        EXPECT_STREQ(e.what(), "out of range here");
+    }
+    EXPECT_THROW((void)ex.submit(throw_invalid, 1).get(), std::invalid_argument);
+    try {
+        (void)ex.submit(throw_mp_value_error, 1).get();
+        FAIL() << "expected mp::value_error";
+    } catch (const mp::value_error& e) {
+        EXPECT_STREQ(e.what(), "mp value error here");
+    }
+    EXPECT_THROW((void)ex.submit(throw_int, 1).get(), mp::remote_error);
+    auto f = ex.submit(throw_out_of_range, 1);
+    f.wait();
+    EXPECT_TRUE(f.exception() != nullptr);
+    EXPECT_EQ(ex.submit(sqr, 3).get(), 9);  // the worker goes on
+}
+
+TEST(mpi_executor, map_keeps_order_for_every_chunksize) {
+    mp::mpi_pool_executor ex;
+    std::vector<int> xs(500);
+    std::iota(xs.begin(), xs.end(), 0);
+    for (std::size_t chunk : {1u, 7u, 64u, 1000u}) {
+        std::vector<int> got;
+        for (int y : ex.map(sqr, xs, {.chunksize = chunk})) got.push_back(y);
+        ASSERT_EQ(got.size(), xs.size()) << "chunksize " << chunk;
+        for (int i = 0; i < 500; ++i) EXPECT_EQ(got[i], i * i) << "chunksize " << chunk;
+    }
+}
+
+TEST(mpi_executor, map_unordered_and_starmap) {
+    mp::mpi_pool_executor ex;
+    std::vector<int> xs(200);
+    std::iota(xs.begin(), xs.end(), 0);
+    std::multiset<int> got;
+    for (int y : ex.map_unordered(sqr, xs, {.chunksize = 3})) got.insert(y);
+    std::multiset<int> want;
+    for (int x : xs) want.insert(x * x);
+    EXPECT_EQ(got, want);
+    std::vector<std::tuple<int, int>> pairs{{1, 2}, {3, 4}, {5, 6}};
+    std::vector<int> products;
+    for (int p : ex.starmap(mul, pairs)) products.push_back(p);
+    EXPECT_EQ(products, (std::vector<int>{2, 12, 30}));
+}
+
+TEST(mpi_executor, map_exception_at_its_item_and_timeout) {
+    mp::mpi_pool_executor ex;
+    std::vector<int> xs(20);
+    std::iota(xs.begin(), xs.end(), 0);
+    auto it = ex.map(sqr_or_throw, xs, {.chunksize = 4});
+    for (int i = 0; i < 13; ++i) EXPECT_EQ(*it.next(), i * i);
+    EXPECT_THROW((void)it.next(), std::runtime_error);
+    EXPECT_EQ(*it.next(), 14 * 14);  // the items around a failure keep their values
+
+    auto slow = ex.map(sleep_ms, std::vector<int>{2000, 2000}, {.timeout = 100ms});
+    EXPECT_THROW((void)slow.next(), mp::timeout_error);
+}
+
+TEST(mpi_executor, lazy_endless_input) {
+    mp::mpi_pool_executor ex;
+    int seen = 0;
+    for (int y : ex.map(sqr, std::views::iota(0), {.chunksize = 8})) {
+        EXPECT_EQ(y, seen * seen);
+        if (++seen == 1000) break;
+    }
+    EXPECT_EQ(seen, 1000);
+}
+
+TEST(mpi_executor, segfault_fails_only_its_task) {
+    mp::mpi_pool_executor ex;
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(sqr, i));
+    auto dead = ex.submit(segfault, 0);
+    for (int i = 20; i < 40; ++i) fs.push_back(ex.submit(sqr, i));
+    try {
+        (void)dead.get();
+        FAIL() << "expected mp::worker_crashed";
+    } catch (const mp::worker_crashed& e) {
+        EXPECT_NE(std::string(e.what()).find("SIGSEGV"), std::string::npos) << e.what();
+    }
+    for (int i = 0; i < 40; ++i) EXPECT_EQ(fs[i].get(), i * i);
+    EXPECT_EQ(ex.submit(sqr, 3).get(), 9);
+}
+
+TEST(mpi_executor, deadline_on_the_worker_host) {
+    mp::mpi_pool_executor ex;
+    auto slow = ex.submit_with({.timeout = 100ms}, sleep_ms, 60000);
+    auto quick = ex.submit(sqr, 5);
+    EXPECT_THROW((void)slow.get(30s), mp::timeout_error);
+    EXPECT_EQ(quick.get(), 25);
+    EXPECT_EQ(ex.submit(sqr, 6).get(), 36);
+}
+
+TEST(mpi_executor, initializer_and_max_tasks_per_child) {
+    mp::mpi_pool_executor ex({.max_workers = 1, .initializer = init_worker, .max_tasks_per_child = 2});
+    EXPECT_EQ(ex.max_workers(), 1);
+    std::set<int> pids;
+    for (int i = 0; i < 6; ++i) {
+        EXPECT_EQ(ex.submit(read_init).get(), 7);
+        pids.insert(ex.submit(my_pid).get());
+    }
+    EXPECT_EQ(pids.size(), 6u);  // each local process ran two tasks
+    mp::mpi_pool_executor plain({.max_workers = 1});
+    std::set<int> same;
+    for (int i = 0; i < 6; ++i) same.insert(plain.submit(my_pid).get());
+    EXPECT_EQ(same.size(), 1u);
+}
+
+TEST(mpi_executor, cancel_pending_future) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    auto go = gate_path("cancel");
+    auto blocker = ex.submit(wait_file, go);
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(sqr, i));
+    EXPECT_TRUE(fs.back().cancel());  // not yet sent to a rank
+    EXPECT_TRUE(fs.back().cancelled());
+    EXPECT_THROW((void)fs.back().get(), mp::cancelled_error);
+    open_gate(go);
+    EXPECT_EQ(blocker.get(), 1);
+    for (int i = 0; i < 99; ++i) EXPECT_EQ(fs[i].get(), i * i);
+    std::remove(go.c_str());
+}
+
+TEST(mpi_executor, shutdown_cancel_futures_and_submit_after_shutdown) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    auto go = gate_path("shutdown");
+    auto blocker = ex.submit(wait_file, go);
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(sqr, i));
+    std::thread releaser([&] {
+        std::this_thread::sleep_for(50ms);
+        open_gate(go);
+    });
+    ex.shutdown(true, true);
+    releaser.join();
+    int cancelled = 0;
+    for (auto& f : fs) {
+        EXPECT_TRUE(f.done());
+        if (f.cancelled()) ++cancelled;
+    }
+    EXPECT_GT(cancelled, 0);
+    EXPECT_EQ(blocker.get(), 1);
+    EXPECT_THROW((void)ex.submit(sqr, 1), mp::closed_error);
+    std::remove(go.c_str());
+}
+
+TEST(mpi_executor, wait_as_completed_and_progress) {
+    mp::mpi_pool_executor ex;
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 10; ++i) fs.push_back(ex.submit(sqr, i));
+    auto [done, not_done] = mp::wait(fs);
+    EXPECT_EQ(done.size(), 10u);
+    EXPECT_TRUE(not_done.empty());
+    int total = 0;
+    for (auto& f : mp::as_completed(fs)) total += f.get();
+    EXPECT_EQ(total, 285);
+    std::vector<int> xs{1, 2, 3};
+    int sum = 0;
+    for (int y : mp::progress(ex.map(sqr, xs), xs.size())) sum += y;
+    EXPECT_EQ(sum, 14);
+}
+
+TEST(mpi_executor, executors_share_the_ranks) {
+    mp::mpi_pool_executor a;
+    mp::mpi_pool_executor b;
+    std::vector<mp::future<int>> fa, fb;
+    for (int i = 0; i < 200; ++i) {
+        fa.push_back(a.submit(sqr, i));
+        fb.push_back(b.submit(mul, i, 2));
+    }
+    for (int i = 0; i < 200; ++i) {
+        EXPECT_EQ(fa[i].get(), i * i);
+        EXPECT_EQ(fb[i].get(), 2 * i);
+    }
+}
+
+TEST(mpi_executor, large_argument_and_result_256_mib) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    std::vector<char> big(256u << 20);
+    for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>(i >> 12);
+    auto back = ex.submit(flip_bytes, big).get();
+    ASSERT_EQ(back.size(), big.size());
+    for (std::size_t i = 0; i < big.size(); i += 4096)
+        ASSERT_EQ(back[i], static_cast<char>(~big[i])) << "at " << i;
+    EXPECT_EQ(back[1], static_cast<char>(~0));
+}
+
+TEST(mpi_executor, build_ids_match) {
+    mp::mpi_pool_executor ex;
+    EXPECT_EQ(ex.submit(sqr, 2).get(), 4);
+}
+
+// Run with MP_MPI_TEST_FAKE_BUILD_ID=1 (the test hook: rank 1 reports a
+// changed build-id for the executable); see tests/mpi/CMakeLists.txt.
+TEST(mpi_executor_mismatch, build_id_mismatch_names_rank_host_and_ids) {
+    ASSERT_NE(std::getenv("MP_MPI_TEST_FAKE_BUILD_ID"), nullptr) << "this test runs under its own ctest entry";
+    try {
+        mp::mpi_pool_executor ex;
+        FAIL() << "expected mp::mpi_error";
+    } catch (const mp::mpi_error& e) {
+        std::string what = e.what();
+        EXPECT_NE(what.find("rank 1 on host "), std::string::npos) << what;
+        EXPECT_NE(what.find("build-id is f"), std::string::npos) << what;
+        EXPECT_NE(what.find("rank 0's (host "), std::string::npos) << what;
+    }
+}
+
+// Run without mpiexec: the executor spawns its ranks (MPI_Comm_spawn, once).
+TEST(mpi_dynamic, spawns_ranks_once_and_reuses_them) {
+    ASSERT_TRUE(dynamic_run()) << "this test runs without mpiexec, under its own ctest entry";
+    {
+        mp::mpi_pool_executor ex({.max_workers = 2});
+        EXPECT_EQ(ex.max_workers(), 2);
+        std::vector<int> got;
+        for (int y : ex.map(sqr, std::vector<int>{1, 2, 3, 4})) got.push_back(y);
+        EXPECT_EQ(got, (std::vector<int>{1, 4, 9, 16}));
+    }
+    mp::mpi_pool_executor again;  // reuses the spawned ranks
+    EXPECT_EQ(again.max_workers(), 2);
+    EXPECT_EQ(again.submit(mul, 3, 4).get(), 12);
+    EXPECT_THROW(mp::mpi_pool_executor({.max_workers = 5}), mp::value_error);
+}
+
+int main(int argc, char** argv) {
+    mp::init(argc, argv);
+    mp::mpi::init(argc, argv);  // ranks other than 0 serve here and exit
+    testing::InitGoogleTest(&argc, argv);
+    mp_test::install_leak_check();
+    return RUN_ALL_TESTS();
+}
