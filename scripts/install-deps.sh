@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libcereal-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libssl-dev python3 ca-certificates)
+          libbenchmark-dev libboost-dev libssl-dev python3 ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do
