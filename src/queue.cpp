@@ -291,6 +291,14 @@ std::size_t queue_core::maxsize() const noexcept { return shared_->maxsize; }
 bool queue_core::joinable() const noexcept { return shared_->joinable != 0; }
 std::size_t queue_core::size() const noexcept { return static_cast<std::size_t>(items_waiting(*shared_)); }
 
+void throw_fd_in_queue_item() {
+    throw value_error(
+        "mp: this item cannot go through an mp::queue: it holds something that travels as a file descriptor "
+        "(an mp::shared_memory, mp::connection or mp::queue), and a queue carries bytes only. Send it through "
+        "an mp::pipe or as a process argument; send a shared_memory's name() and attach() to it; for a large "
+        "array use mp::shared_array, which a queue carries");
+}
+
 [[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what) {
     throw serialization_error("mp: corrupt queue item: " + std::to_string(got) + " bytes is not a whole number of " +
                               std::to_string(element) + "-byte " + what +
