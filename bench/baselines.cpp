@@ -8,6 +8,11 @@
 //   memcpy_{warm,fresh}_gbps             memcpy of 256 MiB into touched memory,
 //                                        and into fresh pages (page faults included)
 //   bare_fork_ms                         fork() + _exit(0) + waitpid()
+//   boost_mq_msgs_per_s                  Boost.Interprocess message_queue, the
+//                                        queue a C++ programmer would pick instead
+//                                        of mp's: one producer process puts
+//                                        1,000,000 messages of 64 B, the parent
+//                                        receives them (mp's queue workload)
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -22,6 +27,8 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <boost/interprocess/ipc/message_queue.hpp>
 
 #include "bench_util.hpp"
 #include "mp/context.hpp"
@@ -165,6 +172,47 @@ void shared_ring(const bench::options& o) {
     bench::result("raw_ring_msgs_per_s", bench::median(rates));
 }
 
+// Boost.Interprocess's message_queue is bounded: its capacity is chosen deep
+// enough (64,000 messages, 4 MiB plus index) that the producer rarely waits
+// for room, as mp's unbounded queue never does.
+constexpr unsigned boost_mq_capacity = 64000;
+
+void boost_message_queue(const bench::options& o) {
+    namespace bip = boost::interprocess;
+    const int messages = o.quick ? 10000 : 1000000;
+    const std::string name = "mp-bench-boost-mq-" + std::to_string(::getpid());
+    std::vector<double> rates;
+    for (int rep = 0; rep < o.reps; ++rep) {
+        bip::message_queue::remove(name.c_str());
+        double s = 0;
+        {
+            bip::message_queue mq(bip::create_only, name.c_str(), boost_mq_capacity, 64);
+            s = bench::seconds_of([&] {
+                pid_t pid = ::fork();
+                if (pid < 0) die("fork");
+                if (pid == 0) {  // producer: opens the queue by name, as a separate program would
+                    bip::message_queue out(bip::open_only, name.c_str());
+                    char msg[64];
+                    std::memset(msg, 'x', sizeof msg);
+                    for (int i = 0; i < messages; ++i) out.send(msg, sizeof msg, 0);
+                    ::_exit(0);
+                }
+                char msg[64];
+                for (int i = 0; i < messages; ++i) {
+                    bip::message_queue::size_type got = 0;
+                    unsigned priority = 0;
+                    mq.receive(msg, sizeof msg, got, priority);
+                    if (got != sizeof msg) die("boost message_queue: wrong message size");
+                }
+                wait_child(pid);
+            });
+        }
+        bip::message_queue::remove(name.c_str());
+        rates.push_back(static_cast<double>(messages) / s);
+    }
+    bench::result("boost_mq_msgs_per_s", bench::median(rates));
+}
+
 void memcpy_bandwidth(const bench::options& o) {
     const std::size_t bytes = o.quick ? (std::size_t(8) << 20) : (std::size_t(256) << 20);
     auto* src = static_cast<char*>(std::malloc(bytes));
@@ -224,6 +272,10 @@ int main(int argc, char** argv) {
     if (o.wants("ring")) {
         bench::progress("baseline: shared-memory SPSC ring, 64-byte messages");
         shared_ring(o);
+    }
+    if (o.wants("boost_mq")) {
+        bench::progress("baseline: Boost.Interprocess message_queue, 64-byte messages");
+        boost_message_queue(o);
     }
     if (o.wants("memcpy")) {
         bench::progress("baseline: memcpy 256 MiB, warm and fresh pages");

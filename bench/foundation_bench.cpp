@@ -8,9 +8,14 @@
 //   big_result_gbps         a child returns 256 MiB (std::vector<double>) through
 //                           an mp::queue; timed from the child's last write to
 //                           the data until the parent holds it
+//   big_array_gbps          a child returns 256 MiB as mp::shared_array<double>
+//                           through an mp::queue; timed from before the child
+//                           creates the array and copies its data in (the one
+//                           write a shared_array costs) until the parent holds it
 //
 // Each figure is the median over several repetitions. The fork method is used
 // where the start method does not matter (as CPython 3.11 on Linux does).
+#include <cstring>
 #include <exception>
 #include <stdexcept>
 #include <string>
@@ -21,6 +26,7 @@
 #include "mp/context.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
+#include "mp/shared_array.hpp"
 
 namespace {
 
@@ -41,6 +47,15 @@ void return_big(mp::queue<std::vector<double>> q, std::size_t doubles) {
     std::vector<double> data(doubles, 1.0);
     data[0] = bench::now_seconds();  // the clock starts when the data is ready
     q.put(data);
+}
+
+void return_big_array(mp::queue<mp::shared_array<double>> q, std::size_t doubles) {
+    const std::vector<double> source(doubles, 1.0);  // the data the child computed
+    double start = bench::now_seconds();             // the clock starts before the one copy
+    mp::shared_array<double> a(doubles);
+    std::memcpy(a.data(), source.data(), doubles * sizeof(double));
+    a[0] = start;
+    q.put(a);
 }
 
 mp::process_options with(mp::start_method m) { return {.context = mp::get_context(m)}; }
@@ -124,6 +139,23 @@ void big_result(const bench::options& o) {
     bench::result("big_result_gbps", bench::median(gbps));
 }
 
+void big_array(const bench::options& o) {
+    const std::size_t bytes = o.quick ? (std::size_t(8) << 20) : (std::size_t(256) << 20);
+    const std::size_t doubles = bytes / sizeof(double);
+    std::vector<double> gbps;
+    for (int rep = 0; rep < o.reps; ++rep) {
+        mp::queue<mp::shared_array<double>> q;
+        mp::process child(with(mp::start_method::fork), return_big_array, q, doubles);
+        child.start();
+        mp::shared_array<double> data = q.get();
+        double elapsed = bench::now_seconds() - data[0];
+        if (data.size() != doubles || data[doubles - 1] != 1.0) throw std::runtime_error("big array bench: wrong data");
+        child.join();
+        gbps.push_back(static_cast<double>(bytes) / elapsed / bench::gigabyte);
+    }
+    bench::result("big_array_gbps", bench::median(gbps));
+}
+
 int run(const bench::options& o) {
     if (o.wants("start")) {
         // First, while this process is small: fork time grows with its memory.
@@ -145,6 +177,8 @@ int run(const bench::options& o) {
     if (o.wants("big")) {
         bench::progress("mp: 256 MiB result through a queue");
         big_result(o);
+        bench::progress("mp: 256 MiB result as an mp::shared_array through a queue");
+        big_array(o);
     }
     return 0;
 }

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build libcereal-dev libgtest-dev libgmock-dev
-          libbenchmark-dev libssl-dev python3 ca-certificates
+          libbenchmark-dev libboost-dev libssl-dev python3 ca-certificates
           clang-14 libclang-rt-14-dev  # the fuzz preset: clang and libFuzzer
           libopenmpi-dev openmpi-bin python3-mpi4py)  # MPI: mp::mpi, its tests and bench
 

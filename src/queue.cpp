@@ -103,6 +103,13 @@ struct record_header {
 
 }  // namespace
 
+/// Where processes sleep until a condition on the queue holds (a futex word).
+struct waiting_place {
+    std::atomic<std::uint32_t> seq;           // bumped by a wake-up
+    std::atomic<std::uint32_t> sleepers;      // processes between announcing a sleep and leaving it
+    std::atomic<std::uint32_t> wake_pending;  // a wake-up was sent that no sleeper has seen yet
+};
+
 struct queue_core::shared {
     std::uint32_t magic;
     std::uint32_t joinable;
@@ -128,15 +135,12 @@ struct queue_core::shared {
     std::uint64_t drop_tail;
     std::uint64_t drop_count;
 
-    alignas(64) std::atomic<std::uint32_t> data_seq;  // bumped when items arrive and someone sleeps
-    std::atomic<std::uint32_t> sleeping_consumers;
+    alignas(64) waiting_place data;  // consumers wait here for items
 
-    alignas(64) std::atomic<std::uint32_t> space_seq;  // bumped when room appears and someone sleeps
-    std::atomic<std::uint32_t> sleeping_producers;
+    alignas(64) waiting_place space;  // producers of a bounded queue wait here for room
 
     alignas(64) std::atomic<std::uint64_t> done;  // joinable: task_done() calls
-    std::atomic<std::uint32_t> done_seq;
-    std::atomic<std::uint32_t> sleeping_joiners;
+    waiting_place all_done;  // join() waits here
 };
 static_assert(sizeof(queue_core::shared) <= header_size);
 
@@ -150,24 +154,28 @@ using shared = queue_core::shared;
 
 std::uint32_t* word(std::atomic<std::uint32_t>& a) { return reinterpret_cast<std::uint32_t*>(&a); }
 
-void wake_all(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleepers) {
+void wake_all(waiting_place& w) {
     // Pairs with the sleeper's increment of `sleepers` before it re-checks:
     // either it sees our change, or we see it and wake it.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (sleepers.load(std::memory_order_relaxed) == 0) return;
-    seq.fetch_add(1, std::memory_order_seq_cst);
-    sys::futex_wake(word(seq), INT_MAX);
+    if (w.sleepers.load(std::memory_order_relaxed) == 0) return;
+    // One wake-up per sleep: a sleeper that was woken but has not run yet
+    // (a loaded machine) does not cost the waker a system call per item.
+    if (w.wake_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
+    w.seq.fetch_add(1, std::memory_order_seq_cst);
+    sys::futex_wake(word(w.seq), INT_MAX);
 }
 
-// Sleeps on `seq` unless `ready()` already holds. false on timeout.
+// Sleeps at `w` unless `ready()` already holds. false on timeout.
 template <class Ready>
-bool sleep_until(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleepers, Ready ready,
-                 std::optional<sys::clock::time_point> deadline) {
-    sleepers.fetch_add(1, std::memory_order_seq_cst);
-    std::uint32_t seen = seq.load(std::memory_order_seq_cst);
+bool sleep_until(waiting_place& w, Ready ready, std::optional<sys::clock::time_point> deadline) {
+    w.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    // From here on a waker must wake again: it sees either this or our seq.
+    w.wake_pending.store(0, std::memory_order_seq_cst);
+    std::uint32_t seen = w.seq.load(std::memory_order_seq_cst);
     bool ok = true;
-    if (!ready()) ok = sys::futex_wait(word(seq), seen, deadline);
-    sleepers.fetch_sub(1, std::memory_order_relaxed);
+    if (!ready()) ok = sys::futex_wait(word(w.seq), seen, deadline);
+    w.sleepers.fetch_sub(1, std::memory_order_relaxed);
     return ok;
 }
 
@@ -283,6 +291,14 @@ std::size_t queue_core::maxsize() const noexcept { return shared_->maxsize; }
 bool queue_core::joinable() const noexcept { return shared_->joinable != 0; }
 std::size_t queue_core::size() const noexcept { return static_cast<std::size_t>(items_waiting(*shared_)); }
 
+void throw_fd_in_queue_item() {
+    throw value_error(
+        "mp: this item cannot go through an mp::queue: it holds something that travels as a file descriptor "
+        "(an mp::shared_memory, mp::connection or mp::queue), and a queue carries bytes only. Send it through "
+        "an mp::pipe or as a process argument; send a shared_memory's name() and attach() to it; for a large "
+        "array use mp::shared_array, which a queue carries");
+}
+
 [[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what) {
     throw serialization_error("mp: corrupt queue item: " + std::to_string(got) + " bytes is not a whole number of " +
                               std::to_string(element) + "-byte " + what +
@@ -322,7 +338,7 @@ bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
     for (;;) {
         if (!has_room()) {  // a full bounded queue: wait without the lock
             if (deadline && clock::now() >= *deadline) return false;
-            sleep_until(s.space_seq, s.sleeping_producers, has_room, deadline);
+            sleep_until(s.space, has_room, deadline);
             continue;
         }
         // A dead holder of put_lock published nothing: its half-written record lies beyond head.
@@ -374,7 +390,7 @@ bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
         // The one store that publishes the item (and a jump back before it) and counts it.
         s.head.store(end_word{advance(pos, need), head.count + 1}.word(), std::memory_order_release);
         lock.unlock();
-        wake_all(s.data_seq, s.sleeping_consumers);
+        wake_all(s.data);
         return true;
     }
 }
@@ -389,7 +405,7 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
     };
     // After the tail moved: wake producers waiting for room, give back pages passed.
     auto after_tail_moved = [&](std::uint64_t tail_pos) {
-        if (s.maxsize != 0) wake_all(s.space_seq, s.sleeping_producers);
+        if (s.maxsize != 0) wake_all(s.space);
         std::uint64_t released = s.released_to.load(std::memory_order_relaxed);
         if (forward(released, tail_pos) >= release_chunk) {
             // Only if no producer is busy: one waiting for room (the ring
@@ -404,7 +420,7 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
         if (!has_data()) {
             if (deadline && clock::now() >= *deadline) return false;
             if (spin.step()) continue;
-            sleep_until(s.data_seq, s.sleeping_consumers, has_data, deadline);
+            sleep_until(s.data, has_data, deadline);
             continue;
         }
         sys::robust_lock lock(s.get_lock, deadline);
@@ -438,7 +454,7 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
             s.drop_pending.store(1, std::memory_order_release);
             finish_interrupted_drop(s);
             lock.unlock();
-            wake_all(s.done_seq, s.sleeping_joiners);
+            wake_all(s.all_done);
             after_tail_moved(next);
             throw;
         }
@@ -462,7 +478,7 @@ void queue_core::task_done() {
         left = count_between(done + s.dropped.load(std::memory_order_seq_cst), puts);
         if (left == 0) throw value_error("mp: task_done() called more times than there were items put");
     } while (!s.done.compare_exchange_weak(done, done + 1, std::memory_order_seq_cst));
-    if (left == 1) wake_all(s.done_seq, s.sleeping_joiners);
+    if (left == 1) wake_all(s.all_done);
 }
 
 bool queue_core::join(std::optional<clock::time_point> deadline) {
@@ -470,7 +486,7 @@ bool queue_core::join(std::optional<clock::time_point> deadline) {
     if (!s.joinable) throw value_error("mp: join() on a queue that is not a joinable_queue");
     auto all_done = [&] { return unfinished(s) == 0; };
     while (!all_done()) {
-        sleep_until(s.done_seq, s.sleeping_joiners, all_done, deadline);
+        sleep_until(s.all_done, all_done, deadline);
         if (deadline && clock::now() >= *deadline) return all_done();
     }
     return true;

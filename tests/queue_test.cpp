@@ -12,7 +12,9 @@
 #include <set>
 #include <thread>
 
+#include "mp/connection.hpp"
 #include "mp/process.hpp"
+#include "mp/shared_memory.hpp"
 #include "queue_hooks.hpp"
 #include "sys/memory.hpp"
 
@@ -450,4 +452,24 @@ TEST(queue, an_item_that_does_not_fit_in_shared_memory_is_an_error_and_the_queue
     }
     q.put(big);
     EXPECT_TRUE(q.get(10s) == big);
+}
+
+// Without the check, the put succeeded and get() failed later, in another
+// process, with "refers to a file descriptor that did not arrive with it".
+TEST(queue, an_item_that_travels_as_a_file_descriptor_is_refused_by_put) {
+    mp::queue<mp::shared_memory> q;
+    mp::shared_memory block(64);
+    try {
+        q.put(block);
+        ADD_FAILURE() << "a queue took an item it cannot carry";
+    } catch (const mp::value_error& e) {
+        EXPECT_NE(std::string(e.what()).find("file descriptor"), std::string::npos) << e.what();
+    }
+    block.unlink();
+    EXPECT_EQ(q.size(), 0u);
+    auto [a, b] = mp::pipe();
+    mp::queue<mp::connection> qc;
+    EXPECT_THROW(qc.put(a), mp::value_error);
+    q.put(mp::shared_memory());  // an empty handle carries no descriptor: it may go
+    EXPECT_FALSE(static_cast<bool>(q.get()));
 }

@@ -15,6 +15,7 @@
 #include "mp/proxy.hpp"
 #include "mp/queue.hpp"
 #include "mp/serialize.hpp"
+#include "mp/shared_array.hpp"
 #include "mp/shared_memory.hpp"
 #include "mp/synchronize.hpp"
 #include "mp/thread_pool_executor.hpp"

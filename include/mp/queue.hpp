@@ -27,6 +27,11 @@
 // - Every member is safe to call from several threads and processes at once.
 // - A busy consumer does not sleep between items: get() spins briefly before
 //   it sleeps, so a steady stream is handed over at memory speed.
+// - An item that would travel as a file descriptor (an mp::shared_memory,
+//   mp::connection or mp::queue inside it) is refused by put() with
+//   mp::value_error: a queue is shared memory and carries bytes only. Send
+//   those through a pipe or as process arguments; for large arrays use
+//   mp::shared_array, which a queue carries.
 // Capacity: an unbounded queue holds up to 8 GiB of unread data (memory is
 // only used for data actually waiting); a single item may be up to 2 GiB.
 #pragma once
@@ -118,6 +123,9 @@ struct plain_range<std::vector<T, A>> : std::bool_constant<is_plain_scalar_v<T>>
 template <class T>
 inline constexpr bool is_plain_range_v = plain_range<T>::value;
 
+/// A queue is shared memory: it cannot carry what travels as a file
+/// descriptor (mp::shared_memory, mp::connection, mp::queue).
+[[noreturn]] void throw_fd_in_queue_item();
 [[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what);
 
 }  // namespace detail
@@ -214,6 +222,10 @@ private:
         }
         detail::output_archive ar(take_scratch());
         detail::save_value(ar, item);
+        if (!ar.fds().empty()) {
+            give_back_scratch(ar.take_buffer());
+            detail::throw_fd_in_queue_item();
+        }
         bool ok = core().put(ar, deadline);
         give_back_scratch(ar.take_buffer());
         return ok;

@@ -81,19 +81,20 @@ public:
 
     /// Sends the block itself (its descriptor): the receiver maps the same
     /// memory even if the name was unlinked meanwhile. Throws mp::closed_error
-    /// for a closed handle.
+    /// for a closed handle. A pipe or a process argument carries it; a queue
+    /// cannot (it refuses it with mp::value_error): send name() instead.
     template <class Archive>
     void save(Archive& ar) const {
         static_assert(std::is_same_v<Archive, detail::output_archive>,
                       "mp::shared_memory can only be written with mp's own archive (as a process argument, "
-                      "or through an mp::queue or mp::pipe): it travels as a file descriptor");
+                      "or through an mp::pipe): it travels as a file descriptor");
         save_to(ar);
     }
     template <class Archive>
     void load(Archive& ar) {
         static_assert(std::is_same_v<Archive, detail::input_archive>,
                       "mp::shared_memory can only be read with mp's own archive (as a process argument, "
-                      "or through an mp::queue or mp::pipe): it travels as a file descriptor");
+                      "or through an mp::pipe): it travels as a file descriptor");
         load_from(ar);
     }
 

@@ -115,6 +115,21 @@ void prefault_for_write(void* addr, std::size_t len) noexcept {
     ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE);
 }
 
+namespace {
+// glibc's shm_open places every object in /dev/shm under its name.
+std::string shm_path(const std::string& name) { return "/dev/shm" + name; }
+}  // namespace
+
+void shm_link(const std::string& existing, const std::string& fresh) {
+    if (::link(shm_path(existing).c_str(), shm_path(fresh).c_str()) < 0) throw_errno("link", fresh);
+}
+
+unique_fd shm_open_existing(const std::string& name) {
+    int fd = ::open(shm_path(name).c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) throw_errno("open", name);
+    return unique_fd(fd);
+}
+
 std::size_t page_size() noexcept {
     static const std::size_t size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
     return size;

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -42,6 +43,15 @@ std::size_t file_size(int fd);
 /// Gives the pages of [offset, offset+len) of a memfd back to the system.
 void punch_hole(int fd, std::size_t offset, std::size_t len) noexcept;
 std::size_t page_size() noexcept;
+
+/// Gives the POSIX shared memory object `existing` a second name `fresh`
+/// (both with their leading '/'): either name then reaches the same pages,
+/// and the pages live until the last name is removed and the last mapping
+/// and fd are gone. Throws mp::system_error (EEXIST if `fresh` is taken).
+void shm_link(const std::string& existing, const std::string& fresh);
+/// Opens the existing shared memory object `name` read/write, refusing a
+/// symbolic link. Throws mp::system_error (ENOENT when there is none).
+unique_fd shm_open_existing(const std::string& name);
 /// Maps the (reserved) pages of [addr, addr+len) of a shared mapping in one
 /// call, instead of one page fault per 4 KiB during the copy that follows.
 /// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
