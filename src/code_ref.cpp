@@ -70,7 +70,7 @@ struct module_record {
     std::string path;  // the file to read its symbols from
     std::uintptr_t base = 0;
     std::uintptr_t low = ~std::uintptr_t{0}, high = 0;  // bounds of its PT_LOAD segments
-    std::string build_id;
+    std::uint64_t build = 0;  // see code_ref::build
     // Offsets of its functions (from its symbol table), read on first need.
     mutable std::atomic<const std::vector<std::uint64_t>*> functions{nullptr};
 };
@@ -82,7 +82,13 @@ struct module_table {
 };
 std::atomic<const module_table*> table{nullptr};
 
-std::string read_build_id(const dl_phdr_info* info) {
+std::uint64_t fnv1a(const unsigned char* p, std::size_t n) {
+    std::uint64_t h = 0xcbf29ce484222325ull;
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+std::uint64_t read_build_id(const dl_phdr_info* info) {
     for (int i = 0; i < info->dlpi_phnum; ++i) {
         const auto& ph = info->dlpi_phdr[i];
         if (ph.p_type != PT_NOTE) continue;
@@ -96,11 +102,11 @@ std::string read_build_id(const dl_phdr_info* info) {
             const unsigned char* next = desc + ((note.n_descsz + 3) & ~3u);
             if (next > end) break;
             if (note.n_type == NT_GNU_BUILD_ID && note.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0)
-                return std::string(reinterpret_cast<const char*>(desc), note.n_descsz);
+                return fnv1a(desc, note.n_descsz);
             at = next;
         }
     }
-    return {};
+    return 0;
 }
 
 int add_module(dl_phdr_info* info, std::size_t, void* data) {
@@ -116,7 +122,7 @@ int add_module(dl_phdr_info* info, std::size_t, void* data) {
         m->low = std::min(m->low, start);
         m->high = std::max(m->high, start + ph.p_memsz);
     }
-    m->build_id = read_build_id(info);
+    m->build = read_build_id(info);
     t->modules.push_back(std::move(m));
     return 0;
 }
@@ -221,14 +227,12 @@ bool starts_a_function(const module_record& m, std::uint64_t offset) {
     return std::binary_search(fns->begin(), fns->end(), offset);
 }
 
-std::string hex(const std::string& bytes) {
+std::string hex(std::uint64_t build) {
+    if (build == 0) return "none";
     static const char digits[] = "0123456789abcdef";
     std::string s;
-    for (unsigned char c : bytes) {
-        s += digits[c >> 4];
-        s += digits[c & 15];
-    }
-    return s.empty() ? "none" : s;
+    for (int shift = 60; shift >= 0; shift -= 4) s += digits[(build >> shift) & 15];
+    return s;
 }
 
 std::string describe(const code_ref& ref) {
@@ -244,10 +248,10 @@ const void* resolve(const code_ref& ref, bool any_function) {
     if (!m)
         throw serialization_error("mp: received a function from module '" + ref.module +
                                   "', which is not loaded in this process");
-    if (m->build_id != ref.build_id)
+    if (m->build != ref.build)
         throw serialization_error("mp: received a function from another build of " +
                                   (ref.module.empty() ? std::string("this program") : "'" + ref.module + "'") +
-                                  " (build-id " + hex(ref.build_id) + ", here " + hex(m->build_id) +
+                                  " (build-id hash " + hex(ref.build) + ", here " + hex(m->build) +
                                   "): processes exchanging functions must run the same executable");
     if (ref.offset >= m->high - m->base)
         throw serialization_error("mp: corrupt message: a function reference (" + describe(ref) +
@@ -280,7 +284,7 @@ code_ref make_code_ref(const void* address) {
     if (!m)
         if (const module_table* r = refreshed_if_safe(t)) m = containing(r, a);
     if (!m) throw serialization_error("mp: cannot send a function that lives outside every loaded module");
-    return {m->name, m->build_id, a - m->base};
+    return {m->name, m->build, a - m->base};
 }
 
 const void* resolve_entry(const code_ref& ref) { return resolve(ref, false); }

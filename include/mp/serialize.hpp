@@ -12,6 +12,12 @@
 // the type and says what to do instead: this is Python's "can't pickle
 // _thread.RLock objects", caught before the program runs.
 //
+// Decoding trusts nothing in the bytes: a container's declared size is
+// checked against what the rest of the message can hold before anything is
+// allocated, a bool must be 0 or 1, a variant's index must name an
+// alternative, and a function must be one this program can send (see
+// mp/detail/code_ref.hpp); anything else is mp::serialization_error.
+//
 // Exceptions cross too: the standard exception types, mp's errors and types
 // registered with mp::register_exception<E>() are rethrown with their type;
 // any other exception arrives as mp::remote_error.

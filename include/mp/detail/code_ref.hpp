@@ -2,8 +2,8 @@
 // running the same program can turn back into that function.
 //
 // A spawn or forkserver child is a fresh run of the same executable, loaded at
-// another address: a function is sent as (module, its GNU build-id, offset in
-// module). Only processes of one program exchange code_refs (process
+// another address: a function is sent as (module, a hash of its GNU build-id,
+// offset in module). Only processes of one program exchange code_refs (process
 // bootstrap, pool tasks, pipes and queues); managers, which may talk to other
 // programs, send names, never code: their archives are data-only and refuse
 // a code_ref.
@@ -34,13 +34,14 @@
 namespace mp::detail {
 
 struct code_ref {
-    std::string module;    // "" for the main executable
-    std::string build_id;  // the module's GNU build-id (raw bytes; empty if it has none)
+    std::string module;      // "" for the main executable
+    std::uint64_t build = 0;  // FNV-1a of the module's GNU build-id (0: it has none); fixed-size, so
+                              // a code_ref costs no allocation to send or receive
     std::uint64_t offset = 0;
 
     template <class Archive>
     void save(Archive& ar) const {
-        ar(module, build_id, offset);
+        ar(module, build, offset);
     }
     template <class Archive>
     void load(Archive& ar) {
@@ -49,7 +50,7 @@ struct code_ref {
                 throw serialization_error(
                     "mp: refused a message: it contains a function (a code reference), and this channel "
                     "carries data only (a manager's requests and replies name methods, they never carry code)");
-        ar(module, build_id, offset);
+        ar(module, build, offset);
     }
 };
 
