@@ -104,27 +104,6 @@ std::uint16_t local_port(int fd) {
     return 0;
 }
 
-unique_fd accept_connection(int listen_fd) {
-    for (;;) {
-        int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            set_nodelay(fd);  // harmless (ENOTSUP) on a Unix socket
-            return unique_fd(fd);
-        }
-        switch (errno) {
-            case EINTR: continue;
-            case EAGAIN:
-            case ECONNABORTED:
-            case EPROTO:
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM: return unique_fd();
-            default: throw_errno("accept4");
-        }
-    }
-}
-
 accepted accept_nonblocking(int listen_fd) {
     for (;;) {
         int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);

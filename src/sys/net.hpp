@@ -27,12 +27,6 @@ unique_fd listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 /// The port a TCP socket is bound to.
 std::uint16_t local_port(int fd);
 
-/// Accepts one connection (CLOEXEC; TCP_NODELAY on TCP). Returns an empty fd
-/// when the peer gave up before it was accepted (ECONNABORTED, EAGAIN) or the
-/// process is out of fds (EMFILE/ENFILE: the caller should back off);
-/// throws mp::system_error for anything else.
-unique_fd accept_connection(int listen_fd);
-
 /// What accept_nonblocking() got.
 struct accepted {
     unique_fd fd;             // empty: nothing to accept now (see out_of_fds)
