@@ -131,8 +131,10 @@ protected:
 
     template <class R, class... A>
     R op(std::string_view method, const A&... args) const {
-        auto t = std::make_tuple(args...);
-        return this->template invoke<R>(method, type_tag<decltype(t)>(), type_tag<R>(), t);
+        // Hashed at compile time, not on every call.
+        static constexpr std::uint64_t args_tag = type_tag<std::tuple<A...>>();
+        static constexpr std::uint64_t result_tag = type_tag<R>();
+        return this->template invoke<R>(method, args_tag, result_tag, std::tuple<A...>(args...));
     }
 };
 
@@ -157,9 +159,10 @@ public:
         static_assert(std::is_constructible_v<typename tr::args, Args&&...>,
                       "mp::proxy<T>::call<&C::m>(args...): the arguments do not convert to m's parameters");
         using result = typename tr::result;
+        static constexpr std::uint64_t args_tag = detail::type_tag<typename tr::args>();
+        static constexpr std::uint64_t result_tag = detail::type_tag<result>();
         typename tr::args a(std::forward<Args>(args)...);
-        return this->template invoke<result>(detail::nontype_name<M>(), detail::type_tag<typename tr::args>(),
-                                             detail::type_tag<result>(), a);
+        return this->template invoke<result>(detail::nontype_name<M>(), args_tag, result_tag, a);
     }
 
     /// Calls the method named `method`, discarding any result. The
@@ -168,9 +171,10 @@ public:
     template <class R = void, class... Args>
     R call(std::string_view method, Args&&... args) const {
         using tuple = std::tuple<detail::mgr::wire_t<Args>...>;
+        static constexpr std::uint64_t args_tag = detail::type_tag<tuple>();
+        static constexpr std::uint64_t result_tag = std::is_void_v<R> ? 0 : detail::type_tag<R>();
         tuple a(std::forward<Args>(args)...);
-        std::uint64_t result_tag = std::is_void_v<R> ? 0 : detail::type_tag<R>();
-        return this->template invoke<R>(method, detail::type_tag<tuple>(), result_tag, a);
+        return this->template invoke<R>(method, args_tag, result_tag, a);
     }
 
     template <class Archive>
@@ -195,9 +199,10 @@ public:
     template <class R = void, class... Args>
     R call(std::string_view function, Args&&... args) const {
         using tuple = std::tuple<detail::mgr::wire_t<Args>...>;
+        static constexpr std::uint64_t args_tag = detail::type_tag<tuple>();
+        static constexpr std::uint64_t result_tag = std::is_void_v<R> ? 0 : detail::type_tag<R>();
         tuple a(std::forward<Args>(args)...);
-        std::uint64_t result_tag = std::is_void_v<R> ? 0 : detail::type_tag<R>();
-        return this->template invoke<R>(function, detail::type_tag<tuple>(), result_tag, a);
+        return this->template invoke<R>(function, args_tag, result_tag, a);
     }
 
     template <class Archive>

@@ -145,21 +145,6 @@ void server_handshake::frame_complete(std::span<const std::byte> body) {
     }
 }
 
-void authenticate_client(channel& ch, const std::string& key, clock::time_point deadline) {
-    if (!deliver_challenge(ch, key, "client", deadline)) {
-        try {
-            send_text(ch, failure);
-        } catch (const error&) {
-        }
-        throw authentication_error("mp: manager: a client failed the authentication challenge (wrong authkey)");
-    }
-    send_text(ch, welcome);
-    answer_challenge(ch, key, "server", deadline);
-    auto verdict = receive(ch, deadline);
-    if (!equals(verdict, welcome))
-        throw authentication_error("mp: manager: the client rejected this server's answer (different authkey)");
-}
-
 void authenticate_to_server(channel& ch, const std::string& key, clock::time_point deadline) {
     answer_challenge(ch, key, "client", deadline);
     auto verdict = receive(ch, deadline);

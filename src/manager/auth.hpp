@@ -69,11 +69,6 @@ private:
     state state_ = state::running;
 };
 
-/// Throws mp::authentication_error (after telling the client) for a wrong
-/// key, timeout_error past `deadline`, eof_error / frame_error for a peer
-/// that leaves or speaks garbage.
-void authenticate_client(channel& ch, const std::string& key, clock::time_point deadline);
-
 /// The client's side. Throws mp::authentication_error if either side's key
 /// is wrong.
 void authenticate_to_server(channel& ch, const std::string& key, clock::time_point deadline);

@@ -127,35 +127,7 @@ std::uint32_t channel::checked_length(std::size_t max_body) const {
     return length;
 }
 
-std::optional<std::span<const std::byte>> channel::poll_frame(std::size_t max_body) {
-    discard_consumed();
-    for (;;) {
-        std::size_t have = end_ - begin_;
-        std::size_t need = header_size;
-        if (have >= header_size) {
-            need = header_size + checked_length(max_body);
-            if (have >= need) {
-                consumed_ = need;
-                return std::span<const std::byte>(buf_.data() + begin_ + header_size, need - header_size);
-            }
-        }
-        if (buf_.size() - begin_ < need) {
-            std::memmove(buf_.data(), buf_.data() + begin_, have);
-            begin_ = 0;
-            end_ = have;
-            if (buf_.size() < need) buf_.resize(need);
-        }
-        long r = sys::recv_nowait(fd_.get(), buf_.data() + end_, buf_.size() - end_);
-        if (r < 0) return std::nullopt;
-        if (r == 0)
-            throw eof_error(have > 0 ? "mp: manager connection closed in the middle of a message"
-                                     : "mp: manager connection closed by the peer");
-        end_ += static_cast<std::size_t>(r);
-    }
-}
-
-std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t max_body) {
-    discard_consumed();
+std::optional<std::span<const std::byte>> channel::frame_in_buffer(std::size_t max_body) {
     std::size_t have = end_ - begin_;
     if (have < header_size) return std::nullopt;
     std::size_t need = header_size + checked_length(max_body);
@@ -163,6 +135,41 @@ std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t ma
     consumed_ = need;
     return std::span<const std::byte>(buf_.data() + begin_ + header_size, need - header_size);
 }
+
+bool channel::read_once(std::size_t max_body, bool wait) {
+    std::size_t have = end_ - begin_;
+    std::size_t need = have >= header_size ? header_size + checked_length(max_body) : header_size;
+    if (buf_.size() - begin_ < need || end_ == buf_.size()) {
+        std::memmove(buf_.data(), buf_.data() + begin_, have);
+        begin_ = 0;
+        end_ = have;
+        if (buf_.size() < need) buf_.resize(need);
+        if (end_ == buf_.size()) buf_.resize(buf_.size() + initial_buffer_);  // a read of 0 bytes would look like EOF
+    }
+    long r = wait ? sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, false)
+                  : sys::recv_nowait(fd_.get(), buf_.data() + end_, buf_.size() - end_);
+    if (r < 0) return false;
+    if (r == 0)
+        throw eof_error(have > 0 ? "mp: manager connection closed in the middle of a message"
+                                 : "mp: manager connection closed by the peer");
+    end_ += static_cast<std::size_t>(r);
+    return true;
+}
+
+std::optional<std::span<const std::byte>> channel::poll_frame(std::size_t max_body) {
+    discard_consumed();
+    for (;;) {
+        if (auto frame = frame_in_buffer(max_body)) return frame;
+        if (!read_once(max_body, false)) return std::nullopt;
+    }
+}
+
+std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t max_body) {
+    discard_consumed();
+    return frame_in_buffer(max_body);
+}
+
+bool channel::wait_for_bytes(std::size_t max_body) { return read_once(max_body, true); }
 
 void channel::shutdown() noexcept { sys::shutdown_socket(fd_.get()); }
 

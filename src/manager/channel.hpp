@@ -72,6 +72,10 @@ public:
     /// poll_frame() without reading the socket: a frame already buffered
     /// (one the peer sent right behind the last).
     std::optional<std::span<const std::byte>> buffered_frame(std::size_t max_body);
+    /// One blocking read of what arrives next (the socket's receive timeout
+    /// bounds the wait, see sys::set_receive_timeout): false if nothing came
+    /// in time. Throws as receive() does. Then try buffered_frame().
+    bool wait_for_bytes(std::size_t max_body);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     /// Wakes a thread blocked on this socket (it then sees end of file).
@@ -79,6 +83,10 @@ public:
 
 private:
     void discard_consumed();
+    std::optional<std::span<const std::byte>> frame_in_buffer(std::size_t max_body);
+    /// One read into the buffer (room made for the frame being received);
+    /// false if nothing was there (or came before the receive timeout).
+    bool read_once(std::size_t max_body, bool wait);
     /// The length of the frame whose header is buffered; throws frame_error.
     std::uint32_t checked_length(std::size_t max_body) const;
     void seal(output_archive& ar) const;

@@ -30,6 +30,10 @@ std::atomic<int> thread_failures_to_inject{0};
 /// wake-up each; shorter hands idle connections back to the loop sooner
 /// (a lingering worker lets go at once when others wait for a worker).
 constexpr auto linger_time = std::chrono::milliseconds(200);
+/// How often a lingering worker wakes to check whether others want a
+/// worker. Trade-off: shorter lets go sooner when every worker is taken,
+/// longer costs fewer wake-ups of idle lingering workers.
+constexpr auto linger_slice = std::chrono::milliseconds(10);
 /// How long accepting pauses when the process is out of fds and no
 /// unauthenticated connection can be dropped to make room.
 constexpr auto accept_backoff = std::chrono::milliseconds(100);
@@ -93,8 +97,7 @@ serve_loop::serve_loop(unique_fd listener, const std::string& key, serve_limits 
       limits_(limits),
       handler_(handler),
       epoll_(sys::epoll_open()),
-      wake_(sys::flag_open()),
-      work_flag_(sys::flag_open()) {
+      wake_(sys::flag_open()) {
     if (limits_.max_pending == 0) limits_.max_pending = 1;
     if (limits_.max_workers == 0) limits_.max_workers = 1;
     pending_cap_ = limits_.max_pending;
@@ -111,7 +114,6 @@ serve_loop::~serve_loop() { finish(); }
 void serve_loop::stop() noexcept {
     stopping_ = true;
     sys::raise_flag(wake_.get());
-    sys::raise_flag(work_flag_.get());
     try {
         std::lock_guard guard(mutex_);  // no worker can miss the notification between its check and its wait
         work_ready_.notify_all();
@@ -253,6 +255,7 @@ void serve_loop::on_pending(connection& c) {
 
 void serve_loop::promote(connection& c) {
     c.handshake.reset();
+    sys::set_receive_timeout(c.fd.get(), linger_slice);
     c.ch = std::make_unique<channel>(std::move(c.fd), initial_receive_buffer);
     c.deadline = clock::now() + limits_.idle_timeout;
     {
@@ -308,8 +311,8 @@ void serve_loop::add_workers(std::unique_lock<std::mutex>&) noexcept {
         }
     }
     // Every worker is busy and no more may be made: lingering ones let go of
-    // their connections and come for the queue.
-    if (idle_workers_ < jobs_.size()) sys::raise_flag(work_flag_.get());
+    // their connections (within a linger slice) and come for the queue.
+    if (idle_workers_ < jobs_.size()) workers_wanted_ = true;
 }
 
 void serve_loop::close_in_loop(connection& c) noexcept {
@@ -383,7 +386,7 @@ void serve_loop::worker_main() noexcept {
         connection* c = jobs_.front();
         jobs_.pop_front();
         --idle_workers_;
-        if (jobs_.size() <= idle_workers_) sys::clear_flag(work_flag_.get());
+        if (jobs_.size() <= idle_workers_) workers_wanted_ = false;
         lock.unlock();
         serve(*c);
         lock.lock();
@@ -443,20 +446,16 @@ bool serve_loop::answer(connection& c) {
 }
 
 std::optional<std::span<const std::byte>> serve_loop::linger(connection& c) {
-    // A request that came in one read with the last one is served at once
-    // (the socket has nothing more to report about it).
-    if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
+    // A blocking read, woken by the next request (one system call, as with
+    // a thread per connection) or by the socket's receive timeout every
+    // linger_slice, to let go when others want a worker or time is up.
     auto until = clock::now() + linger_time;
-    const int fds[2] = {c.ch->fd(), work_flag_.get()};
-    while (!stopping_) {
-        auto ready = sys::wait_any_readable(fds, until);
-        if (ready.empty()) return std::nullopt;  // quiet: the loop takes it back
-        for (auto i : ready)
-            if (i == 1) return std::nullopt;  // others wait for a worker
-        if (auto next = c.ch->poll_frame(limits_.max_message)) return next;
-        if (clock::now() >= until) return std::nullopt;
+    for (;;) {
+        // Also a request that came in one read with the last one.
+        if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
+        if (stopping_ || workers_wanted_) return std::nullopt;
+        if (!c.ch->wait_for_bytes(limits_.max_message) && clock::now() >= until) return std::nullopt;
     }
-    return std::nullopt;
 }
 
 void serve_loop::hand_back(connection& c) noexcept {

@@ -17,7 +17,7 @@
 // - at most `max_workers` threads run requests. A worker stays with its
 //   connection between requests for a moment (so back-to-back calls cost one
 //   wake-up, as with a thread per connection), and gives it back to the loop
-//   at once when other requests wait for a worker;
+//   within a few milliseconds when other requests wait for a worker;
 // - running out of fds (EMFILE/ENFILE) drops the oldest unauthenticated
 //   connections (a few more than needed, so that the rest of the process
 //   keeps some fds, and fewer wait from then on) or, with none waiting,
@@ -129,9 +129,9 @@ private:
     serve_limits limits_;
     request_handler& handler_;
     unique_fd epoll_;
-    unique_fd wake_;       // raised by stop(): wakes the loop
-    unique_fd work_flag_;  // raised while requests wait for a busy worker set: lingering workers let go
+    unique_fd wake_;  // raised by stop(): wakes the loop
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> workers_wanted_{false};  // requests wait for a worker: lingering ones let go
 
     // Loop-only state (pending_ changes under mutex_ too, for current_counts()).
     connection_list pending_;  // oldest first (so also by handshake deadline)

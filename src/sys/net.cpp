@@ -104,30 +104,9 @@ std::uint16_t local_port(int fd) {
     return 0;
 }
 
-unique_fd accept_connection(int listen_fd) {
-    for (;;) {
-        int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd >= 0) {
-            set_nodelay(fd);  // harmless (ENOTSUP) on a Unix socket
-            return unique_fd(fd);
-        }
-        switch (errno) {
-            case EINTR: continue;
-            case EAGAIN:
-            case ECONNABORTED:
-            case EPROTO:
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM: return unique_fd();
-            default: throw_errno("accept4");
-        }
-    }
-}
-
 accepted accept_nonblocking(int listen_fd) {
     for (;;) {
-        int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
         if (fd >= 0) {
             set_nodelay(fd);
             return {unique_fd(fd), false};
@@ -202,6 +181,13 @@ long recv_nowait(int fd, void* buf, std::size_t len) {
         if (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE) return 0;
         throw_errno("recv");
     }
+}
+
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+    if (::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) throw_errno("setsockopt(SO_RCVTIMEO)");
 }
 
 namespace {

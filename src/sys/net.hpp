@@ -27,21 +27,15 @@ unique_fd listen_tcp(const std::string& host, std::uint16_t port, int backlog);
 /// The port a TCP socket is bound to.
 std::uint16_t local_port(int fd);
 
-/// Accepts one connection (CLOEXEC; TCP_NODELAY on TCP). Returns an empty fd
-/// when the peer gave up before it was accepted (ECONNABORTED, EAGAIN) or the
-/// process is out of fds (EMFILE/ENFILE: the caller should back off);
-/// throws mp::system_error for anything else.
-unique_fd accept_connection(int listen_fd);
-
 /// What accept_nonblocking() got.
 struct accepted {
     unique_fd fd;             // empty: nothing to accept now (see out_of_fds)
     bool out_of_fds = false;  // EMFILE/ENFILE/ENOBUFS/ENOMEM: free some or back off
 };
-/// Accepts one connection from a non-blocking listener; the new socket is
-/// non-blocking and CLOEXEC (TCP_NODELAY on TCP). Never blocks; throws
-/// mp::system_error only for errors that are not about this one peer or a
-/// temporary shortage.
+/// Accepts one connection from a non-blocking listener without waiting; the
+/// new socket is CLOEXEC (TCP_NODELAY on TCP) and blocking: use the
+/// *_nowait calls below where a call must not wait. Throws mp::system_error
+/// only for errors that are not about this one peer or a temporary shortage.
 accepted accept_nonblocking(int listen_fd);
 
 /// Sends what fits now of [data, data+size) on a non-blocking socket: the
@@ -54,6 +48,9 @@ void send_all_until(int fd, std::span<const ::iovec> iov, std::chrono::steady_cl
 /// One non-blocking read: bytes read, 0 at end of stream (or a reset), -1 if
 /// nothing is there now.
 long recv_nowait(int fd, void* buf, std::size_t len);
+/// Makes a blocking read of `fd` give up after `timeout` (SO_RCVTIMEO;
+/// recv_some then returns -1).
+void set_receive_timeout(int fd, std::chrono::milliseconds timeout);
 
 // ---- an event loop's readiness (epoll) -------------------------------------
 /// Interest and readiness bits (mapped to epoll's in net.cpp, so that no
