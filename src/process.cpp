@@ -31,19 +31,19 @@ std::string start_failure_hint(int err) {
         case EMFILE: {
             auto usage = sys::current_fd_usage();
             std::string limit = usage.limit < 0 ? "no" : std::to_string(usage.limit);
-            return "this process is out of file descriptors (" + std::to_string(usage.open) +
+            return "This process is out of file descriptors (" + std::to_string(usage.open) +
                    " open, limit " + limit +
                    "; a child needs a few while it starts): close processes, queues and pipes you "
                    "no longer need, or raise the limit (ulimit -n, setrlimit(RLIMIT_NOFILE))";
         }
         case ENFILE:
-            return "the system's file table is full: close descriptors or raise fs.file-max";
+            return "The system's file table is full: close descriptors or raise fs.file-max";
         case EAGAIN:
-            return "the limit on processes was reached (this user's, ulimit -u / RLIMIT_NPROC, or the "
+            return "The limit on processes was reached (this user's, ulimit -u / RLIMIT_NPROC, or the "
                    "system's, kernel.pid_max / kernel.threads-max): wait for processes to end or raise "
                    "the limit";
         case ENOMEM:
-            return "the system is out of memory for a new process";
+            return "The system is out of memory for a new process";
         default:
             return {};
     }

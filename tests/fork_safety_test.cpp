@@ -113,6 +113,13 @@ void use_every_lock() {
 TEST(fork_safety, fork_children_of_mp_use_locks_that_parent_threads_hammer) {
     // What the issue measured: threads of the parent take the locks all the
     // time while children are started with the fork method.
+#if defined(__SANITIZE_ADDRESS__)
+    // The hammering threads allocate all the time, and this sanitizer's
+    // allocator takes locks of its own that a fork child can inherit held (no
+    // fork handler in this version of its runtime): the child may hang in
+    // malloc, not in mp. The held-lock cases above run under the sanitizer.
+    GTEST_SKIP() << "fork while other threads allocate is not safe under AddressSanitizer's runtime";
+#endif
     std::atomic<bool> stop{false};
     std::vector<std::thread> hammers;
     hammers.emplace_back([&] {

@@ -148,7 +148,11 @@ program start_program() {
     if (p.pid < 0) throw std::runtime_error("forkpty failed");
     // Read its terminal until it says it is ready.
     auto until = std::chrono::steady_clock::now() + 60s;
-    while (p.output.find('\n') == std::string::npos && std::chrono::steady_clock::now() < until) {
+    auto ready = [&] {
+        auto at = p.output.find("ready ");
+        return at != std::string::npos && p.output.find('\n', at) != std::string::npos;
+    };
+    while (!ready() && std::chrono::steady_clock::now() < until) {
         pollfd pfd{p.terminal, POLLIN, 0};
         if (::poll(&pfd, 1, 100) <= 0) continue;
         char buf[512];

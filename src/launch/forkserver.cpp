@@ -4,9 +4,10 @@
 //
 // Protocol: the user process keeps a SOCK_SEQPACKET control socket to its
 // server. Each request is one message carrying two fds: the child's bootstrap
-// socket and a status socket. The server forks; the child reads its work from
-// the bootstrap socket; the server writes the child's pid (int32) and, once it
-// has reaped the child, its exit code (int32) to the status socket. The server
+// socket and a status socket. The server forks; the child, which keeps none of
+// the server's descriptors, reads its work from the bootstrap socket; the
+// server writes the child's pid (int32; -errno if the fork failed) and, once
+// it has reaped the child, its exit code (int32) to the status socket. The server
 // exits when the control socket reaches EOF, that is when every process that
 // could send it a request is gone; its children die with it.
 #include <signal.h>
