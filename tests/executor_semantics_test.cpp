@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <filesystem>
+#include <memory>
 #include <fstream>
 #include <future>
 #include <ranges>
@@ -203,6 +205,60 @@ TEST_P(executor_semantics_test, terminate_stops_a_running_task_and_cancels_a_pen
     std::filesystem::remove(g.go + "-other");
     EXPECT_TRUE(runs_in(g.log).empty());
 }
+
+// ---- results without extra copies (SPEC §7a) ----
+
+struct move_only_result {
+    std::unique_ptr<int> value;
+    move_only_result() = default;
+    explicit move_only_result(int v) : value(std::make_unique<int>(v)) {}
+    move_only_result(move_only_result&&) = default;
+    move_only_result& operator=(move_only_result&&) = default;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(*value);
+    }
+    template <class Archive>
+    void load(Archive& ar) {
+        int v = 0;
+        ar(v);
+        value = std::make_unique<int>(v);
+    }
+};
+move_only_result make_move_only(int v) { return move_only_result(v); }
+std::vector<int> big_vector(int n) { return std::vector<int>(static_cast<std::size_t>(n), 3); }
+void touch(std::string path, int i) { std::ofstream(path, std::ios::app) << i << "\n"; }
+void touch_item(std::pair<std::string, int> p) { touch(p.first, p.second); }
+
+TEST_P(executor_semantics_test, get_returns_a_reference_and_moves_out_of_an_rvalue_future) {
+    mp::process_pool_executor ex({.max_workers = 1, .context = ctx()});
+    auto f = ex.submit(big_vector, 1000);
+    const std::vector<int>& a = f.get();
+    const std::vector<int>& b = f.get();
+    EXPECT_EQ(&a, &b);  // the shared value itself: no copy
+    EXPECT_EQ(a.size(), 1000u);
+    std::vector<int> moved = std::move(f).get();
+    EXPECT_EQ(moved.size(), 1000u);
+    move_only_result m = ex.submit(make_move_only, 7).get();
+    EXPECT_EQ(*m.value, 7);
+    auto g = ex.submit(make_move_only, 8);
+    EXPECT_EQ(*g.get().value, 8);
+    EXPECT_EQ(*std::move(g).get().value, 8);
+}
+
+TEST_P(executor_semantics_test, pool_map_of_a_void_function) {
+    gate_files g;
+    mp::pool p({.processes = 2, .context = ctx()});
+    std::vector<std::pair<std::string, int>> items;
+    for (int i = 0; i < 10; ++i) items.emplace_back(g.log, i);
+    auto none = p.map(touch_item, items);
+    EXPECT_EQ(none.size(), 10u);
+    auto runs = runs_in(g.log);
+    std::sort(runs.begin(), runs.end());
+    EXPECT_EQ(runs, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+    EXPECT_EQ(p.starmap(touch, items).size(), 10u);
+}
+
 
 INSTANTIATE_TEST_SUITE_P(all, executor_semantics_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver),

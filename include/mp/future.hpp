@@ -218,18 +218,31 @@ public:
     /// Whether this future refers to a task (false only when default-constructed).
     [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
-    /// Waits for the task and returns a copy of its result. Rethrows the
-    /// task's exception; throws mp::cancelled_error if it was cancelled.
-    R get() const {
+    /// Waits for the task and returns its result, without a copy: the
+    /// reference lives as long as a copy of this future. Rethrows the task's
+    /// exception; throws mp::cancelled_error if it was cancelled.
+    decltype(auto) get() const& {
         wait();
         return result_when_done();
+    }
+    /// On an rvalue future (`std::move(f).get()`, `ex.submit(...).get()`):
+    /// moves the result out of the shared state (other copies of the future
+    /// then see a moved-from value). Works for move-only results.
+    R get() && {
+        wait();
+        return take_when_done();
     }
     /// As get(), waiting at most `timeout`; throws mp::timeout_error if the
     /// task is not done by then.
     template <class Rep, class Period>
-    R get(std::chrono::duration<Rep, Period> timeout) const {
+    decltype(auto) get(std::chrono::duration<Rep, Period> timeout) const& {
         if (!wait_for(timeout)) detail::throw_future_timeout();
         return result_when_done();
+    }
+    template <class Rep, class Period>
+    R get(std::chrono::duration<Rep, Period> timeout) && {
+        if (!wait_for(timeout)) detail::throw_future_timeout();
+        return take_when_done();
     }
 
     /// Waits until the task is done (finished or cancelled).
@@ -307,9 +320,13 @@ private:
         if (!state_) detail::throw_invalid_future();
         return *state_;
     }
-    R result_when_done() const {
+    decltype(auto) result_when_done() const {
         if (auto e = state_->exception_when_done()) std::rethrow_exception(e);
-        if constexpr (!std::is_void_v<R>) return *state_->value();
+        if constexpr (!std::is_void_v<R>) return static_cast<const R&>(*state_->value());
+    }
+    R take_when_done() const {
+        if (auto e = state_->exception_when_done()) std::rethrow_exception(e);
+        if constexpr (!std::is_void_v<R>) return std::move(*state_->mutable_value());
     }
 
     std::shared_ptr<detail::future_state<R>> state_;

@@ -34,6 +34,7 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "mp/context.hpp"
@@ -92,6 +93,19 @@ struct chunk_error {
 /// f over a chunk of items (Star: f(items[i]...) for tuple items, as
 /// starmap). Each item succeeds or fails on its own, so an exception reaches
 /// the caller at its own index and the items around it keep their values.
+/// Calls f with `args` and returns its result; a function returning void
+/// gives std::monostate (map of a void function: Python's list of None).
+template <class R, class F, class... A>
+R call_for_value(F& f, A&&... args) {
+    if constexpr (std::is_same_v<R, std::monostate> &&
+                  std::is_void_v<std::invoke_result_t<F&, A&&...>>) {
+        std::invoke(f, std::forward<A>(args)...);
+        return {};
+    } else {
+        return std::invoke(f, std::forward<A>(args)...);
+    }
+}
+
 template <class F, class R, class Arg, bool Star>
 void chunk_entry(input_archive& in, task_result_sink& sink) {
     F f = load_callable<F>(in);
@@ -101,9 +115,9 @@ void chunk_entry(input_archive& in, task_result_sink& sink) {
     for (std::size_t i = 0; i < args.size(); ++i) {
         try {
             if constexpr (Star)
-                values[i] = std::apply([&](auto&... a) -> R { return std::invoke(f, std::move(a)...); }, args[i]);
+                values[i] = std::apply([&](auto&... a) -> R { return call_for_value<R>(f, std::move(a)...); }, args[i]);
             else
-                values[i] = std::invoke(f, std::move(args[i]));
+                values[i] = call_for_value<R>(f, std::move(args[i]));
         } catch (...) {
             errors.push_back({static_cast<std::uint32_t>(i), capture_exception(std::current_exception())});
         }
@@ -675,9 +689,12 @@ private:
     std::vector<Arg> chunk_;
 };
 
+template <class T>
+using value_or_none = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+
 template <class F, class Arg, bool Star>
 struct map_result {
-    using type = task_result_t<F, Arg>;
+    using type = value_or_none<task_result_t<F, Arg>>;
 };
 template <class F, class Arg>
 struct map_result<F, Arg, true> {
@@ -685,11 +702,11 @@ struct map_result<F, Arg, true> {
     struct apply_result;
     template <template <class...> class Tuple, class... A>
     struct apply_result<Tuple<A...>> {
-        using type = task_result_t<F, A...>;
+        using type = value_or_none<task_result_t<F, A...>>;
     };
     template <class A, class B>
     struct apply_result<std::pair<A, B>> {
-        using type = task_result_t<F, A, B>;
+        using type = value_or_none<task_result_t<F, A, B>>;
     };
     using type = typename apply_result<Arg>::type;
 };
@@ -704,9 +721,6 @@ auto make_range_job(F&& f, Range&& range, collect_mode mode, std::size_t chunksi
     using arg = std::ranges::range_value_t<Range>;
     static_assert(require_transferable<arg>());
     using result = typename map_result<fn, arg, Star>::type;
-    static_assert(!std::is_void_v<result>,
-                  "mp: map/imap/starmap need a function that returns a value (use apply_async or submit for "
-                  "functions returning void)");
     static_assert(require_transferable<result>());
     static_assert(std::is_default_constructible_v<result>,
                   "mp: map/imap/starmap collect results into a std::vector, so the result type must be "
