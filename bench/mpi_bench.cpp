@@ -4,7 +4,7 @@
 //   raw_rtt_us           MPI ping-pong, 64 B, MPI_Mprobe/MPI_Mrecv       µs
 //   raw_gb_s             MPI ping-pong, 256 MiB each way                 GB/s (both directions)
 //   submit_rtt_us        ex.submit(inc, i).get(), one at a time          µs
-//   map_chunk1_per_s     ex.map(inc, 20,000 ints, chunksize 1)           tasks/s
+//   map_chunk1_per_s     ex.map(inc, 5,000 ints, chunksize 1)            tasks/s
 //   map_chunk1000_per_s  ex.map(inc, 1,000,000 ints, chunksize 1000)     items/s
 //   local_chunk1000_per_s  the same on mp::process_pool_executor(1)      items/s
 //   big_roundtrip_gb_s   a 256 MiB vector<char> argument, returned       GB/s (both directions)
@@ -37,8 +37,8 @@ int inc(int x) { return x + 1; }
 std::vector<char> echo(std::vector<char> v) { return v; }
 
 struct sizes {
-    int rtt_calls = 20'000;
-    int chunk1_items = 20'000;
+    int rtt_calls = 2000;
+    int chunk1_items = 5000;
     int chunk1000_items = 1'000'000;
     std::size_t big = 256u << 20;
 };
