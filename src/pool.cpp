@@ -21,6 +21,7 @@
 #include "mp/pool.hpp"
 #include "mp/process.hpp"
 #include "mp/process_pool_executor.hpp"
+#include "log.hpp"
 #include "runtime.hpp"
 #include "sys/sync_sys.hpp"
 #include "sys/sys.hpp"
@@ -252,7 +253,7 @@ void engine_core::post_result_queue(const output_archive& ar) noexcept {
     try {
         results_->put(ar, std::nullopt);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: pool: could not post to the result queue: %s\n", e.what());
+        detail::log(log_level::error, std::string("mp: pool: could not post to the result queue: ") + e.what());
     }
 }
 
@@ -448,7 +449,7 @@ void engine_core::collect_loop() {
         try {
             results_->get(&engine_core::on_result_message, &ctx, std::nullopt);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: pool: a result could not be read and was dropped: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: pool: a result could not be read and was dropped: ") + e.what());
         }
         if (ctx.stop) return;
     }
@@ -569,7 +570,7 @@ void engine_core::supervise_loop() {
         try {
             ready = sys::wait_any_readable(fds, deadline);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: pool supervisor: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: pool supervisor: ") + e.what());
             std::this_thread::sleep_for(restart_backoff);
         }
         char buf[64];
@@ -591,7 +592,8 @@ void engine_core::supervise_loop() {
                     std::lock_guard lock(workers_mutex_);
                     workers_[i].proc = std::move(p);
                 } catch (const std::exception& e) {
-                    std::fprintf(stderr, "mp: pool: could not start a worker process (will retry): %s\n", e.what());
+                    detail::log(log_level::warning,
+                                std::string("mp: pool: could not start a worker process (will retry): ") + e.what());
                     workers_[i].retry_at = now + restart_backoff;
                 }
             }
@@ -645,7 +647,8 @@ void engine_core::handle_exit(std::uint32_t slot) {
         std::lock_guard lock(workers_mutex_);
         rec.proc = std::move(p);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: pool: could not start a replacement worker process (will retry): %s\n", e.what());
+        detail::log(log_level::warning,
+                    std::string("mp: pool: could not start a replacement worker process (will retry): ") + e.what());
         rec.retry_at = steady::now() + restart_backoff;
     }
 }

@@ -49,9 +49,13 @@ public:
     std::vector<std::weak_ptr<process_state>> children;  // guarded by mutex
     bool warned_threads_at_fork = false;  // guarded by mutex
 
-    /// The identity of the next child started from this process.
+    /// The identity of the next child started from this process. `number`:
+    /// the one reserve_child_number() gave its process object (0: the next).
     identity next_child(const std::string& requested_name, bool daemon, start_method method,
-                        const char* name_prefix = "Process");
+                        const char* name_prefix = "Process", int number = 0);
+    /// Python numbers a process when its object is made, not when it starts:
+    /// takes that number, and gives the default name it implies ("Process-3").
+    int reserve_child_number(std::string& default_name);
 
     /// Resets state a fork child must not share with its parent.
     void after_fork_in_child(identity child);

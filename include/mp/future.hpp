@@ -501,7 +501,7 @@ public:
 
         iterator() = default;
         reference operator*() const noexcept { return *current_; }
-        future<R>* operator->() const noexcept { return current_.get(); }
+        future<R>* operator->() const noexcept { return current_; }
         iterator& operator++() {
             *current_ = core_->next();
             return *this;

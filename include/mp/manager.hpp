@@ -63,6 +63,7 @@
 #include "mp/error.hpp"
 #include "mp/function.hpp"
 #include "mp/proxy.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -96,7 +97,7 @@ struct manager_options {
     std::optional<mp::context> context{};     // start method of the server; default: the default
     /// How long a new connection may take to authenticate (both ways) before
     /// the server drops it; also the client's limit for the server's side.
-    std::chrono::milliseconds handshake_timeout{5000};
+    timeout_duration handshake_timeout{std::chrono::seconds(5)};
     /// The largest request (and reply) accepted, in bytes; a larger length
     /// prefix closes the connection before anything is allocated. Trade-off:
     /// bigger values allow bigger arguments and let one client make the

@@ -53,6 +53,7 @@
 
 #include "mp/detail/manager_core.hpp"
 #include "mp/error.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -415,7 +416,7 @@ class queue_proxy : public detail::mgr::shared_base {
     static constexpr std::uint64_t tag = detail::type_tag<T>();
 
 public:
-    using duration = std::chrono::steady_clock::duration;
+    using duration = timeout_duration;
 
     queue_proxy() = default;
     explicit queue_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}

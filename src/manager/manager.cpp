@@ -65,7 +65,7 @@ struct base_manager::state {
 
     std::string key() const { return options.authkey ? *options.authkey : default_authkey(); }
     client_limits limits() const {
-        return {options.handshake_timeout.count(), static_cast<std::uint64_t>(options.max_message_size)};
+        return {std::chrono::ceil<std::chrono::milliseconds>(options.handshake_timeout).count(), static_cast<std::uint64_t>(options.max_message_size)};
     }
 
     /// The configured address, or a fresh private Unix socket.
@@ -77,7 +77,7 @@ struct base_manager::state {
     }
 
     server_config config(mp::address addr) const {
-        return {std::move(addr), key(), registry, options.handshake_timeout.count(),
+        return {std::move(addr), key(), registry, std::chrono::ceil<std::chrono::milliseconds>(options.handshake_timeout).count(),
                 static_cast<std::uint64_t>(options.max_message_size)};
     }
 
