@@ -25,6 +25,7 @@ if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
   set(mp_pc_prefix "${CMAKE_INSTALL_PREFIX}")
 else()
   file(RELATIVE_PATH mp_pc_up "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+  string(REGEX REPLACE "/$" "" mp_pc_up "${mp_pc_up}")
   set(mp_pc_prefix "\${pcfiledir}/${mp_pc_up}")
 endif()
 # A static libmp needs libcrypto on every link line; a shared one hides it.
