@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs every benchmark workload in mp and in CPython's multiprocessing, plus
 the machine's raw limits, in one run, and prints the figures, their ratios and
-the targets of issue 2 in one table.
+the performance targets in one table.
 
     bench/run.py [--build-dir build/release] [--reps 3] [--quick]
 

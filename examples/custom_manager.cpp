@@ -1,4 +1,4 @@
-// custom_manager.cpp — the seed's custom manager example (Python's
+// custom_manager.cpp — the custom manager example of Python's guidelines (its
 // BaseManager with Foo registered twice, the baz generator and the operator
 // module), printing what the Python original prints.
 //

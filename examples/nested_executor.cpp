@@ -1,6 +1,6 @@
-// The seed report's program, fixed: a process_pool_executor task runs a
+// A known Python failure, fixed: a process_pool_executor task runs a
 // thread_pool_executor inside and returns its results. Returning the inner
-// futures themselves (the report's mistake, "can't pickle _thread.RLock")
+// futures themselves (the Python mistake, "can't pickle _thread.RLock")
 // does not compile: tests/compile_fail/executor_returns_futures.cpp.
 #include <mp/mp.hpp>
 #include <mp/process_pool_executor.hpp>

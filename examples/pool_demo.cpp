@@ -1,4 +1,4 @@
-// The seed's Pool demo: tasks are (function, arguments) pairs — functions
+// Python's Pool demo: tasks are (function, arguments) pairs — functions
 // travel as data — run with apply_async, imap, imap_unordered and map; then
 // errors thrown in workers reaching the caller with their type, and timeouts.
 #include <mp/mp.hpp>

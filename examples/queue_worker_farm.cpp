@@ -1,4 +1,4 @@
-// The seed's queue-fed worker farm: four worker processes take
+// Python's queue-fed worker farm example: four worker processes take
 // (function, arguments) tasks from one queue and put their results on
 // another. Functions travel as data: mp::function knows its name.
 #include <mp/mp.hpp>

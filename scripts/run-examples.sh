@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# run-examples.sh — builds the examples (release preset) and runs each one, in
-# the order below, showing its output. Fails if a build or an example fails.
+# run-examples.sh — builds the library and the examples (release preset,
+# nothing else) and runs each example in the order below, showing its output.
+# Then builds the API reference if doxygen is installed, and says where it is.
+# Fails if a build or an example fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh || exit 1
 cmake --preset release >/dev/null || exit 1
-cmake --build --preset release -j 2 || exit 1
+cmake --build --preset release --target all_examples -j 2 || exit 1
 
-# The seed's programs first, then one short example per feature. An example
-# that is built but not listed runs after these, in name order (add it here
-# to fix its place); a listed example that was not built is a failure.
+# Python's example programs first, then one short example per feature. An
+# example that is built but not listed runs after these, in name order (add
+# it here to fix its place); a listed example that was not built is a failure.
 order=(
   custom_manager
   pool_demo
   queue_worker_farm
   queue_deadlock_fixed
   nested_executor
+  pipe
+  shared_counter
+  shared_memory
   progress
+  executor_progress
+  remote_manager
+  pool_crash
 )
 
 dir=build/release/examples
@@ -53,4 +61,17 @@ for name in "${programs[@]}"; do
 done
 
 echo "examples: $ok succeeded, ${#bad[@]} failed${bad:+ (${bad[*]})}"
+
+# The API reference, generated from the public headers.
+if command -v doxygen >/dev/null 2>&1; then
+  if cmake --build --preset release --target docs >/dev/null 2>&1; then
+    echo "API reference: build/release/docs/html/index.html"
+  else
+    echo "run-examples: building the API reference failed; see: cmake --build build/release --target docs" >&2
+    bad+=(docs)
+  fi
+else
+  echo "API reference: install doxygen, then run: cmake --build build/release --target docs"
+fi
+
 [ ${#bad[@]} -eq 0 ] && [ -z "${missing_listed:-}" ]

@@ -3,8 +3,10 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer build; the thread-heavy tests
 # under ThreadSanitizer; the fuzz targets for a short while.
 #
-# Installs missing dependencies, builds the `release` and `asan` presets, runs
-# `ctest --preset release` then `ctest --preset asan`, and ends with one line
+# Installs missing dependencies (MP_SKIP_DEPS=1: don't), builds the `release`
+# and `asan` presets, runs `ctest --preset release` (which also builds
+# consumers of mp with GCC and Clang, and the API reference) then
+# `ctest --preset asan`, and ends with one line
 # "N passed, N failed". Exits non-zero if a build or a test failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,8 +73,8 @@ run_preset() {
 }
 
 run_preset release
-# The installed-package test needs to run once, not per build.
-run_preset asan --label-exclude install
+# The consumer tests and the API reference need to run once, not per build.
+run_preset asan --label-exclude '^(install|docs)$'
 
 # ---- ThreadSanitizer and fuzzing (added by the fuzz work, issue 12) --------
 # The tsan presets build and run the thread-heavy tests only: future_test,

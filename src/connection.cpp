@@ -365,7 +365,7 @@ std::optional<sys::clock::time_point> deadline_after(std::optional<sys::clock::d
 }  // namespace
 
 std::vector<connection> wait(const std::vector<connection>& connections,
-                             std::optional<std::chrono::steady_clock::duration> timeout) {
+                             std::optional<timeout_duration> timeout) {
     std::vector<connection> ready;
     for (const auto& c : connections)
         if (c.has_buffered()) ready.push_back(c);
@@ -376,7 +376,7 @@ std::vector<connection> wait(const std::vector<connection>& connections,
     return ready;
 }
 
-std::vector<int> wait(const std::vector<int>& fds, std::optional<std::chrono::steady_clock::duration> timeout) {
+std::vector<int> wait(const std::vector<int>& fds, std::optional<timeout_duration> timeout) {
     std::vector<int> ready;
     for (auto i : sys::wait_any_readable(fds, deadline_after(timeout))) ready.push_back(fds[i]);
     return ready;

@@ -100,7 +100,7 @@ exception_record capture_exception(std::exception_ptr e) {
     } catch (const mp::system_error& s) {
         record.type_name = "mp::system_error";
         record.what = s.what();
-        record.code = s.code();
+        record.code = s.code().value();
     } catch (const std::exception& ex) {
         record.type_name = demangle(typeid(ex).name());
         record.what = ex.what();

@@ -8,6 +8,8 @@
 
 #include <cxxabi.h>
 
+#include "log.hpp"
+
 namespace mp::detail {
 
 namespace {
@@ -28,10 +30,9 @@ std::string describe(std::exception_ptr e) {
 
 void log_callback_exception(std::exception_ptr e) noexcept {
     try {
-        std::string msg = "mp: exception in a future's done callback (ignored): " + describe(e) + "\n";
-        std::fputs(msg.c_str(), stderr);
+        detail::log(log_level::error, "mp: exception in a future's done callback (ignored): " + describe(e));
     } catch (...) {
-        std::fputs("mp: exception in a future's done callback (ignored)\n", stderr);
+        detail::log(log_level::error, "mp: exception in a future's done callback (ignored)");
     }
 }
 

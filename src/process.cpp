@@ -60,7 +60,9 @@ using detail::process_state;
 process::process(process_options options, detail::process_target target)
     : state_(std::make_shared<process_state>()) {
     state_->method = options.context ? options.context->get_start_method() : get_start_method();
-    state_->id.name = std::move(options.name);
+    std::string default_name;
+    state_->id.ids = {detail::runtime::get().reserve_child_number(default_name)};
+    state_->id.name = options.name.empty() ? std::move(default_name) : std::move(options.name);
     state_->id.daemon = options.daemon;
     state_->target = std::move(target);
 }
@@ -95,7 +97,7 @@ void process::start() {
         if (rt.self.daemon)
             throw process_error("mp: a daemon process is not allowed to have children (as in Python)");
     }
-    detail::identity child = rt.next_child(s.id.name, s.id.daemon, s.method);
+    detail::identity child = rt.next_child(s.id.name, s.id.daemon, s.method, "Process", s.id.ids.back());
     s.id = child;
     try {
         detail::launch::run_where_children_may_start([&] {
@@ -122,7 +124,7 @@ void process::join() {
     state_->child->wait(std::nullopt);
 }
 
-bool process::join(std::chrono::steady_clock::duration timeout) {
+bool process::join(timeout_duration timeout) {
     if (!state_->child) throw process_error("mp: cannot join process '" + state_->id.name + "': it was never started");
     return state_->child->wait(std::chrono::steady_clock::now() + timeout).has_value();
 }

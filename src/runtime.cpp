@@ -10,6 +10,7 @@
 
 #include "launch/exec.hpp"
 #include "launch/launch.hpp"
+#include "log.hpp"
 #include "shm_tracker.hpp"
 #include "sys/sys.hpp"
 
@@ -33,13 +34,22 @@ runtime& runtime::get() {
     return *rt;
 }
 
+int runtime::reserve_child_number(std::string& default_name) {
+    std::lock_guard guard(mutex);
+    int number = ++child_counter;
+    default_name = "Process-";
+    for (int id : self.ids) default_name += std::to_string(id) + ":";
+    default_name += std::to_string(number);
+    return number;
+}
+
 identity runtime::next_child(const std::string& requested_name, bool daemon, start_method method,
-                             const char* name_prefix) {
+                             const char* name_prefix, int number) {
     (void)method;
     std::lock_guard guard(mutex);
     start_method_fixed = true;
     identity child = self;
-    child.ids.push_back(++child_counter);
+    child.ids.push_back(number ? number : ++child_counter);
     if (requested_name.empty()) {
         child.name = name_prefix;
         child.name += '-';
@@ -77,16 +87,19 @@ void warn_if_threads_at_fork() {
     if (sys::thread_count() <= 1) return;
     auto others = sys::other_thread_names();
     if (others.empty()) return;
-    std::lock_guard guard(rt.mutex);
-    if (rt.warned_threads_at_fork) return;
-    rt.warned_threads_at_fork = true;
+    {
+        std::lock_guard guard(rt.mutex);
+        if (rt.warned_threads_at_fork) return;
+        rt.warned_threads_at_fork = true;
+    }
     std::string list;
     for (const auto& t : others) list += (list.empty() ? "" : ", ") + t;
-    std::fprintf(stderr,
-                 "mp: warning: starting a process with the fork method while this process runs other "
-                 "threads (%s). Those threads do not exist in the child, and any lock they hold stays "
-                 "locked there, which may deadlock it. Prefer the forkserver or spawn start method.\n",
-                 list.c_str());
+    // Logged with no lock held: the handler is user code.
+    detail::log(log_level::warning,
+                "mp: warning: starting a process with the fork method while this process runs other threads (" +
+                    list +
+                    "). Those threads do not exist in the child, and any lock they hold stays locked there, "
+                    "which may deadlock it. Prefer the forkserver or spawn start method.");
 }
 
 std::vector<int> helper_pids() {
@@ -124,7 +137,7 @@ void init(int argc, char** argv) {
             detail::run_bootstrapped_child(detail::launch::bootstrap_fd);
         }
         if (role == "forkserver") detail::run_forkserver(detail::launch::bootstrap_fd, parent);
-        std::fprintf(stderr, "mp: unknown bootstrap role '%s'\n", role.c_str());
+        detail::log(log_level::error, "mp: unknown bootstrap role '" + role + "'");
         sys::flush_and_exit(1);
     }
     std::lock_guard guard(rt.mutex);

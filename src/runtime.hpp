@@ -50,9 +50,13 @@ public:
     std::vector<std::weak_ptr<process_state>> children;  // guarded by mutex
     bool warned_threads_at_fork = false;  // guarded by mutex
 
-    /// The identity of the next child started from this process.
+    /// The identity of the next child started from this process. `number`:
+    /// the one reserve_child_number() gave its process object (0: the next).
     identity next_child(const std::string& requested_name, bool daemon, start_method method,
-                        const char* name_prefix = "Process");
+                        const char* name_prefix = "Process", int number = 0);
+    /// Python numbers a process when its object is made, not when it starts:
+    /// takes that number, and gives the default name it implies ("Process-3").
+    int reserve_child_number(std::string& default_name);
 
     /// Called in a child of the fork start method: it is `child` now. (What
     /// every fork child forgets, its parent's children, is forgotten by an

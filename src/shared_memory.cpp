@@ -63,7 +63,7 @@ shared_memory::shared_memory(std::size_t size, shared_memory_options options) {
             *this = create(unique_name(), size, options);
             return;
         } catch (const system_error& e) {
-            if (e.code() != EEXIST || attempt == 10) throw;
+            if (e.code().value() != EEXIST || attempt == 10) throw;
         }
     }
 }

@@ -170,7 +170,7 @@ TEST(serialize, standard_exceptions_keep_their_type) {
     try {
         std::rethrow_exception(cross(mp::system_error(2, "open failed")));
     } catch (const mp::system_error& e) {
-        EXPECT_EQ(e.code(), 2);
+        EXPECT_EQ(e.code().value(), 2);
     }
 }
 

@@ -129,7 +129,7 @@ TEST(shared_memory, names_sizes_and_errors) {
         (void)mp::shared_memory::create(name, 10);
         ADD_FAILURE() << "created a block that exists";
     } catch (const mp::system_error& e) {
-        EXPECT_EQ(e.code(), EEXIST);
+        EXPECT_EQ(e.code().value(), EEXIST);
     }
     EXPECT_THROW(mp::shared_memory(0), mp::value_error);
     EXPECT_THROW((void)mp::shared_memory::create("a/b", 10), mp::value_error);
@@ -144,7 +144,7 @@ TEST(shared_memory, names_sizes_and_errors) {
         (void)mp::shared_memory::attach(name);
         ADD_FAILURE() << "attached an unlinked block";
     } catch (const mp::system_error& e) {
-        EXPECT_EQ(e.code(), ENOENT);
+        EXPECT_EQ(e.code().value(), ENOENT);
     }
     EXPECT_THROW(a.unlink(), mp::system_error);
 

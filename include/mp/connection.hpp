@@ -33,6 +33,7 @@
 #include "mp/detail/archive.hpp"
 #include "mp/detail/type_name.hpp"
 #include "mp/serialize.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -71,7 +72,7 @@ private:
 
 class connection {
 public:
-    using duration = std::chrono::steady_clock::duration;
+    using duration = timeout_duration;
 
     /// Wraps one end of a connected AF_UNIX socket. Normally made by mp::pipe().
     connection(detail::unique_fd fd, bool readable = true, bool writable = true);
@@ -163,9 +164,9 @@ private:
 /// timeout passes; returns the ready ones (possibly none). Python's
 /// multiprocessing.connection.wait.
 [[nodiscard]] std::vector<connection> wait(const std::vector<connection>& connections,
-                                           std::optional<std::chrono::steady_clock::duration> timeout = std::nullopt);
+                                           std::optional<timeout_duration> timeout = std::nullopt);
 /// The same for raw fds such as process sentinels: returns the ready fds.
 [[nodiscard]] std::vector<int> wait(const std::vector<int>& fds,
-                                    std::optional<std::chrono::steady_clock::duration> timeout = std::nullopt);
+                                    std::optional<timeout_duration> timeout = std::nullopt);
 
 }  // namespace mp

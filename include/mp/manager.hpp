@@ -70,6 +70,7 @@
 #include "mp/error.hpp"
 #include "mp/function.hpp"
 #include "mp/proxy.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -103,7 +104,7 @@ struct manager_options {
     std::optional<mp::context> context{};     // start method of the server; default: the default
     /// How long a new connection may take to authenticate (both ways) before
     /// the server drops it; also the client's limit for the server's side.
-    std::chrono::milliseconds handshake_timeout{5000};
+    timeout_duration handshake_timeout{std::chrono::seconds(5)};
     /// The largest request (and reply) accepted, in bytes; a larger length
     /// prefix closes the connection before anything is allocated. Trade-off:
     /// bigger values allow bigger arguments and let one client make the
@@ -113,7 +114,7 @@ struct manager_options {
     /// least 2 s) is closed by the server. Clients retire pooled connections
     /// idle for half of theirs, and check one idle for over a second before
     /// reusing it, so a call does not meet a connection closed under it.
-    std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};
+    timeout_duration idle_timeout{std::chrono::minutes(10)};
     /// Connections the server lets wait for authentication at once; a new
     /// one beyond it pushes out the oldest waiting. Trade-off: more lets more
     /// honest clients on slow links handshake at once, and lets a flood hold

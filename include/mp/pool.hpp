@@ -49,6 +49,7 @@
 #include "mp/detail/task.hpp"
 #include "mp/function.hpp"
 #include "mp/future.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -64,7 +65,7 @@ struct pool_options {
 struct submit_options {
     /// Deadline counted from when a worker starts the task; past it the
     /// worker is stopped and replaced and the future fails with mp::timeout_error.
-    std::optional<std::chrono::steady_clock::duration> timeout{};
+    std::optional<timeout_duration> timeout{};
 };
 
 /// The results of imap, imap_unordered and executor.map, as they come:

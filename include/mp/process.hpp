@@ -37,6 +37,7 @@
 #include "mp/detail/callable.hpp"
 #include "mp/error.hpp"
 #include "mp/serialize.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -121,7 +122,7 @@ public:
     /// Waits for the child to end. Throws mp::process_error if not started.
     void join();
     /// Waits at most `timeout`; true if the child has ended.
-    [[nodiscard]] bool join(std::chrono::steady_clock::duration timeout);
+    [[nodiscard]] bool join(timeout_duration timeout);
     [[nodiscard]] bool is_alive();
     /// nullopt while running or before start; else 0, 1, n, or -N (signal N).
     [[nodiscard]] std::optional<int> exitcode();

@@ -30,6 +30,7 @@
 #include "mp/function.hpp"
 #include "mp/future.hpp"
 #include "mp/pool.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -44,7 +45,7 @@ struct process_pool_executor_options {
 /// Options of executor.map.
 struct map_options {
     /// Overall limit, from the map call: next() throws mp::timeout_error past it.
-    std::optional<std::chrono::steady_clock::duration> timeout{};
+    std::optional<timeout_duration> timeout{};
     std::size_t chunksize = 1;
 };
 

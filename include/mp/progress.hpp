@@ -1,4 +1,4 @@
-// mp/progress.hpp — a progress bar over any input range of results (SPEC §10).
+// mp/progress.hpp — a progress bar over any input range of results.
 //
 //     for (int r : mp::progress(pool.imap(f, xs), xs.size())) ...;
 //     for (auto& f : mp::progress(mp::as_completed(fs), fs.size())) ...;

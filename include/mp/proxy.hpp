@@ -62,6 +62,7 @@
 
 #include "mp/detail/manager_core.hpp"
 #include "mp/error.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -423,7 +424,7 @@ public:
 template <class T>
 class queue_proxy : public detail::mgr::shared_base {
 public:
-    using duration = std::chrono::steady_clock::duration;
+    using duration = timeout_duration;
 
     queue_proxy() = default;
     explicit queue_proxy(std::shared_ptr<detail::mgr::object_ref> ref) : shared_base(std::move(ref)) {}

@@ -50,6 +50,7 @@
 #include "mp/context.hpp"
 #include "mp/detail/archive.hpp"
 #include "mp/serialize.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -136,7 +137,7 @@ class queue {
 
 public:
     using value_type = T;
-    using duration = std::chrono::steady_clock::duration;
+    using duration = timeout_duration;
 
     /// A new, empty queue; maxsize 0 (the default) means unbounded.
     explicit queue(std::size_t maxsize = 0) : queue(maxsize, false) {}
@@ -313,7 +314,7 @@ public:
     /// Waits until every item put so far has been marked task_done().
     void join() { this->core().join(std::nullopt); }
     /// As join(), at most `timeout`; false on timeout.
-    [[nodiscard]] bool join(std::chrono::steady_clock::duration timeout) {
+    [[nodiscard]] bool join(timeout_duration timeout) {
         return this->core().join(std::chrono::steady_clock::now() + timeout);
     }
 };

@@ -35,14 +35,6 @@
 
 namespace mp {
 
-/// A lock was used in a way that cannot work: released by a thread that does
-/// not hold it, re-acquired (blocking) by the thread holding a non-recursive
-/// lock, or a condition waited on or notified without holding its lock.
-class lock_error : public error {
-public:
-    using error::error;
-};
-
 namespace detail {
 
 using sync_clock = std::chrono::steady_clock;

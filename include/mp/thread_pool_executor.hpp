@@ -44,6 +44,7 @@
 
 #include "mp/error.hpp"
 #include "mp/future.hpp"
+#include "mp/timeout.hpp"
 
 namespace mp {
 
@@ -59,7 +60,7 @@ struct thread_pool_options {
 struct thread_pool_map_options {
     /// Overall limit, counted from the map call: iteration throws
     /// mp::timeout_error past it (and cancels the calls not yet started).
-    std::optional<std::chrono::steady_clock::duration> timeout{};
+    std::optional<timeout_duration> timeout{};
     /// Items per call handed to a thread (Python ignores it for threads;
     /// here it batches small calls).
     std::size_t chunksize = 1;

@@ -69,7 +69,7 @@ struct client::impl {
             else
                 fd = sys::connect_tcp(std::get<tcp_address>(addr).host, std::get<tcp_address>(addr).port, deadline);
         } catch (const system_error& e) {
-            throw system_error(e.code(), "mp: cannot connect to the manager at " + to_string(addr) + ": " + e.what() +
+            throw system_error(e.code().value(), "mp: cannot connect to the manager at " + to_string(addr) + ": " + e.what() +
                                              " (is its server running?)");
         }
         auto p = std::make_unique<pooled>(std::move(fd));

@@ -65,10 +65,14 @@ struct base_manager::state {
     std::optional<mp::address> bound;
     std::string private_dir, socket_path;  // the default address's, removed at shutdown
 
+    // Whole milliseconds, rounded up, as the server counts them.
+    static std::int64_t ms(std::chrono::steady_clock::duration d) {
+        return std::chrono::ceil<std::chrono::milliseconds>(d).count();
+    }
+
     std::string key() const { return options.authkey ? *options.authkey : default_authkey(); }
     client_limits limits() const {
-        return {options.handshake_timeout.count(), static_cast<std::uint64_t>(options.max_message_size),
-                options.idle_timeout.count()};
+        return {ms(options.handshake_timeout), static_cast<std::uint64_t>(options.max_message_size), ms(options.idle_timeout)};
     }
 
     /// The configured address, or a fresh private Unix socket.
@@ -91,8 +95,8 @@ struct base_manager::state {
         c.addr = std::move(addr);
         c.authkey = key();
         c.registry = registry;
-        c.handshake_ms = options.handshake_timeout.count();
-        c.idle_ms = options.idle_timeout.count();
+        c.handshake_ms = ms(options.handshake_timeout);
+        c.idle_ms = ms(options.idle_timeout);
         c.max_message = static_cast<std::uint64_t>(options.max_message_size);
         c.max_pending = static_cast<std::uint64_t>(options.max_pending_connections);
         c.max_workers = static_cast<std::uint64_t>(options.max_workers);

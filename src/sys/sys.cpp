@@ -32,16 +32,6 @@ void unique_fd::reset(int fd) noexcept {
 
 namespace mp::sys {
 
-void throw_errno(int err, const char* call, std::string_view object) {
-    std::string what = std::string(call);
-    if (!object.empty()) what += "(" + std::string(object) + ")";
-    what += " failed: ";
-    what += std::strerror(err);
-    throw system_error(err, what);
-}
-
-void throw_errno(const char* call, std::string_view object) { throw_errno(errno, call, object); }
-
 int poll_timeout(std::optional<clock::time_point> deadline) {
     if (!deadline) return -1;
     auto left = *deadline - clock::now();
