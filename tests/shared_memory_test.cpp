@@ -169,7 +169,7 @@ void create_blocks_in_a_small_dev_shm(mp::queue<std::string> report) {
         big.unlink();
     } catch (const mp::system_error& e) {
         outcome = std::string(e.what());
-        if (e.code() != ENOSPC) outcome = "wrong errno: " + outcome;
+        if (e.code().value() != ENOSPC) outcome = "wrong errno: " + outcome;
     }
     // The namespace's /dev/shm still works for what fits.
     auto fits = mp::shared_memory(8 << 20, {.track = false});

@@ -19,6 +19,7 @@
 #include <mutex>
 
 #include "launch/exec.hpp"
+#include "log.hpp"
 #include "launch/launch.hpp"
 #include "sys/sync_sys.hpp"
 
@@ -184,7 +185,7 @@ void run_forkserver(int control_fd, int /*parent_pid*/) {
     try {
         sigchld = sys::block_into_signalfd(SIGCHLD);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: the forkserver cannot start: %s\n", e.what());
+        detail::log(log_level::warning, std::string("mp: the forkserver cannot start: ") + e.what());
         sys::flush_and_exit(1);
     }
     std::map<int, unique_fd> status_fds;  // child pid -> its status socket
@@ -216,7 +217,7 @@ void run_forkserver(int control_fd, int /*parent_pid*/) {
             try {
                 pid = sys::fork_process();
             } catch (const system_error& e) {
-                launch::write_int(fds[1].get(), -e.code());
+                launch::write_int(fds[1].get(), -e.code().value());
                 continue;
             }
             if (pid == 0) {
@@ -236,7 +237,7 @@ void run_forkserver(int control_fd, int /*parent_pid*/) {
             status_fds[pid] = std::move(fds[1]);
         }
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: the forkserver stops: %s\n", e.what());
+        detail::log(log_level::warning, std::string("mp: the forkserver stops: ") + e.what());
         sys::flush_and_exit(1);
     }
     sys::flush_and_exit(0);

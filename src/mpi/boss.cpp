@@ -1,4 +1,5 @@
 #include "mpi/boss.hpp"
+#include "log.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -99,7 +100,7 @@ void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
         ar(exec, static_cast<std::uint8_t>(terminate ? 1 : 0));
         for (std::size_t i = 0; i < ranks; ++i) mpi_wire::send(ar, ranks_[i].rank, mpi_wire::close, view_.link.comm);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: mpi_pool_executor: could not close its work on the worker ranks: %s\n", e.what());
+        detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not close its work on the worker ranks: ") + e.what());
     }
     drain_locked();  // the ranks it used may serve others now
 }
@@ -169,7 +170,7 @@ void boss_transport::drain_locked() {
             try {
                 send_locked(entry, static_cast<std::size_t>(r), q.id, ar);
             } catch (const std::exception& e) {
-                std::fprintf(stderr, "mp: mpi_pool_executor: could not send a task to a worker rank: %s\n", e.what());
+                detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not send a task to a worker rank: ") + e.what());
                 continue;
             }
             sent_any = progress = true;
@@ -188,7 +189,7 @@ void boss_transport::service_loop() {
         try {
             got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: mpi_pool_executor: receiving from the worker ranks failed: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: mpi_pool_executor: receiving from the worker ranks failed: ") + e.what());
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
             continue;
         }

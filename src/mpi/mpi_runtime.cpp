@@ -1,4 +1,5 @@
 #include "mpi/mpi_runtime.hpp"
+#include "log.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -70,7 +71,7 @@ void finish_at_exit() {
             try {
                 mpi_wire::send(empty, w, mpi_wire::stop, s.view.link.comm);
             } catch (const std::exception& e) {
-                std::fprintf(stderr, "mp: could not tell MPI rank %d to stop: %s\n", w, e.what());
+                detail::log(log_level::warning, std::string("mp: could not tell MPI rank ") + std::to_string(w) + " to stop: " + e.what());
             }
         }
         if (s.view.dynamic) MPI_Comm_disconnect(&s.view.link.comm);

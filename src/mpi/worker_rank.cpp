@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "mpi/idle_backoff.hpp"
+#include "log.hpp"
 #include "mpi/mpi_runtime.hpp"
 #include "worker/protocol.hpp"
 
@@ -40,7 +41,7 @@ struct serving {
 serving* current = nullptr;  // set once by serve(), before any local pool exists
 
 [[noreturn]] void lost_boss(const char* what) {
-    std::fprintf(stderr, "mp: MPI worker rank lost rank 0 (%s); exiting\n", what);
+    detail::log(log_level::error, std::string("mp: MPI worker rank lost rank 0 (") + what + "); exiting");
     std::fflush(stderr);
     std::_Exit(1);
 }
@@ -62,7 +63,7 @@ void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) no
         out(capture_exception(std::move(e)));
         send_to_boss(out);
     } catch (const std::exception& ex) {
-        std::fprintf(stderr, "mp: MPI worker rank could not report a task's failure: %s\n", ex.what());
+        detail::log(log_level::warning, std::string("mp: MPI worker rank could not report a task's failure: ") + ex.what());
     }
 }
 
@@ -122,7 +123,7 @@ public:
             case mpi_wire::close: return close(in);
             case mpi_wire::stop: stopped_ = true; return;
             case mpi_wire::hello: return;  // rank 0's welcome: the connection is open
-            default: std::fprintf(stderr, "mp: MPI worker rank ignored a message with tag %d\n", msg->tag);
+            default: detail::log(log_level::warning, std::string("mp: MPI worker rank ignored a message with tag ") + std::to_string(msg->tag));
         }
     }
     [[nodiscard]] bool stopped() const noexcept { return stopped_; }
@@ -193,7 +194,7 @@ private:
                 try {
                     pool->join();
                 } catch (const std::exception& e) {
-                    std::fprintf(stderr, "mp: MPI worker rank: closing a local pool: %s\n", e.what());
+                    detail::log(log_level::warning, std::string("mp: MPI worker rank: closing a local pool: ") + e.what());
                 }
             }
         }
@@ -233,7 +234,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 }
             }
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: MPI worker rank %d failed: %s\n", my_rank, e.what());
+            detail::log(log_level::warning, std::string("mp: MPI worker rank ") + std::to_string(my_rank) + " failed: " + e.what());
             status = 1;
         }
         srv.terminate_all();

@@ -1,6 +1,7 @@
 // The shared-memory transport (shm_transport.hpp): its workers, its two
 // queues, the result thread and the supervisor.
 #include "transport/shm/shm_transport.hpp"
+#include "log.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -188,7 +189,7 @@ void shm_transport::post_result_queue(const output_archive& ar) noexcept {
     try {
         results_->put(ar, std::nullopt);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: pool: could not post to the result queue: %s\n", e.what());
+        detail::log(log_level::error, std::string("mp: pool: could not post to the result queue: ") + e.what());
     }
 }
 
@@ -300,7 +301,7 @@ void shm_transport::collect_loop() {
         try {
             results_->get(&copy_message, &ctx, std::nullopt);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: pool: a result could not be read and was dropped: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: pool: a result could not be read and was dropped: ") + e.what());
             continue;
         }
         bool stop = false;
@@ -337,7 +338,7 @@ void shm_transport::collect_loop() {
                 default: throw serialization_error("mp: pool: a message of unknown kind arrived on the result queue");
             }
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: pool: a result could not be read and was dropped: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: pool: a result could not be read and was dropped: ") + e.what());
         }
         if (stop) break;
     }
@@ -379,7 +380,7 @@ void shm_transport::supervise_loop() {
         try {
             ready = sys::wait_any_readable(fds, deadline);
         } catch (const std::exception& e) {
-            std::fprintf(stderr, "mp: pool supervisor: %s\n", e.what());
+            detail::log(log_level::error, std::string("mp: pool supervisor: ") + e.what());
             std::this_thread::sleep_for(restart_backoff);
         }
         char buf[64];
@@ -401,7 +402,7 @@ void shm_transport::supervise_loop() {
                     std::lock_guard lock(workers_mutex_);
                     workers_[i].proc = std::move(p);
                 } catch (const std::exception& e) {
-                    std::fprintf(stderr, "mp: pool: could not start a worker process (will retry): %s\n", e.what());
+                    detail::log(log_level::warning, std::string("mp: pool: could not start a worker process (will retry): ") + e.what());
                     workers_[i].retry_at = now + restart_backoff;
                 }
             }
@@ -486,7 +487,7 @@ void shm_transport::handle_exit(std::uint32_t slot) {
         std::lock_guard lock(workers_mutex_);
         rec.proc = std::move(p);
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "mp: pool: could not start a replacement worker process (will retry): %s\n", e.what());
+        detail::log(log_level::warning, std::string("mp: pool: could not start a replacement worker process (will retry): ") + e.what());
         rec.retry_at = steady::now() + restart_backoff;
     }
 }
