@@ -472,7 +472,7 @@ TEST(synchronize, full_shared_memory_is_an_error_when_an_object_is_made) {
             make();
             ADD_FAILURE() << what << " was made in full shared memory";
         } catch (const mp::system_error& e) {
-            EXPECT_EQ(e.code(), ENOSPC) << what;
+            EXPECT_EQ(e.code().value(), ENOSPC) << what;
             EXPECT_NE(std::string(e.what()).find("--shm-size"), std::string::npos) << e.what();
         }
     };
