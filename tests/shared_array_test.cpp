@@ -5,10 +5,19 @@
 // behind (the suite's leak check).
 #include "mp/shared_array.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 #include <cstdint>
 #include <numeric>
 #include <string>
@@ -19,6 +28,8 @@
 #include "mp/process.hpp"
 #include "mp/process_pool_executor.hpp"
 #include "mp/queue.hpp"
+
+extern char** environ;
 
 using namespace std::chrono_literals;
 
@@ -219,6 +230,61 @@ TEST(shared_array, received_memory_is_released_with_its_last_handle) {
     }  // the receiver's last handle: the memory and its name are gone
     auto again = error_of(out);
     EXPECT_NE(again.find("is gone"), std::string::npos) << again;
+}
+
+// ---- a whole program killed with arrays held and sent but never received ----
+// The tracker cleans up when a whole program is gone, so this test runs this
+// binary again as a separate program (the array_program test, skipped in a
+// normal run).
+
+bool shm_exists(const std::string& name) { return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0; }
+
+TEST(array_program, run) {
+    const char* out = std::getenv("MP_ARRAY_TEST_OUT");
+    if (!out) GTEST_SKIP() << "only runs as a program started by killed_program_leaves_no_array_behind";
+    mp::queue<mp::shared_array<int>> q;
+    mp::shared_array<int> held(1000);
+    q.put(held);  // handed over, never received
+    std::ofstream names(out);
+    const std::string mine = "mp-array-" + std::to_string(::getpid()) + "-";
+    for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+        if (e.path().filename().string().starts_with(mine)) names << e.path().filename().string() << "\n";
+    names.close();
+    ::kill(::getpid(), SIGKILL);
+}
+
+TEST(shared_array, killed_program_leaves_no_array_behind) {
+    std::string out = "/tmp/mp-array-test-" + std::to_string(::getpid());
+    std::string exe = std::filesystem::read_symlink("/proc/self/exe");
+    std::string filter = "--gtest_filter=array_program.run";
+    char* argv[] = {exe.data(), filter.data(), nullptr};
+    std::vector<std::string> env_strings{"MP_ARRAY_TEST_OUT=" + out, "MP_TEST_LEAK_CHECK=0"};
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    for (char** e = environ; *e; ++e)
+        if (std::strncmp(*e, "MP_ARRAY_TEST_OUT=", 18) != 0 && std::strncmp(*e, "MP_TEST_LEAK_CHECK=", 19) != 0)
+            envp.push_back(*e);
+    envp.push_back(nullptr);
+    posix_spawn_file_actions_t quiet;
+    posix_spawn_file_actions_init(&quiet);
+    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
+    pid_t pid = 0;
+    ASSERT_EQ(posix_spawn(&pid, exe.c_str(), &quiet, nullptr, argv, envp.data()), 0);
+    posix_spawn_file_actions_destroy(&quiet);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    std::vector<std::string> names;
+    std::ifstream in(out);
+    for (std::string name; in >> name;) names.push_back(name);
+    std::remove(out.c_str());
+    EXPECT_EQ(names.size(), 2u);  // the holder's name and the one handed over through the queue
+    auto deadline = std::chrono::steady_clock::now() + patience;
+    for (const auto& name : names) {
+        while (shm_exists(name) && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+        EXPECT_FALSE(shm_exists(name)) << name;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, shared_array_test,
