@@ -260,6 +260,24 @@ TEST_P(executor_semantics_test, pool_map_of_a_void_function) {
 }
 
 
+// ---- one executor shape (SPEC §1, §7a) ----
+
+TEST_P(executor_semantics_test, context_makes_pools_and_executors_with_its_start_method) {
+    auto c = ctx();
+    mp::pool p = c.pool(2);
+    EXPECT_EQ(p.processes(), 2);
+    EXPECT_EQ(p.apply(sqr, 3), 9);
+    mp::pool q = c.pool({.processes = 1});
+    EXPECT_EQ(q.map(sqr, std::vector<int>{1, 2}), (std::vector<int>{1, 4}));
+    mp::process_pool_executor ex = c.process_pool_executor(1);
+    EXPECT_EQ(ex.submit(sqr, 4).get(), 16);
+    mp::map_options shared{.chunksize = 2};
+    std::vector<int> got;
+    for (int x : ex.map(sqr, std::vector<int>{1, 2, 3}, shared)) got.push_back(x);
+    EXPECT_EQ(got, (std::vector<int>{1, 4, 9}));
+    EXPECT_THROW((void)c.pool(0), mp::value_error);
+}
+
 INSTANTIATE_TEST_SUITE_P(all, executor_semantics_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver),
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });

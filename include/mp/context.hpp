@@ -24,6 +24,10 @@
 namespace mp {
 
 class process;
+class pool;
+struct pool_options;
+class process_pool_executor;
+struct process_pool_executor_options;
 template <class T>
 class queue;
 template <class T>
@@ -69,6 +73,14 @@ public:
     [[nodiscard]] mp::simple_queue<T> simple_queue() const;
     template <class T>
     [[nodiscard]] mp::joinable_queue<T> joinable_queue(std::size_t maxsize = 0) const;
+    /// A pool of worker processes started with this method (mp/pool.hpp):
+    /// `options.context` is this context.
+    [[nodiscard]] mp::pool pool(int processes) const;
+    [[nodiscard]] mp::pool pool(mp::pool_options options) const;
+    /// A process executor whose workers start with this method
+    /// (mp/process_pool_executor.hpp).
+    [[nodiscard]] mp::process_pool_executor process_pool_executor(int max_workers) const;
+    [[nodiscard]] mp::process_pool_executor process_pool_executor(mp::process_pool_executor_options options) const;
 
 private:
     start_method method_;

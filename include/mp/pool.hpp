@@ -47,6 +47,7 @@
 
 #include "mp/context.hpp"
 #include "mp/detail/task.hpp"
+#include "mp/executor.hpp"
 #include "mp/function.hpp"
 #include "mp/future.hpp"
 #include "mp/timeout.hpp"
@@ -59,13 +60,6 @@ struct pool_options {
     mp::function<void()> initializer{};    // run by each worker before its first task
     int maxtasksperchild = 0;              // a worker is replaced after this many tasks; 0: never
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
-};
-
-/// Options of one task (pool.submit_with, executor.submit_with).
-struct submit_options {
-    /// Deadline counted from when a worker starts the task; past it the
-    /// worker is stopped and replaced and the future fails with mp::timeout_error.
-    std::optional<timeout_duration> timeout{};
 };
 
 /// The results of imap, imap_unordered and executor.map, as they come:
@@ -285,5 +279,15 @@ private:
 
     detail::pool_engine engine_;
 };
+
+inline mp::pool context::pool(mp::pool_options options) const {
+    options.context = *this;
+    return mp::pool(std::move(options));
+}
+inline mp::pool context::pool(int processes) const {
+    if (processes < 1)
+        throw value_error("mp: a pool needs at least one worker process (asked for " + std::to_string(processes) + ")");
+    return pool(mp::pool_options{.processes = processes});
+}
 
 }  // namespace mp

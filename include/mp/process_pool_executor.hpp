@@ -27,6 +27,7 @@
 
 #include "mp/context.hpp"
 #include "mp/detail/task.hpp"
+#include "mp/executor.hpp"
 #include "mp/function.hpp"
 #include "mp/future.hpp"
 #include "mp/pool.hpp"
@@ -40,13 +41,6 @@ struct process_pool_executor_options {
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
     mp::function<void()> initializer{};    // run by each worker before its first task
     int max_tasks_per_child = 0;           // a worker is replaced after this many tasks; 0: never
-};
-
-/// Options of executor.map.
-struct map_options {
-    /// Overall limit, from the map call: next() throws mp::timeout_error past it.
-    std::optional<timeout_duration> timeout{};
-    std::size_t chunksize = 1;
 };
 
 class process_pool_executor {
@@ -105,5 +99,16 @@ public:
 private:
     detail::pool_engine engine_;
 };
+
+inline mp::process_pool_executor context::process_pool_executor(mp::process_pool_executor_options options) const {
+    options.context = *this;
+    return mp::process_pool_executor(std::move(options));
+}
+inline mp::process_pool_executor context::process_pool_executor(int max_workers) const {
+    if (max_workers < 1)
+        throw value_error("mp: an executor needs at least one worker process (asked for " +
+                          std::to_string(max_workers) + ")");
+    return process_pool_executor(mp::process_pool_executor_options{.max_workers = max_workers});
+}
 
 }  // namespace mp

@@ -42,6 +42,7 @@
 #include <variant>
 #include <vector>
 
+#include "mp/executor.hpp"
 #include "mp/error.hpp"
 #include "mp/future.hpp"
 #include "mp/timeout.hpp"
@@ -55,16 +56,9 @@ struct thread_pool_options {
     std::string thread_name_prefix{};     // thread names: prefix_N (the kernel keeps 15 bytes)
 };
 
-/// Options of thread_pool_executor::map; the same members as
-/// mp::map_options of the process executor, which map() also accepts.
-struct thread_pool_map_options {
-    /// Overall limit, counted from the map call: iteration throws
-    /// mp::timeout_error past it (and cancels the calls not yet started).
-    std::optional<timeout_duration> timeout{};
-    /// Items per call handed to a thread (Python ignores it for threads;
-    /// here it batches small calls).
-    std::size_t chunksize = 1;
-};
+/// Options of thread_pool_executor::map: mp::map_options, shared by every
+/// executor (chunksize batches small calls; Python ignores it for threads).
+using thread_pool_map_options = map_options;
 
 namespace detail {
 
