@@ -288,7 +288,12 @@ void engine_core::dispatch(bool may_block) noexcept {
                     if (!gone) sources_.push_front(job);
                     break;
                 case pool_job::step::wait:
-                    if (!gone) parked_.push_back(job);
+                    if (!gone) {
+                        if (std::exchange(job->room_pending_, false))
+                            sources_.push_back(job);
+                        else
+                            parked_.push_back(job);
+                    }
                     break;
                 case pool_job::step::done: later.push_back([job] { job->on_exhausted(); }); break;
             }
@@ -320,7 +325,12 @@ void engine_core::room_available(pool_job* job) {
     {
         std::lock_guard lock(mutex_);
         auto it = std::find_if(parked_.begin(), parked_.end(), [&](auto& p) { return p.get() == job; });
-        if (it == parked_.end()) return;
+        if (it == parked_.end()) {
+            // Being produced by another thread, which may be about to park
+            // it: it must not park it then (the wake-up would be lost).
+            job->room_pending_ = true;
+            return;
+        }
         sources_.push_back(std::move(*it));
         parked_.erase(it);
     }

@@ -37,11 +37,13 @@ public:
     static constexpr auto min_sleep = std::chrono::microseconds(50);
     static constexpr auto max_sleep = std::chrono::milliseconds(2);
 
-    /// Something happened: poll flat out again. Thread-safe; wakes a sleeper.
+    /// Something happened: poll eagerly again. Thread-safe; wakes a sleeper.
     void activity() noexcept {
-        // seq_cst with the sleeper's store of sleeping_ then load of last_ns_:
-        // one of the two sides sees the other.
-        last_ns_.store(now_ns(), std::memory_order_seq_cst);
+        last_ns_.store(now_ns(), std::memory_order_relaxed);
+        // A counter, not the time, tells a sleeper that something happened:
+        // two readings of the clock can be equal. seq_cst with the sleeper's
+        // store of sleeping_ then load of seq_: one side sees the other.
+        seq_.fetch_add(1, std::memory_order_seq_cst);
         if (sleeping_.load(std::memory_order_seq_cst)) {
             {
                 std::lock_guard lock(mutex_);
@@ -53,15 +55,14 @@ public:
 
     /// Taken by the poller before it checks its conditions (a stop flag,
     /// work in flight): an activity() after it cuts the next idle() short.
-    [[nodiscard]] std::int64_t ticket() const noexcept { return last_ns_.load(std::memory_order_seq_cst); }
+    [[nodiscard]] std::uint64_t ticket() const noexcept { return seq_.load(std::memory_order_seq_cst); }
 
     /// A poll found nothing: wait a little, as the time since the last
     /// activity says. With `nothing_expected` (no reply can come unless
     /// someone first calls activity()), sleeps until activity(). Returns at
     /// once if there was activity since `ticket`.
-    void idle(std::int64_t ticket, bool nothing_expected = false) {
-        const std::int64_t last = ticket;
-        const auto quiet = std::chrono::nanoseconds(now_ns() - last);
+    void idle(std::uint64_t ticket, bool nothing_expected = false) {
+        const auto quiet = std::chrono::nanoseconds(now_ns() - last_ns_.load(std::memory_order_relaxed));
         if (!nothing_expected && quiet < yield_until) {
             std::this_thread::yield();
             return;
@@ -71,7 +72,7 @@ public:
         sleeping_.store(true, std::memory_order_seq_cst);
         // Re-check after announcing: an activity() between the load above
         // and here would otherwise be missed until the timeout.
-        if (last_ns_.load(std::memory_order_seq_cst) != last) {
+        if (seq_.load(std::memory_order_seq_cst) != ticket) {
             sleeping_.store(false, std::memory_order_relaxed);
             return;
         }
@@ -89,7 +90,8 @@ private:
         return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
     }
 
-    std::atomic<std::int64_t> last_ns_{0};
+    std::atomic<std::int64_t> last_ns_{0};   // when activity() was last called
+    std::atomic<std::uint64_t> seq_{0};      // activity() calls so far: what a ticket is
     std::atomic<bool> sleeping_{false};
     std::mutex mutex_;
     std::condition_variable cv_;

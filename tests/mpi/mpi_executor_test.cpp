@@ -158,6 +158,19 @@ TEST(mpi_executor, lazy_endless_input) {
     EXPECT_EQ(seen, 1000);
 }
 
+// Regression: a job's room arriving while another thread produced from it
+// was lost, and a long ordered map stalled for good (2 runs in 3 before).
+TEST(mpi_executor, long_ordered_map_never_stalls) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    for (int i = 0; i < 2000; ++i) ASSERT_EQ(ex.submit(sqr, 3).get(), 9);
+    std::vector<int> xs(1'000'000, 2);
+    for (int rep = 0; rep < 2; ++rep) {
+        long long sum = 0;
+        for (int y : ex.map(sqr, xs, {.timeout = 120s, .chunksize = 1000})) sum += y;
+        EXPECT_EQ(sum, 4'000'000);
+    }
+}
+
 TEST(mpi_executor, segfault_fails_only_its_task) {
     mp::mpi_pool_executor ex;
     std::vector<mp::future<int>> fs;

@@ -225,6 +225,7 @@ private:
     friend class engine_core;
     std::weak_ptr<engine_core> engine_;  // set once by the engine when the job is added
     bool dropped_ = false;               // engine-only (under its lock): produce nothing more
+    bool room_pending_ = false;          // engine-only (under its lock): room_available() came while it produced
 };
 
 /// How a pool or executor starts its workers.
