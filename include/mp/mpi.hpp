@@ -25,6 +25,9 @@
 //   deadline ({.timeout}) is enforced on the worker's host and fails it with
 //   mp::timeout_error; max_tasks_per_child replaces a process after that many
 //   tasks.
+// - A task counts as taken once it is sent to a worker rank (each rank gets
+//   up to 16 ahead; the rest wait on rank 0, where cancel() still withdraws
+//   them). A task running on a rank is stopped only by its deadline.
 // - A dead *rank* ends the whole MPI job (OpenMPI's rule: mpiexec aborts
 //   every rank, rank 0 included). A worker rank that loses rank 0 exits.
 // - Several executors on rank 0 share the worker ranks fairly (round robin,
