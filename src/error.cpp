@@ -31,6 +31,7 @@ public:
             case errc::not_exposed: return "method not exposed";
             case errc::remote: return "exception in another process";
             case errc::lock: return "lock misused";
+            case errc::mpi: return "MPI failure";
         }
         return "unknown mp error";
     }

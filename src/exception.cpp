@@ -54,6 +54,8 @@ struct registry {
             {"mp::cancelled_error", &make<mp::cancelled_error>},
             {"mp::authentication_error", &make<mp::authentication_error>},
             {"mp::not_exposed_error", &make<mp::not_exposed_error>},
+            {"mp::lock_error", &make<mp::lock_error>},
+            {"mp::mpi_error", &make<mp::mpi_error>},
         };
     }
 };

@@ -577,7 +577,5 @@ bool barrier::broken() const {
     return b.state == detail::barrier_broken;
 }
 
-// Lets a lock_error thrown in a child arrive in the parent with its type.
-static const bool lock_error_registered = register_exception<lock_error>();
 
 }  // namespace mp

@@ -39,6 +39,7 @@ enum class errc {
     not_exposed,     ///< mp::not_exposed_error
     remote,          ///< mp::remote_error
     lock,            ///< mp::lock_error
+    mpi,             ///< mp::mpi_error
 };
 
 /// The category of mp::errc codes; its name() is "mp".
@@ -152,6 +153,13 @@ public:
 class lock_error : public error {
 public:
     explicit lock_error(const std::string& what) : error(errc::lock, what) {}
+};
+
+/// A failure of the MPI layer (mp::mpi_pool_executor): MPI could not start, a
+/// spawn failed, a rank runs a different build of the program.
+class mpi_error : public error {
+public:
+    explicit mpi_error(const std::string& what) : error(errc::mpi, what) {}
 };
 
 /// A barrier was broken (a waiter timed out, abort() was called, or a party

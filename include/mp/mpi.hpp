@@ -55,13 +55,6 @@
 
 namespace mp {
 
-/// A failure of the MPI layer: MPI could not start, a spawn failed, a rank
-/// runs a different build of the program.
-class mpi_error : public error {
-public:
-    using error::error;
-};
-
 namespace mpi {
 
 /// Call right after mp::init(argc, argv) in main. Under mpiexec (or srun):
