@@ -279,9 +279,11 @@ void engine_core::dispatch(bool may_block) noexcept {
                                                    "terminated, or the results' consumer is gone)")));
                         });
                     } else {
+                        // The job goes back to the sources only once its task
+                        // is sent: the task may borrow the job's memory
+                        // (produce()'s promise) until the next produce().
                         running_.emplace(id, running_task{job, seq, ticket});
                         send = true;
-                        sources_.push_front(job);
                     }
                     break;
                 case pool_job::step::skip:
@@ -314,6 +316,8 @@ void engine_core::dispatch(bool may_block) noexcept {
                 }
                 later.push_back([job, seq, e = std::current_exception()] { job->on_error(seq, e); });
             }
+            std::lock_guard lock(mutex_);
+            if (!job->dropped_ && state_ != run_state::terminated) sources_.push_front(job);
         }
         scratch = ar.take_buffer();
         if (!opened) break;
