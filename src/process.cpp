@@ -110,8 +110,8 @@ void process::start() {
     } catch (const system_error& e) {
         // Nothing was started (every launcher acquires what it needs before
         // the child exists, or kills and reaps it): say so, and what to do.
-        std::string hint = detail::start_failure_hint(e.code());
-        throw system_error(e.code(), "mp: could not start process '" + s.id.name + "' (" +
+        std::string hint = detail::start_failure_hint(e.code().value());
+        throw system_error(e.code().value(), "mp: could not start process '" + s.id.name + "' (" +
                                          std::string(to_string(s.method)) + "): " + e.what() +
                                          (hint.empty() ? "" : ". " + hint));
     }

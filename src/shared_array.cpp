@@ -61,7 +61,7 @@ std::string with_fresh_name(F&& make) {
         } catch (const system_error& e) {
             // 64 random bits: a clash is practically impossible, but the call
             // fails rather than share an object, so retry.
-            if (e.code() != EEXIST || attempt == 10) throw;
+            if (e.code().value() != EEXIST || attempt == 10) throw;
         }
     }
 }
@@ -99,7 +99,7 @@ std::shared_ptr<shared_array_block> shared_array_block::receive(const std::strin
     try {
         fd = sys::shm_open_existing(name);
     } catch (const system_error& e) {
-        if (e.code() == ENOENT)
+        if (e.code().value() == ENOENT)
             throw_bad_shared_array("its memory '" + name +
                                    "' is gone: the message was received before, or the program that sent it "
                                    "ended and its memory was cleaned up");

@@ -102,7 +102,7 @@ std::string start_with_few_descriptors(mp::start_method method) {
             started = true;
         } catch (const mp::system_error& e) {
             std::string what = e.what();
-            if (e.code() != EMFILE) problems += at + "error code " + std::to_string(e.code()) + ": " + what + "\n";
+            if (e.code().value() != EMFILE) problems += at + "error code " + std::to_string(e.code().value()) + ": " + what + "\n";
             if (what.find("could not start process") == std::string::npos || what.find("ulimit -n") == std::string::npos)
                 problems += at + "the message names neither the process nor the remedy: " + what + "\n";
         } catch (const std::exception& e) {

@@ -443,7 +443,7 @@ TEST(queue, an_item_that_does_not_fit_in_shared_memory_is_an_error_and_the_queue
             q.put(big);
             ADD_FAILURE() << "an 8 MiB item went into shared memory with room for 1 MiB";
         } catch (const mp::system_error& e) {
-            EXPECT_EQ(e.code(), ENOSPC);
+            EXPECT_EQ(e.code().value(), ENOSPC);
             EXPECT_NE(std::string(e.what()).find("--shm-size"), std::string::npos) << e.what();
         }
         EXPECT_EQ(q.size(), 0u);

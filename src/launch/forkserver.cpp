@@ -216,7 +216,7 @@ void run_forkserver(int control_fd, int /*parent_pid*/) {
             try {
                 pid = sys::fork_process();
             } catch (const system_error& e) {
-                launch::write_int(fds[1].get(), -e.code());
+                launch::write_int(fds[1].get(), -e.code().value());
                 continue;
             }
             if (pid == 0) {
