@@ -4,9 +4,9 @@
 #
 #   scripts/run-fuzz.sh [SECONDS]        default 60 per target
 #   scripts/run-fuzz.sh --write-seeds    regenerate tests/fuzz/corpus/* with the targets' own encoders
+#                                        (the regression-* seeds, former findings, are kept)
 #   scripts/run-fuzz.sh --replay DIR...  run each target over its files <target>-* in DIR (e.g.
-#                                        tests/fuzz/crashes), no fuzzing; the worker target's raw
-#                                        code_ref mode (MP_FUZZ_RAW_CODE_REFS=1) is on
+#                                        tests/fuzz/crashes), no fuzzing
 #
 # Fails (exit 1) if any target crashes, leaks, exceeds the memory limit or
 # times out on an input; the input is kept under build/fuzz/artifacts/ and
@@ -50,7 +50,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 if [ "$mode" = seeds ]; then
   for t in "${targets[@]}"; do
-    rm -rf "tests/fuzz/corpus/$t"
+    # Former findings stay: they are regression seeds, not the encoders' output.
+    [ -d "tests/fuzz/corpus/$t" ] && find "tests/fuzz/corpus/$t" -type f ! -name 'regression-*' -delete
     MP_FUZZ_WRITE_SEEDS="tests/fuzz/corpus/$t" "$bin/fuzz_$t" || { echo "run-fuzz: $t did not write its seeds"; exit 1; }
     echo "$t: $(ls "tests/fuzz/corpus/$t" | wc -l) seeds"
   done
@@ -66,7 +67,7 @@ if [ "$mode" = replay ]; then
     done
     [ ${#files[@]} -eq 0 ] && continue
     for f in "${files[@]}"; do
-      if MP_FUZZ_RAW_CODE_REFS=1 "$bin/fuzz_$t" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=25 "$f" >"$build/replay.log" 2>&1; then
+      if "$bin/fuzz_$t" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=25 "$f" >"$build/replay.log" 2>&1; then
         echo "$t: $(basename "$f"): passes"
       else
         echo "$t: $(basename "$f"): FAILS ($(grep -m1 -E 'ERROR|runtime error|mp fuzz|terminate called' "$build/replay.log"))"

@@ -23,6 +23,9 @@ constexpr std::size_t attach_threshold = 1 << 20;
 // Bodies sent through the socket itself are bounded so that a corrupt length
 // cannot make the reader allocate without limit.
 constexpr std::uint64_t max_inline_body = std::uint64_t{1} << 30;
+// A large inline body is allocated this much at first, then doubled as its
+// bytes arrive.
+constexpr std::size_t body_growth_step = 4 * 1024 * 1024;
 
 struct frame_header {
     std::uint32_t magic;
@@ -150,8 +153,10 @@ struct connection_core::state {
         f.type_name.assign(reinterpret_cast<const char*>(buffer.data() + begin + sizeof(frame_header)), h.name_size);
         begin += head;
         // From here the frame's bytes leave `buffer`: they are kept in
-        // `partial` until the body is complete.
-        f.owned.resize(inline_body);
+        // `partial` until the body is complete. The body grows as its bytes
+        // arrive (see finish_large_body), never by the size the header
+        // declares: a corrupt header must not make us allocate a gigabyte.
+        f.owned.resize(std::min(inline_body, std::max(buffered(), body_growth_step)));
         std::size_t have = std::min(buffered(), inline_body);
         std::memcpy(f.owned.data(), buffer.data() + begin, have);
         begin += have;
@@ -163,7 +168,11 @@ struct connection_core::state {
     // Receives the rest of the large inline body in `partial`.
     bool finish_large_body(std::optional<sys::clock::time_point> deadline) {
         frame& f = *partial;
-        while (partial_received < f.owned.size()) {
+        const auto whole_size = static_cast<std::size_t>(f.header.body_size);
+        while (partial_received < whole_size) {
+            // At most twice what arrived so far is allocated.
+            if (partial_received == f.owned.size())
+                f.owned.resize(std::min(whole_size, 2 * f.owned.size()));
             std::vector<unique_fd> got;
             long r = sys::recv_some(fd.get(), f.owned.data() + partial_received, f.owned.size() - partial_received,
                                     &got, true);

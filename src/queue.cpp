@@ -202,6 +202,28 @@ void finish_interrupted_drop(shared& s) {
     s.drop_pending.store(0, std::memory_order_release);
 }
 
+/// Whether the record `rec` at position `tail` lies within what producers
+/// published (up to `head`) and within the ring: a record a producer wrote
+/// always does; one whose bytes were overwritten may claim any size.
+bool record_fits(std::uint64_t tail, std::uint64_t head, record_header rec) {
+    const std::uint64_t published = forward(tail, head);
+    if (published == 0 || published > capacity) return false;
+    if (rec.kind == kind_wrap) return forward(tail, next_lap(tail)) <= published;
+    if (rec.kind != kind_item) return false;
+    const std::uint64_t need = align8(sizeof(record_header) + std::uint64_t{rec.size});
+    return need <= published && physical(tail) + need <= capacity;
+}
+
+/// Drops every item published up to `head`, because the record at `tail` is
+/// unreadable and so is where the next one starts (under get_lock; journaled
+/// like any drop, and counted as done for join()).
+void drop_unreadable(shared& s, end_word tail, end_word head) {
+    s.drop_tail = head.word();
+    s.drop_count = s.dropped.load(std::memory_order_relaxed) + count_between(tail.count, head.count);
+    s.drop_pending.store(1, std::memory_order_release);
+    finish_interrupted_drop(s);
+}
+
 /// Makes sure the pages of [pos, pos+len) exist (under put_lock). Throws
 /// mp::system_error when shared memory is full; nothing is published then.
 void ensure_reserved(shared& s, int fd, std::uint64_t pos, std::uint64_t len) {
@@ -433,8 +455,22 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
                 continue;  // another consumer took it
         }
         const std::uint64_t phys = physical(tail.pos);
-        const auto* rec = reinterpret_cast<const record_header*>(data_ + phys);
-        if (rec->kind == kind_wrap) {
+        // One copy of the header: checked, then used, however its shared bytes change.
+        const record_header rec = *reinterpret_cast<const record_header*>(data_ + phys);
+        // The record is in memory every process of the queue can write: it
+        // must lie within what producers published before it is believed.
+        const auto published_to = end_word::from(s.head_seen.load(std::memory_order_relaxed));
+        if (!record_fits(tail.pos, published_to.pos, rec)) {
+            drop_unreadable(s, tail, published_to);
+            lock.unlock();
+            wake_all(s.all_done);
+            after_tail_moved(published_to.pos);
+            throw serialization_error("mp: corrupt queue: the record at the front of the queue runs past what "
+                                      "producers published (its memory was overwritten?); the " +
+                                      std::to_string(count_between(tail.count, published_to.count)) +
+                                      " item(s) published so far were dropped");
+        }
+        if (rec.kind == kind_wrap) {
             std::uint64_t lap = next_lap(tail.pos);
             s.tail.store(end_word{lap, tail.count}.word(), std::memory_order_release);
             queue_hooks::reach(queue_hooks::point::after_wrap);
@@ -442,10 +478,10 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
             after_tail_moved(lap);
             continue;
         }
-        const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec->size));
+        const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec.size));
         const std::uint64_t taken = end_word{next, tail.count + 1}.word();
         try {
-            read(context, {data_ + phys + sizeof(record_header), rec->size});
+            read(context, {data_ + phys + sizeof(record_header), rec.size});
         } catch (...) {
             // A poisoned item must not block the queue: drop it, and count it
             // as done for join(). Two words change: journal first.

@@ -15,6 +15,8 @@
 // client of another program could) and read back through value_proxy::get,
 // which decodes them. Decoding must give a proxy or a value, or throw an
 // mp:: error; calls may throw what the server's object threw.
+#include <cctype>
+#include <cstdio>
 #include <cstring>
 
 #include "fuzz_support.hpp"
@@ -57,7 +59,11 @@ std::vector<std::byte> request(const mp::detail::output_archive& body) {
     mp_fuzz::send_request(*raw, mp_fuzz::flatten(body));
     auto reply = raw->receive(std::size_t{64} << 20, mgr::clock::now() + std::chrono::seconds(30),
                               mgr::clock::duration::zero());
-    if (reply.empty() || reply[0] != std::byte{0}) mp_fuzz::fail("the server refused a set-up request");
+    if (reply.empty() || reply[0] != std::byte{0}) {
+        for (auto b : reply) std::fputc(std::isprint(static_cast<int>(b)) ? static_cast<int>(b) : 46, stderr);
+        std::fputc(10, stderr);
+        mp_fuzz::fail("the server refused a set-up request");
+    }
     return {reply.begin() + 1, reply.end()};
 }
 
@@ -66,8 +72,14 @@ void make_objects() {
     for (auto& o : objects()) {
         mp::detail::output_archive ar;
         ar(static_cast<std::uint8_t>(mgr::op::create), std::string(o.type), o.proxy_tag);
-        if (std::string_view(o.type).starts_with("mp.")) {
-            ar(std::uint64_t{0}, std::make_tuple(o.element_tag, std::string(), std::uint64_t{0}));
+        // Built-ins are made with their own arguments (builtin_types.cpp):
+        // a value's initial bytes, a queue's maxsize, nothing for the rest.
+        if (std::string_view(o.type) == "mp.value") {
+            ar(mp::detail::type_tag<std::tuple<std::string>>(), std::make_tuple(std::string()));
+        } else if (std::string_view(o.type) == "mp.queue") {
+            ar(mp::detail::type_tag<std::tuple<std::uint64_t>>(), std::make_tuple(std::uint64_t{0}));
+        } else if (std::string_view(o.type).starts_with("mp.")) {
+            ar(mp::detail::type_tag<std::tuple<>>(), std::tuple<>());
         } else {
             ar(o.args_tag);
             if (std::string_view(o.type) == "count_to") ar(std::make_tuple(5));
@@ -79,11 +91,11 @@ void make_objects() {
     }
 }
 
-// A proxy's message, with this server's address and key before `rest`.
+// A proxy's message, with this server's address before `rest`.
 std::vector<std::byte> with_prefix(std::span<const std::byte> rest) {
     mp::detail::output_archive ar;
     mp::address addr = mp::unix_address{mp_fuzz::the_server().path};
-    ar(addr, std::optional<std::string>(mp_fuzz::authkey));
+    ar(addr);  // a proxy carries no key: the receiver knows the server's (mgr::load_ref)
     auto bytes = mp_fuzz::flatten(ar);
     bytes.insert(bytes.end(), rest.begin(), rest.end());
     return bytes;
@@ -131,8 +143,8 @@ void receive(std::size_t kind, std::span<const std::byte> rest) {
 // Another client stored `bytes` as the shared value; this one reads it.
 void read_stored(std::span<const std::byte> bytes) {
     mp::detail::output_archive ar;
-    ar(static_cast<std::uint8_t>(mgr::op::call), ids[5], std::string("set"), objects()[5].element_tag,
-       std::uint64_t{0}, std::make_tuple(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+    ar(static_cast<std::uint8_t>(mgr::op::call), ids[5], std::string("set"),
+       mp::detail::type_tag<std::tuple<std::string>>(), std::uint64_t{0}, std::make_tuple(std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
     request(ar);
     mp::detail::output_archive msg;
     msg(ids[5], std::string("mp.value"), std::vector<std::string>{"get", "set"}, objects()[5].proxy_tag);

@@ -5,17 +5,16 @@
 //          worker loop (run_worker_loop) through an in-memory channel: the
 //          worker must send exactly one result for it, a value or a failure,
 //          and never crash.
-//   result [u8 kind][u64 id][u8 status][value | exception_record], decoded
-//          as the pool's result thread does (engine_core::on_result_message,
-//          private to src/pool.cpp, is mirrored here for the header) into a
+//   result [u8 kind][u64 id][u8 status][u32 claim][value | exception_record],
+//          decoded as the pool's result thread does (src/transport/shm/
+//          shm_transport.cpp, mirrored here for the header) into a
 //          real call_job: its future must then hold a value or an exception.
 //
 // Input: [u8 selector][body]. selector < entries: a task for that entry (its
 // code_ref is written here, the fuzz bytes are its callable and arguments);
 // then the results; the last selector passes the whole task body raw,
-// code_ref included, which calls whatever address it names until code
-// references are checked (see tests/fuzz/crashes/README.md): it runs only
-// when MP_FUZZ_RAW_CODE_REFS=1.
+// code_ref included: the worker must refuse a code_ref that names no
+// function of this program (src/code_ref.cpp checks it) rather than call it.
 #include <numeric>
 #include <string>
 #include <tuple>
@@ -101,8 +100,9 @@ void run_task(std::vector<std::byte> body) {
     auto kind = d::load_value<std::uint8_t>(in);
     auto id = d::load_value<std::uint64_t>(in);
     auto status = d::load_value<std::uint8_t>(in);
+    (void)d::load_value<std::uint32_t>(in);  // the task's claim, echoed
     if (kind != static_cast<std::uint8_t>(w::result_kind::done) || id != 7 || status > 1)
-        mp_fuzz::fail("the worker's result header is not [done][task id][ok|failed]");
+        mp_fuzz::fail("the worker's result header is not [done][task id][ok|failed][claim]");
     if (status == static_cast<std::uint8_t>(w::result_status::failed))
         (void)d::load_value<d::exception_record>(in);
 }
@@ -115,7 +115,8 @@ void deliver_result(std::span<const std::byte> bytes) {
     d::input_archive in(bytes);
     std::uint8_t kind = 0, status = 0;
     std::uint64_t id = 0;
-    if (!mp_fuzz::decoded([&] { in(kind, id, status); })) return;
+    std::uint32_t claim = 0;
+    if (!mp_fuzz::decoded([&] { in(kind, id, status, claim); })) return;
     if (kind != static_cast<std::uint8_t>(w::result_kind::done)) return;  // the pool drops other kinds
     if (status == static_cast<std::uint8_t>(w::result_status::ok)) {
         try {
@@ -183,7 +184,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         deliver_chunk<double>(body);
     } else if (which == n + 3) {
         deliver_chunk<std::string>(body);
-    } else if (const char* raw = std::getenv("MP_FUZZ_RAW_CODE_REFS"); raw && std::string(raw) == "1") {
+    } else {
         run_task(std::vector<std::byte>(body.begin(), body.end()));
     }
     return 0;
@@ -206,12 +207,13 @@ void write_seeds() {
     mp_fuzz::write_seed("task-starchunk", with(5, std::vector<std::tuple<int, int>>{{1, 2}, {3, 0}}));
     const std::uint8_t n = static_cast<std::uint8_t>(entries().size());
     auto header = [](std::uint8_t status) {
-        return std::make_tuple(static_cast<std::uint8_t>(w::result_kind::done), std::uint64_t{7}, status);
+        return std::make_tuple(static_cast<std::uint8_t>(w::result_kind::done), std::uint64_t{7}, status,
+                               std::uint32_t{0});
     };
     auto result = [&](std::uint8_t selector, std::uint8_t status, auto&& value) {
         d::output_archive ar;
-        auto [k, id, s] = header(status);
-        ar(k, id, s);
+        auto [k, id, s, claim] = header(status);
+        ar(k, id, s, claim);
         d::save_value(ar, value);
         return mp_fuzz::prefixed({selector}, mp_fuzz::flatten(ar));
     };
