@@ -19,8 +19,8 @@
 #include <mutex>
 
 #include "launch/exec.hpp"
-#include "log.hpp"
 #include "launch/launch.hpp"
+#include "log.hpp"
 #include "sys/sync_sys.hpp"
 
 namespace mp::detail::launch {

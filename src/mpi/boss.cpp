@@ -1,9 +1,9 @@
 #include "mpi/boss.hpp"
-#include "log.hpp"
 
 #include <cstdio>
 #include <cstring>
 
+#include "log.hpp"
 #include "worker/protocol.hpp"
 
 namespace mp::detail {

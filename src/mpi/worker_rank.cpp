@@ -23,8 +23,8 @@
 #include <mutex>
 #include <thread>
 
-#include "mpi/idle_backoff.hpp"
 #include "log.hpp"
+#include "mpi/idle_backoff.hpp"
 #include "mpi/mpi_runtime.hpp"
 #include "worker/protocol.hpp"
 

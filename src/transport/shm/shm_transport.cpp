@@ -1,12 +1,12 @@
 // The shared-memory transport (shm_transport.hpp): its workers, its two
 // queues, the result thread and the supervisor.
 #include "transport/shm/shm_transport.hpp"
-#include "log.hpp"
 
 #include <cstdio>
 #include <cstring>
 #include <system_error>
 
+#include "log.hpp"
 #include "runtime.hpp"
 #include "sys/sync_sys.hpp"
 #include "sys/sys.hpp"
@@ -163,8 +163,11 @@ std::unique_ptr<process> shm_transport::start_worker(std::uint32_t slot) {
     setup.max_tasks = cfg_.max_tasks_per_child;
     setup.initializer = cfg_.initializer;
     (*slots_)[slot].task.store(0, std::memory_order_relaxed);
-    const start_method method =
-        cfg_.method == start_method::fork && threads_started_ ? start_method::forkserver : cfg_.method;
+    // Under the fork method a worker is forked from this process only while
+    // it runs no other thread (this pool's, another pool's or the program's):
+    // otherwise the forkserver, a thread-free helper, forks it.
+    const bool threaded = threads_started_ || sys::thread_count() > 1;
+    const start_method method = cfg_.method == start_method::fork && threaded ? start_method::forkserver : cfg_.method;
     auto p = std::make_unique<process>(
         process_options{.name = worker_name(), .daemon = false, .context = mp::context(method)},
         &w::pool_worker_main, std::move(setup));
