@@ -76,7 +76,7 @@ run_preset release
 # The consumer tests and the API reference need to run once, not per build.
 run_preset asan --label-exclude '^(install|docs)$'
 
-# ---- ThreadSanitizer and fuzzing (added by the fuzz work, issue 12) --------
+# ---- ThreadSanitizer and fuzzing ----------------------------------------------
 # The tsan presets build and run the thread-heavy tests only: future_test,
 # thread_pool_executor_test, manager_test, pool_test (about 3 minutes).
 # die_after_fork=0: by default TSan ends a child forked from a threaded
