@@ -132,6 +132,12 @@ void stop_at_exit() noexcept {
 int ensure_running() {
     int fd = write_fd.load();
     if (fd >= 0) return fd;
+    // A fork child shares the helper through its copy of the write end
+    // (kept), but must neither wait for the helper nor count it as its own.
+    // Registered before start_mutex is taken: the fork registry's lock is
+    // taken before every fork-guarded mutex, never after one.
+    static const bool hook_registered = (sys::register_after_fork([] { helper_pid_ = 0; }), true);
+    (void)hook_registered;
     std::lock_guard guard(start_mutex);
     fd = write_fd.load();
     if (fd >= 0) return fd;
@@ -142,9 +148,6 @@ int ensure_running() {
     theirs.reset();
     helper_pid_ = pid;
     if (!at_exit_registered) {
-        // A fork child shares the helper through its copy of the write end
-        // (kept), but must neither wait for the helper nor count it as its own.
-        sys::register_after_fork([] { helper_pid_ = 0; });
         std::atexit(stop_at_exit);
         at_exit_registered = true;
     }
