@@ -147,6 +147,25 @@ bool boss_transport::withdraw(std::uint32_t exec, std::uint64_t id) noexcept {
     return n > 0;
 }
 
+bool boss_transport::stop(std::uint32_t exec, std::uint64_t id, std::exception_ptr why) noexcept {
+    std::lock_guard lock(mutex_);  // after the task's own message, which left under this lock
+    auto* entry = find_locked(exec);
+    if (!entry) return false;
+    auto it = entry->sent.find(id);
+    if (it == entry->sent.end()) return false;
+    if (entry->stopping.contains(id)) return true;  // asked already
+    try {
+        output_archive ar;
+        ar(exec, id);
+        mpi_wire::send(ar, ranks_[it->second].rank, mpi_wire::stop_task, view_.link.comm);
+        entry->stopping.emplace(id, std::move(why));
+    } catch (const std::exception& e) {
+        detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not ask a worker rank to stop a task: ") + e.what());
+        return false;
+    }
+    return true;
+}
+
 bool boss_transport::sent(std::uint32_t exec, std::uint64_t id) noexcept {
     std::lock_guard lock(mutex_);
     auto* entry = find_locked(exec);
@@ -211,6 +230,7 @@ void boss_transport::handle(mpi_wire::message& m) {
     std::uint32_t claim = 0;
     in(exec, kind, id, status, claim);
     task_source* source = nullptr;
+    std::exception_ptr stopped;  // set when the task was stopped before it finished
     {
         std::lock_guard lock(mutex_);
         auto* entry = find_locked(exec);
@@ -220,11 +240,20 @@ void boss_transport::handle(mpi_wire::message& m) {
         --ranks_[it->second].in_flight;
         in_flight_.fetch_sub(1, std::memory_order_relaxed);
         entry->sent.erase(it);
+        if (auto s = entry->stopping.find(id); s != entry->stopping.end()) {
+            // Failed after a stop was asked: it was stopped (a task that
+            // finished first keeps its own result).
+            if (status != static_cast<std::uint8_t>(worker::result_status::ok)) stopped = std::move(s->second);
+            entry->stopping.erase(s);
+        }
         source = entry->source;
         ++entry->delivering;
         drain_locked();  // the rank gets its next queued task while this result is decoded
     }
-    source->on_result(id, status == static_cast<std::uint8_t>(worker::result_status::ok), in);
+    if (stopped)
+        source->on_lost(id, std::move(stopped));
+    else
+        source->on_result(id, status == static_cast<std::uint8_t>(worker::result_status::ok), in);
     {
         std::lock_guard lock(mutex_);
         if (auto* entry = find_locked(exec)) --entry->delivering;

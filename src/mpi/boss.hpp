@@ -37,6 +37,8 @@ public:
     virtual ~task_source() = default;
     /// The result message of task `id`, positioned after its header.
     virtual void on_result(std::uint64_t id, bool ok, input_archive& in) noexcept = 0;
+    /// Task `id`, stopped by stop(), did not finish: `why` is what stop() was given.
+    virtual void on_lost(std::uint64_t id, std::exception_ptr why) noexcept = 0;
 };
 
 /// Rank 0's worker ranks, shared fairly by every executor. Thread-safe.
@@ -65,6 +67,12 @@ public:
     /// Removes a task that is still queued here (never sent): true when it
     /// will never run.
     bool withdraw(std::uint32_t exec, std::uint64_t id) noexcept;
+    /// Stops a task that was sent to a worker rank: the rank stops the local
+    /// process running it (SIGTERM, then SIGKILL) and replaces it, or drops
+    /// the task if it has not started. Unless the task finished first, its
+    /// end is reported as on_lost(id, why). False when the task is not on a
+    /// rank (queued here, or over).
+    bool stop(std::uint32_t exec, std::uint64_t id, std::exception_ptr why) noexcept;
     /// Whether the task was sent to a worker rank and has no result yet.
     [[nodiscard]] bool sent(std::uint32_t exec, std::uint64_t id) noexcept;
     [[nodiscard]] bool on_service_thread() const noexcept { return std::this_thread::get_id() == service_id_.load(); }
@@ -92,6 +100,7 @@ private:
         std::size_t ranks = 0;               // uses ranks_[0, ranks)
         std::deque<queued_task> queue;       // waiting for room on a rank
         std::unordered_map<std::uint64_t, std::size_t> sent;  // task id -> rank index: no result yet
+        std::unordered_map<std::uint64_t, std::exception_ptr> stopping;  // sent tasks asked to stop: why
         std::size_t delivering = 0;          // results being handed to `source` outside mutex_
     };
 

@@ -57,11 +57,11 @@ public:
 
     bool taken(ticket, std::uint64_t id) const noexcept override { return boss_.sent(exec_, id); }
 
-    // A task running on a remote rank is not stopped from here: its local
-    // pool enforces its deadline, and a stop request would need a message
-    // the rank acts on while a task runs (not done: terminate() on a future
-    // of this executor cancels a queued task and lets a running one finish).
-    bool stop_task(ticket, std::uint64_t, std::exception_ptr) noexcept override { return false; }
+    // The rank's local pool stops the process running it (or drops the task
+    // if it has not started); the boss reports it back as lost.
+    bool stop_task(ticket, std::uint64_t id, std::exception_ptr why) noexcept override {
+        return boss_.stop(exec_, id, std::move(why));
+    }
 
     void stop_after_tasks() noexcept override { end(false); }
     void stop_now() noexcept override { end(true); }
@@ -76,6 +76,9 @@ public:
     // task_source: from the boss's service thread.
     void on_result(std::uint64_t id, bool ok, input_archive& in) noexcept override {
         events_->on_result(id, ok, in);
+    }
+    void on_lost(std::uint64_t id, std::exception_ptr why) noexcept override {
+        events_->on_task_lost(id, std::move(why));
     }
 
 private:

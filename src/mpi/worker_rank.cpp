@@ -14,6 +14,7 @@
 // the local pools; each local pool's result thread sends its results to the
 // boss itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
 // thread to wake up.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -22,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "log.hpp"
 #include "mpi/idle_backoff.hpp"
@@ -98,18 +100,48 @@ public:
     }
     void on_abandoned(std::exception_ptr why, bool) noexcept override { on_error(0, std::move(why)); }
 
+    bool wants_control() const noexcept override { return true; }
+    bool on_sent(std::uint64_t, const std::shared_ptr<task_control>& control) noexcept override {
+        std::lock_guard lock(mutex_);
+        if (stop_wanted_) return false;  // the local engine withdraws it: on_withdrawn reports it
+        control_ = control;
+        return true;
+    }
+
+    /// Rank 0 asked to stop the task (future.terminate()): the local engine
+    /// withdraws it if its process has not taken it, else stops that process
+    /// (SIGTERM, then SIGKILL) and replaces it; either way on_error reports
+    /// it. If it is not yet handed to the local workers, on_sent refuses it.
+    void stop() noexcept {
+        std::shared_ptr<task_control> control;
+        {
+            std::lock_guard lock(mutex_);
+            stop_wanted_ = true;
+            control = std::move(control_);
+        }
+        if (!control) return;
+        if (!control->withdraw()) (void)control->stop();
+    }
+
 private:
     const std::uint32_t exec_;
     const std::uint64_t id_;
     std::shared_ptr<mpi_wire::message> msg_;
     std::span<const std::byte> body_;
     bool produced_ = false;  // local engine only
+    std::mutex mutex_;       // on_sent (a local engine thread) against stop() (the main thread)
+    bool stop_wanted_ = false;                 // guarded by mutex_
+    std::shared_ptr<task_control> control_;    // guarded by mutex_
 };
 
 /// One executor of the boss, on this rank.
 struct local_executor {
     std::unique_ptr<pool_engine> pool;
     std::exception_ptr start_error;  // the pool could not start: its tasks fail with this
+    // Tasks handed to the pool, by rank 0's id, for stop_task; a finished
+    // one expires (the pool lets go of it) and is swept out as more come.
+    std::unordered_map<std::uint64_t, std::weak_ptr<forwarded_job>> jobs;
+    std::size_t sweep_at = 64;
 };
 
 class server {
@@ -121,6 +153,7 @@ public:
             case mpi_wire::open: return open(in);
             case mpi_wire::task: return task(in, msg);
             case mpi_wire::close: return close(in);
+            case mpi_wire::stop_task: return stop_task(in);
             case mpi_wire::stop: stopped_ = true; return;
             case mpi_wire::hello: return;  // rank 0's welcome: the connection is open
             default: detail::log(log_level::warning, std::string("mp: MPI worker rank ignored a message with tag ") + std::to_string(msg->tag));
@@ -173,11 +206,29 @@ private:
         }
         auto job = std::make_shared<forwarded_job>(exec, id, msg, body);
         if (timeout_ns >= 0) job->timeout = std::chrono::nanoseconds(timeout_ns);
+        auto& ex = it->second;
+        if (ex.jobs.size() >= ex.sweep_at) {
+            std::erase_if(ex.jobs, [](const auto& j) { return j.second.expired(); });
+            ex.sweep_at = std::max<std::size_t>(64, 2 * ex.jobs.size());
+        }
+        ex.jobs[id] = job;
         try {
-            it->second.pool->add(job, "task");
+            ex.pool->add(job, "task");
         } catch (...) {
             send_failure(exec, id, std::current_exception());
         }
+    }
+
+    void stop_task(input_archive& in) {
+        std::uint32_t exec = 0;
+        std::uint64_t id = 0;
+        in(exec, id);
+        auto it = executors_.find(exec);
+        if (it == executors_.end()) return;
+        auto j = it->second.jobs.find(id);
+        if (j == it->second.jobs.end()) return;
+        if (auto job = j->second.lock()) job->stop();  // else it finished: its result is on its way
+        it->second.jobs.erase(j);
     }
 
     void close(input_archive& in) {

@@ -64,6 +64,24 @@ std::string gate_path(const std::string& what) {
     return "/tmp/mp-mpi-test-" + std::to_string(::getpid()) + "-" + what;
 }
 void open_gate(const std::string& path) { std::ofstream(path) << "x"; }
+// Says it started (creates `started`), then runs until stopped.
+int announce_then_sleep(std::string started) {
+    open_gate(started);
+    std::this_thread::sleep_for(600s);
+    return 0;
+}
+// As above, but lets SIGTERM pass: only the SIGKILL after the grace stops it.
+int announce_then_sleep_ignoring_sigterm(std::string started) {
+    ::signal(SIGTERM, SIG_IGN);
+    return announce_then_sleep(std::move(started));
+}
+void wait_for_file(const std::string& path) {
+    auto until = std::chrono::steady_clock::now() + 60s;  // only catches a hang
+    while (::access(path.c_str(), F_OK) != 0) {
+        ASSERT_LT(std::chrono::steady_clock::now(), until) << "the task never started: " << path;
+        std::this_thread::sleep_for(1ms);
+    }
+}
 
 // A large argument comes back changed at both ends: every byte travelled.
 std::vector<char> flip_bytes(std::vector<char> v) {
@@ -195,6 +213,58 @@ TEST(mpi_executor, deadline_on_the_worker_host) {
     EXPECT_THROW((void)slow.get(30s), mp::timeout_error);
     EXPECT_EQ(quick.get(), 25);
     EXPECT_EQ(ex.submit(sqr, 6).get(), 36);
+}
+
+// future.terminate() on a task that runs on a worker rank: the rank stops
+// the local process running it (SIGTERM, then SIGKILL for one that ignores
+// SIGTERM) and replaces it; the future fails with mp::cancelled_error and
+// every other task goes on, on that rank and the others.
+TEST(mpi_executor, terminate_stops_a_running_task) {
+    mp::mpi_pool_executor ex;
+    for (auto* fn : {announce_then_sleep, announce_then_sleep_ignoring_sigterm}) {
+        const auto started = gate_path("started");
+        std::remove(started.c_str());
+        std::vector<mp::future<int>> before;
+        for (int i = 0; i < 10; ++i) before.push_back(ex.submit(sqr, i));
+        auto running = ex.submit(fn, started);
+        std::vector<mp::future<int>> after;  // some queue behind it on its rank
+        for (int i = 0; i < 10; ++i) after.push_back(ex.submit(sqr, i));
+        wait_for_file(started);
+        EXPECT_TRUE(running.terminate());
+        try {
+            (void)running.get(60s);  // the bound only catches a hang
+            FAIL() << "expected mp::cancelled_error";
+        } catch (const mp::cancelled_error& e) {
+            EXPECT_NE(std::string(e.what()).find("terminate"), std::string::npos) << e.what();
+        }
+        for (int i = 0; i < 10; ++i) EXPECT_EQ(before[i].get(60s), i * i);
+        for (int i = 0; i < 10; ++i) EXPECT_EQ(after[i].get(60s), i * i);
+        EXPECT_FALSE(running.terminate());  // over
+        std::remove(started.c_str());
+    }
+    // The stopped processes were replaced: every rank still serves.
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 20; ++i) fs.push_back(ex.submit(sqr, i));
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(fs[i].get(60s), i * i);
+}
+
+// terminate() on a task a rank has received but not started (its local
+// process is busy): it never runs.
+TEST(mpi_executor, terminate_a_task_waiting_on_its_rank) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    auto go = gate_path("terminate-waiting");
+    const auto started = gate_path("terminate-waiting-started");
+    std::remove(started.c_str());
+    auto blocker = ex.submit(wait_file, go);
+    auto waiting = ex.submit(announce_then_sleep, started);  // sent to the rank (depth > 1), not started
+    auto next = ex.submit(sqr, 4);
+    EXPECT_TRUE(waiting.terminate());
+    EXPECT_THROW((void)waiting.get(60s), mp::cancelled_error);
+    open_gate(go);
+    EXPECT_EQ(blocker.get(60s), 1);
+    EXPECT_EQ(next.get(60s), 16);
+    EXPECT_NE(::access(started.c_str(), F_OK), 0) << "the terminated task ran";
+    std::remove(go.c_str());
 }
 
 TEST(mpi_executor, initializer_and_max_tasks_per_child) {
