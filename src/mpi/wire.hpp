@@ -16,6 +16,9 @@
 //   stop_task  rank 0 -> worker   [u32 executor][u64 task id]: stop it (future.terminate())
 //   close      rank 0 -> worker   [u32 executor][u8 terminate]
 //   stop       rank 0 -> worker   (empty): serve no more, exit
+//   pieces     either way         [i32 tag][i32 segment tag][u32 n][u64 size] * n, then n messages
+//                                 with the segment tag: one message of `tag` in n segments
+//                                 (send() splits a message with large borrowed blocks)
 #pragma once
 
 #include <mpi.h>
@@ -32,7 +35,7 @@
 
 namespace mp::detail::mpi_wire {
 
-enum tag : int { hello = 101, open = 102, task = 103, result = 104, close = 105, stop = 106, stop_task = 107 };
+enum tag : int { hello = 101, open = 102, task = 103, result = 104, close = 105, stop = 106, stop_task = 107, pieces = 108 };
 
 /// Where this process talks to its peers: in static mode MPI_COMM_WORLD with
 /// rank 0 as the boss; in dynamic mode the intercommunicator of
@@ -47,9 +50,9 @@ struct link {
 /// Throws mp::mpi_error "mp: <what> failed: <MPI's error string>" unless rc is MPI_SUCCESS.
 void check(int rc, const char* what);
 
-/// Sends `ar` as one message, without copying its borrowed blocks (an MPI
-/// datatype describes the pieces). Throws mp::mpi_error, and
-/// mp::serialization_error for a message of 2 GiB or more.
+/// Sends `ar` as one message, without copying its large borrowed blocks
+/// (each goes as a contiguous segment: see `pieces`). Throws mp::mpi_error,
+/// and mp::serialization_error for a message of 2 GiB or more. Thread-safe.
 void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
 
 /// A received message: its bytes, who sent it, its tag.
@@ -62,7 +65,9 @@ struct message {
 };
 
 /// Receives one message if one is waiting (MPI_Improbe + MPI_Mrecv), from
-/// `source` (or MPI_ANY_SOURCE). Returns false at once if none is.
+/// `source` (or MPI_ANY_SOURCE); a split message whole, waiting for its
+/// segments. Returns false at once if none is. One receiving thread per
+/// process and communicator.
 bool try_receive(message& out, int source, MPI_Comm comm);
 /// Waits for one message from `source` with tag `tag` (start-up only).
 message receive(int source, int tag, MPI_Comm comm);

@@ -89,6 +89,13 @@ std::vector<char> flip_bytes(std::vector<char> v) {
     return v;
 }
 
+// Several large blocks with small values between them: a message that
+// travels as several segments (src/mpi/wire.cpp) comes back whole, in order.
+std::tuple<std::string, std::vector<int>, int, std::vector<int>, std::string> swap_blocks(
+    std::string a, std::vector<int> x, int n, std::vector<int> y, std::string b) {
+    return {b, y, n + 1, x, a};
+}
+
 bool dynamic_run() { return mp::mpi::world_size() == 1; }
 
 }  // namespace
@@ -359,6 +366,24 @@ TEST(mpi_executor, large_argument_and_result_256_mib) {
     for (std::size_t i = 0; i < big.size(); i += 4096)
         ASSERT_EQ(back[i], static_cast<char>(~big[i])) << "at " << i;
     EXPECT_EQ(back[1], static_cast<char>(~0));
+}
+
+TEST(mpi_executor, several_large_blocks_in_one_message) {
+    mp::mpi_pool_executor ex;
+    std::vector<int> x(1u << 20), y(3u << 18);
+    std::iota(x.begin(), x.end(), 0);
+    std::iota(y.begin(), y.end(), 7);
+    const std::string a(300'000, 'a'), b = "small";
+    std::vector<mp::future<std::tuple<std::string, std::vector<int>, int, std::vector<int>, std::string>>> fs;
+    for (int i = 0; i < 6; ++i) fs.push_back(ex.submit(swap_blocks, a, x, i, y, b));  // both ranks, at once
+    for (int i = 0; i < 6; ++i) {
+        auto [b2, y2, n, x2, a2] = fs[i].get(120s);
+        EXPECT_EQ(b2, b);
+        EXPECT_EQ(a2, a);
+        EXPECT_EQ(n, i + 1);
+        EXPECT_EQ(x2, x);
+        EXPECT_EQ(y2, y);
+    }
 }
 
 TEST(mpi_executor, build_ids_match) {
