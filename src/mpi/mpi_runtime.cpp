@@ -93,10 +93,12 @@ void receive_reports(boss_view& v) {
 }
 
 void spawn_locked(state& s, int n) {
-    // Extra slots: a workstation has fewer "slots" than the ranks a user asks for.
+    // Extra slots: a workstation has fewer "slots" than the ranks a user asks
+    // for. Test hook: MP_MPI_TEST_SPAWN_SLOTS_ONLY=1 leaves it out, so that
+    // asking for more ranks than cores makes the spawn fail (MPI_ERR_SPAWN).
     MPI_Info info = MPI_INFO_NULL;
     MPI_Info_create(&info);
-    MPI_Info_set(info, "map_by", "slot:OVERSUBSCRIBE");
+    if (!std::getenv("MP_MPI_TEST_SPAWN_SLOTS_ONLY")) MPI_Info_set(info, "map_by", "slot:OVERSUBSCRIBE");
     std::string command = std::filesystem::read_symlink("/proc/self/exe").string();
     std::vector<char*> args;
     for (std::size_t i = 1; i < s.argv.size(); ++i) args.push_back(s.argv[i].data());

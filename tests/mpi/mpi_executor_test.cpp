@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "mp/process_pool_executor.hpp"
 #include "mp/progress.hpp"
 #include "support/leak_check.hpp"
 
@@ -424,6 +425,25 @@ TEST(mpi_dynamic, spawns_ranks_once_and_reuses_them) {
     EXPECT_EQ(again.max_workers(), 2);
     EXPECT_EQ(again.submit(mul, 3, 4).get(), 12);
     EXPECT_THROW(mp::mpi_pool_executor({.max_workers = 5}), mp::value_error);
+}
+
+// Run with MP_MPI_TEST_SPAWN_SLOTS_ONLY=1 (the test hook: no oversubscribing,
+// so 64 ranks on this machine cannot be placed and MPI_Comm_spawn fails).
+TEST(mpi_dynamic_spawn_failure, throws_an_mp_error_and_the_program_goes_on) {
+    ASSERT_TRUE(dynamic_run()) << "this test runs without mpiexec, under its own ctest entry";
+    ASSERT_NE(std::getenv("MP_MPI_TEST_SPAWN_SLOTS_ONLY"), nullptr) << "this test runs under its own ctest entry";
+    try {
+        mp::mpi_pool_executor ex({.max_workers = 64});
+        FAIL() << "expected mp::mpi_error";
+    } catch (const mp::mpi_error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("MPI_Comm_spawn"), std::string::npos) << what;
+        EXPECT_NE(what.find("64 worker ranks"), std::string::npos) << what;
+    }
+    EXPECT_THROW(mp::mpi_pool_executor({.max_workers = 64}), mp::mpi_error);  // again: the same answer
+    // The program goes on: local executors work.
+    mp::process_pool_executor local(1);
+    EXPECT_EQ(local.submit(sqr, 9).get(), 81);
 }
 
 int main(int argc, char** argv) {
