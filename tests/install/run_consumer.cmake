@@ -7,9 +7,13 @@
 #   add_subdirectory  a CMake project that adds mp's source tree
 #                     (tests/install/subdirectory), with MP_SUB_COMPILER and
 #                     mp's examples when MP_WITH_EXAMPLES is ON
+#   find_package_mpi  install, then a CMake project with
+#                     find_package(mp COMPONENTS mpi) linking mp::mpi
+#                     (tests/install/mpi), run as `MP_MPIEXEC -n 2 app`
 # Other inputs: MP_BUILD_DIR, MP_SOURCE_DIR, MP_WORK_DIR, MP_GENERATOR,
 # MP_CXX_COMPILER, MP_BUILD_TYPE, MP_CXX_FLAGS, MP_EXE_LINKER_FLAGS,
-# MP_LAUNCHER, MP_VERSION.
+# MP_LAUNCHER, MP_VERSION; MP_MPIEXEC (a list: mpiexec and its flags) for
+# find_package_mpi.
 set(consumer ${MP_SOURCE_DIR}/tests/install)
 set(prefix ${MP_WORK_DIR}/prefix)
 set(build ${MP_WORK_DIR}/build)
@@ -40,6 +44,14 @@ if(MP_MODE STREQUAL "find_package")
   run("configure the consumer" ${CMAKE_COMMAND} -S ${consumer} -B ${build} ${common_args}
       -DCMAKE_CXX_COMPILER=${MP_CXX_COMPILER} -DCMAKE_PREFIX_PATH=${prefix})
   run("build the consumer" ${CMAKE_COMMAND} --build ${build})
+elseif(MP_MODE STREQUAL "find_package_mpi")
+  run("install mp" ${CMAKE_COMMAND} --install ${MP_BUILD_DIR} --prefix ${prefix})
+  run("configure the consumer" ${CMAKE_COMMAND} -S ${consumer}/mpi -B ${build} ${common_args}
+      -DCMAKE_CXX_COMPILER=${MP_CXX_COMPILER} -DCMAKE_PREFIX_PATH=${prefix})
+  run("build the consumer" ${CMAKE_COMMAND} --build ${build})
+  run("run the consumer under mpiexec" ${MP_MPIEXEC} -n 2 ${build}/app)
+  file(REMOVE_RECURSE ${MP_WORK_DIR})
+  return()
 elseif(MP_MODE STREQUAL "pkg_config")
   run("install mp" ${CMAKE_COMMAND} --install ${MP_BUILD_DIR} --prefix ${prefix})
   file(GLOB_RECURSE pc_files ${prefix}/*/mp.pc)
