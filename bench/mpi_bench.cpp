@@ -6,8 +6,9 @@
 //   submit_rtt_us        ex.submit(inc, i).get(), one at a time          µs
 //   map_chunk1_per_s     ex.map(inc, 5,000 ints, chunksize 1)            tasks/s
 //   map_chunk1000_per_s  ex.map(inc, 1,000,000 ints, chunksize 1000)     items/s
-//   local_chunk1000_per_s  the same on mp::process_pool_executor(1)      items/s
 //   big_roundtrip_gb_s   a 256 MiB vector<char> argument, returned       GB/s (both directions)
+//   local_*              the same on mp::process_pool_executor(1) on rank 0: a worker rank
+//                        runs each task in such a local pool, so these bound the mp figures
 //
 // Run without arguments (and without mpiexec) it is the driver: it runs
 // itself under `mpiexec -n 2` over shared memory and over TCP, then
@@ -102,18 +103,31 @@ void run_mp(const bench::options& o, const sizes& s) {
     };
     bench::result("map_chunk1_per_s", map_rate(ex, s.chunk1_items, 1));
     bench::result("map_chunk1000_per_s", map_rate(ex, s.chunk1000_items, 1000));
+    auto big_rate = [&](auto& executor) {
+        std::vector<char> big(s.big, 'x');
+        std::vector<double> rates;
+        for (int r = 0; r < std::max(1, o.reps / 2); ++r) {
+            std::size_t got = 0;
+            double t = bench::seconds_of([&] { got = executor.submit(echo, big).get().size(); });
+            rates.push_back(2.0 * static_cast<double>(got) / t / bench::gigabyte);
+        }
+        return bench::median(rates);
+    };
+    bench::result("big_roundtrip_gb_s", big_rate(ex));
     {
         mp::process_pool_executor local(1);
+        (void)local.submit(inc, 1).get();
+        v.clear();
+        for (int r = 0; r < o.reps; ++r)
+            v.push_back(bench::seconds_of([&] {
+                            for (int i = 0; i < s.rtt_calls; ++i) (void)local.submit(inc, i).get();
+                        }) /
+                        s.rtt_calls * 1e6);
+        bench::result("local_submit_rtt_us", bench::median(v));
+        bench::result("local_chunk1_per_s", map_rate(local, s.chunk1_items, 1));
         bench::result("local_chunk1000_per_s", map_rate(local, s.chunk1000_items, 1000));
+        bench::result("local_big_roundtrip_gb_s", big_rate(local));
     }
-    std::vector<char> big(s.big, 'x');
-    v.clear();
-    for (int r = 0; r < std::max(1, o.reps / 2); ++r) {
-        std::size_t got = 0;
-        double t = bench::seconds_of([&] { got = ex.submit(echo, big).get().size(); });
-        v.push_back(2.0 * static_cast<double>(got) / t / bench::gigabyte);
-    }
-    bench::result("big_roundtrip_gb_s", bench::median(v));
 }
 
 // ---- the driver ------------------------------------------------------------
@@ -144,7 +158,8 @@ int drive(const char* self, bool quick) {
                           q);
     std::printf("%-24s %14s %14s %14s %10s\n", "median", "mp shm", "mp tcp", "mpi4py shm", "mp/mpi4py");
     for (const char* key : {"raw_rtt_us", "raw_gb_s", "submit_rtt_us", "map_chunk1_per_s", "map_chunk1000_per_s",
-                            "local_chunk1000_per_s", "big_roundtrip_gb_s"}) {
+                            "big_roundtrip_gb_s", "local_submit_rtt_us", "local_chunk1_per_s",
+                            "local_chunk1000_per_s", "local_big_roundtrip_gb_s"}) {
         double a = shm[key], b = tcp[key], c = py.count(key) ? py[key] : 0;
         std::string ratio = "";
         if (c > 0 && a > 0) {
