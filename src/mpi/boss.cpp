@@ -44,6 +44,9 @@ void boss_transport::stop_at_exit() {
     instance->stop_ = true;
     instance->backoff_.activity();
     if (instance->service_.joinable()) instance->service_.join();
+    // The worker ranks are still polling (they stop after this): what is
+    // still on its way reaches them.
+    instance->sends_.drain(std::chrono::seconds(5));
     // The instance stays allocated: an executor that outlives main (a static)
     // may still reach it, and finds no service thread.
 }
@@ -112,7 +115,7 @@ void boss_transport::send_locked(source_entry& entry, std::size_t rank_index, st
     ++rank.in_flight;
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     try {
-        mpi_wire::send(message, rank.rank, mpi_wire::task, view_.link.comm);
+        sends_.send(message, rank.rank, mpi_wire::task, view_.link.comm);
     } catch (...) {
         entry.sent.erase(id);
         --rank.in_flight;
@@ -157,7 +160,7 @@ bool boss_transport::stop(std::uint32_t exec, std::uint64_t id, std::exception_p
     try {
         output_archive ar;
         ar(exec, id);
-        mpi_wire::send(ar, ranks_[it->second].rank, mpi_wire::stop_task, view_.link.comm);
+        sends_.send(ar, ranks_[it->second].rank, mpi_wire::stop_task, view_.link.comm);
         entry->stopping.emplace(id, std::move(why));
     } catch (const std::exception& e) {
         detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not ask a worker rank to stop a task: ") + e.what());
@@ -204,6 +207,7 @@ void boss_transport::service_loop() {
     for (;;) {
         const auto ticket = backoff_.ticket();
         if (stop_.load(std::memory_order_seq_cst)) return;
+        sends_.progress();
         bool got = false;
         try {
             got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm);
@@ -217,7 +221,7 @@ void boss_transport::service_loop() {
             handle(m);
             continue;
         }
-        backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0);
+        backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0 && sends_.idle());
     }
 }
 

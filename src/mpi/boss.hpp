@@ -117,6 +117,7 @@ private:
     std::uint32_t next_exec_ = 1;                    // guarded by mutex_
     std::atomic<std::size_t> in_flight_{0};
     std::atomic<bool> stop_{false};
+    mpi_wire::send_queue sends_;  // tasks and stop_task messages; completed by the service thread
     idle_backoff backoff_;
     std::thread service_;
     std::atomic<std::thread::id> service_id_{};

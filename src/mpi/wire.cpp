@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "mp/error.hpp"
 
@@ -88,6 +89,58 @@ void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
     for (const auto& s : segments) header(static_cast<std::uint64_t>(s.size));
     send_contiguous(header.buffer().data(), header.size(), dest, pieces, comm);
     for (const auto& s : segments) send_contiguous(s.data, s.size, dest, segment_tag, comm);
+}
+
+void send_queue::send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
+    const std::size_t size = ar.size();
+    if (size > async_limit) return mpi_wire::send(ar, dest, tag, comm);
+    auto bytes = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
+    ar.copy_to(bytes.get());
+    std::lock_guard lock(mutex_);
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Isend(bytes.get(), static_cast<int>(size), MPI_BYTE, dest, tag, comm, &request), "MPI_Isend");
+    requests_.push_back(request);
+    buffers_.push_back(std::move(bytes));
+    pending_.fetch_add(1, std::memory_order_release);
+}
+
+void send_queue::progress() noexcept {
+    if (idle()) return;
+    std::lock_guard lock(mutex_);
+    std::vector<int> done(requests_.size());
+    int count = 0;
+    if (MPI_Testsome(static_cast<int>(requests_.size()), requests_.data(), &count, done.data(),
+                     MPI_STATUSES_IGNORE) != MPI_SUCCESS ||
+        count == MPI_UNDEFINED || count == 0)
+        return;
+    // Completed requests are MPI_REQUEST_NULL now: keep the others, in order.
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < requests_.size(); ++i) {
+        if (requests_[i] == MPI_REQUEST_NULL) continue;
+        requests_[kept] = requests_[i];
+        buffers_[kept] = std::move(buffers_[i]);
+        ++kept;
+    }
+    requests_.resize(kept);
+    buffers_.resize(kept);
+    pending_.store(kept, std::memory_order_release);
+}
+
+void send_queue::drain(std::chrono::milliseconds limit) noexcept {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!idle() && std::chrono::steady_clock::now() < until) {
+        progress();
+        std::this_thread::yield();
+    }
+    std::lock_guard lock(mutex_);
+    for (auto& r : requests_) {
+        if (r == MPI_REQUEST_NULL) continue;
+        MPI_Cancel(&r);
+        MPI_Request_free(&r);
+    }
+    requests_.clear();
+    buffers_.clear();
+    pending_.store(0, std::memory_order_release);
 }
 
 namespace {

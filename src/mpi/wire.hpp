@@ -23,9 +23,12 @@
 
 #include <mpi.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -54,6 +57,40 @@ void check(int rc, const char* what);
 /// (each goes as a contiguous segment: see `pieces`). Throws mp::mpi_error,
 /// and mp::serialization_error for a message of 2 GiB or more. Thread-safe.
 void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
+
+/// Sends that a sender does not wait for. Over shared memory a message over
+/// 4 KiB (OpenMPI's eager limit there) is a rendezvous: a blocking MPI_Send
+/// returns only once the receiver has polled and matched it, so each task
+/// or result of a few KiB (a chunk of 1000 items) waited for the other
+/// side's next poll, one at a time. Here a message up to async_limit is
+/// copied and sent with MPI_Isend; the polling loop completes the sends
+/// (progress()); a larger one is sent in place by send(), blocking (its copy
+/// would cost more than the wait). Messages from one thread to one rank
+/// still arrive in the order they were sent. Thread-safe.
+class send_queue {
+public:
+    static constexpr std::size_t async_limit = std::size_t{256} << 10;
+
+    send_queue() = default;
+    send_queue(const send_queue&) = delete;
+    send_queue& operator=(const send_queue&) = delete;
+
+    /// As mpi_wire::send, without waiting for the receiver when `ar` is small.
+    void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
+    /// Completes the sends that can be (MPI_Testsome). From a polling loop.
+    void progress() noexcept;
+    /// Whether no send is pending.
+    [[nodiscard]] bool idle() const noexcept { return pending_.load(std::memory_order_acquire) == 0; }
+    /// Completes every pending send, waiting at most `limit`; the ones still
+    /// pending then are cancelled (their receiver is gone). Before MPI_Finalize.
+    void drain(std::chrono::milliseconds limit) noexcept;
+
+private:
+    std::mutex mutex_;
+    std::vector<MPI_Request> requests_;                  // guarded by mutex_
+    std::vector<std::unique_ptr<std::byte[]>> buffers_;  // guarded by mutex_: requests_[i] sends buffers_[i]
+    std::atomic<std::size_t> pending_{0};
+};
 
 /// A received message: its bytes, who sent it, its tag.
 struct message {

@@ -37,6 +37,7 @@ namespace w = worker;
 
 struct serving {
     mpi_wire::link link;
+    mpi_wire::send_queue sends;  // results, completed by the main thread's polling
     idle_backoff backoff;
 };
 
@@ -50,7 +51,7 @@ serving* current = nullptr;  // set once by serve(), before any local pool exist
 
 void send_to_boss(const output_archive& ar) noexcept {
     try {
-        mpi_wire::send(ar, current->link.boss, mpi_wire::result, current->link.comm);
+        current->sends.send(ar, current->link.boss, mpi_wire::result, current->link.comm);
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }
@@ -259,7 +260,7 @@ private:
 }  // namespace
 
 void serve(const mpi_wire::link& link, int my_rank) {
-    static serving state{link, {}};
+    static serving state{link, {}, {}};
     current = &state;
     int status = 0;
     {
@@ -271,6 +272,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
             mpi_wire::message m;
             while (!srv.stopped()) {
                 const auto ticket = state.backoff.ticket();
+                state.sends.progress();
                 bool got = false;
                 try {
                     got = mpi_wire::try_receive(m, link.boss, link.comm);
@@ -290,6 +292,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
         }
         srv.terminate_all();
     }
+    state.sends.drain(std::chrono::seconds(1));  // rank 0 is finalizing: it takes what is sent by now
     if (link.comm != MPI_COMM_WORLD) {
         MPI_Comm comm = link.comm;
         MPI_Comm_disconnect(&comm);
