@@ -11,9 +11,10 @@
 //     }
 //
 // Promises:
-// - The executor interface is mp::process_pool_executor's (submit,
-//   submit_with, map, shutdown, the same mp::future), plus starmap and
-//   map_unordered; any callable and argument that process_pool_executor
+// - The executor interface is mp::process_pool_executor's, from the same
+//   code (detail/executor_front.hpp): submit, submit_with, map,
+//   map_unordered, starmap, shutdown, the same mp::future and
+//   mp::imap_iterator; any callable and argument that process_pool_executor
 //   accepts works, with no registration.
 // - Every rank runs the same executable: a function travels as its offset in
 //   its module. At start-up every rank reports the GNU build-ids of its

@@ -36,9 +36,18 @@ public:
         try {
             if (!it_) it_.emplace(std::ranges::begin(view_));
             auto& it = *it_;
-            while (chunk_.size() < max_items && it != std::ranges::end(view_)) {
-                chunk_.push_back(static_cast<Arg>(*it));
-                ++it;
+            if constexpr (std::ranges::random_access_range<View> &&
+                          std::sized_sentinel_for<std::ranges::sentinel_t<View>, std::ranges::iterator_t<View>>) {
+                // A whole chunk at once: for a vector of numbers, one memcpy.
+                auto left = static_cast<std::size_t>(std::ranges::end(view_) - it);
+                auto n = static_cast<std::ranges::range_difference_t<View>>(std::min(max_items, left));
+                chunk_.assign(it, it + n);
+                it += n;
+            } else {
+                while (chunk_.size() < max_items && it != std::ranges::end(view_)) {
+                    chunk_.push_back(static_cast<Arg>(*it));
+                    ++it;
+                }
             }
         } catch (...) {
             input_error = std::current_exception();
