@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -63,8 +64,12 @@ public:
 protected:
     void arrived_locked(std::uint64_t, std::size_t first, result_block<R>&& block) override {
         auto& values = block.values;
-        if (values_.size() < first + values.size()) values_.resize(first + values.size());
-        std::move(values.begin(), values.end(), values_.begin() + static_cast<std::ptrdiff_t>(first));
+        if (first == values_.size()) {  // the usual case, in input order: no default-construction first
+            values_.insert(values_.end(), std::make_move_iterator(values.begin()), std::make_move_iterator(values.end()));
+        } else {
+            if (values_.size() < first + values.size()) values_.resize(first + values.size());
+            std::move(values.begin(), values.end(), values_.begin() + static_cast<std::ptrdiff_t>(first));
+        }
         for (auto& e : block.errors)
             if (e && !failure_) failure_ = e;
         this->release_locked();
