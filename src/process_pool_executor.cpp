@@ -25,19 +25,9 @@ int require_workers(int n) {
 process_pool_executor::process_pool_executor(int max_workers)
     : process_pool_executor(process_pool_executor_options{.max_workers = require_workers(max_workers)}) {}
 process_pool_executor::process_pool_executor(process_pool_executor_options options)
-    : engine_(executor_config(options)) {}
+    : executor_front(executor_config(options)) {}
 
-process_pool_executor::~process_pool_executor() {
-    try {
-        shutdown(true);
-    } catch (...) {
-    }
-}
-
-void process_pool_executor::shutdown(bool wait, bool cancel_futures) {
-    if (cancel_futures) engine_.cancel_pending();
-    engine_.close();
-    if (wait) engine_.join();
-}
+// executor_front's destructor shuts down (waiting), before the engine goes.
+process_pool_executor::~process_pool_executor() = default;
 
 }  // namespace mp

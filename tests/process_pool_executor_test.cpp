@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "mp/queue.hpp"
@@ -43,6 +45,12 @@ std::string gate_path(const std::string& what) {
     return "/tmp/mp-executor-test-" + std::to_string(::getpid()) + "-" + what;
 }
 void open_gate(const std::string& path) { std::ofstream(path) << "x"; }
+// An item with a gate waits for it and returns -1; any other returns its value.
+int wait_gate_or_return(std::pair<std::string, int> item) {
+    if (item.first.empty()) return item.second;
+    wait_file(item.first);
+    return -1;
+}
 int kill_self(int) {
     ::raise(SIGKILL);
     return 0;
@@ -123,6 +131,52 @@ TEST_P(executor_test, map_exception) {
     EXPECT_THROW((void)it.next(), std::out_of_range);
     EXPECT_THROW((void)it.next(), std::out_of_range);
     EXPECT_EQ(it.next(), std::nullopt);
+}
+
+TEST_P(executor_test, map_unordered) {
+    mp::process_pool_executor ex(opts());
+    std::vector<int> xs(200);
+    std::iota(xs.begin(), xs.end(), 0);
+    for (std::size_t chunksize : {1u, 7u, 64u}) {
+        std::multiset<int> got;
+        for (int x : ex.map_unordered(sqr, xs, {.chunksize = chunksize})) got.insert(x);
+        std::multiset<int> want;
+        for (int x : xs) want.insert(x * x);
+        EXPECT_EQ(got, want) << "chunksize " << chunksize;
+    }
+    // Results come as they finish: an item blocked until the test opens its
+    // gate does not hold up the items after it.
+    std::string gate = gate_path("unordered");
+    std::vector<std::pair<std::string, int>> items{{gate, 0}, {"", 1}, {"", 2}, {"", 3}};
+    auto it = ex.map_unordered(wait_gate_or_return, items);
+    std::set<int> first;
+    for (int i = 0; i < 3; ++i) first.insert(it.next(30s).value());
+    EXPECT_EQ(first, (std::set<int>{1, 2, 3}));
+    open_gate(gate);
+    EXPECT_EQ(it.next(30s), std::optional<int>(-1));
+    EXPECT_EQ(it.next(30s), std::nullopt);
+    std::remove(gate.c_str());
+}
+
+TEST_P(executor_test, starmap) {
+    mp::process_pool_executor ex(opts());
+    std::vector<std::tuple<int, int>> tuples;
+    std::vector<std::pair<int, int>> pairs;
+    for (int i = 0; i < 50; ++i) {
+        tuples.emplace_back(i, i + 1);
+        pairs.emplace_back(i, 2);
+    }
+    std::vector<int> got;
+    for (int x : ex.starmap(mul, tuples)) got.push_back(x);
+    ASSERT_EQ(got.size(), 50u);
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(got[i], i * (i + 1));
+    got.clear();
+    for (int x : ex.starmap(mul, pairs, {.chunksize = 8})) got.push_back(x);
+    ASSERT_EQ(got.size(), 50u);
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(got[i], 2 * i);
+    ex.shutdown();
+    EXPECT_THROW((void)ex.starmap(mul, pairs), mp::closed_error);
+    EXPECT_THROW((void)ex.map_unordered(sqr, std::vector<int>{1}), mp::closed_error);
 }
 
 TEST_P(executor_test, submit_after_shutdown) {

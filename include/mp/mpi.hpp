@@ -11,9 +11,10 @@
 //     }
 //
 // Promises:
-// - The executor interface is mp::process_pool_executor's (submit,
-//   submit_with, map, shutdown, the same mp::future), plus starmap and
-//   map_unordered; any callable and argument that process_pool_executor
+// - The executor interface is mp::process_pool_executor's, from the same
+//   code (detail/executor_front.hpp): submit, submit_with, map,
+//   map_unordered, starmap, shutdown, the same mp::future and
+//   mp::imap_iterator; any callable and argument that process_pool_executor
 //   accepts works, with no registration.
 // - Every rank runs the same executable: a function travels as its offset in
 //   its module. At start-up every rank reports the GNU build-ids of its
@@ -46,6 +47,7 @@
 #include <string>
 #include <utility>
 
+#include "mp/detail/executor_front.hpp"
 #include "mp/detail/task.hpp"
 #include "mp/error.hpp"
 #include "mp/function.hpp"
@@ -112,90 +114,21 @@ private:
 }  // namespace detail
 
 /// concurrent.futures' executor over MPI ranks (mpi4py.futures.MPIPoolExecutor).
-class mpi_pool_executor {
+/// submit, submit_with (a deadline is enforced on the worker's host), map,
+/// map_unordered, starmap, shutdown and max_workers (worker ranks) are those
+/// of every mp process executor (detail/executor_front.hpp), documented there.
+class mpi_pool_executor : public detail::executor_front<detail::mpi_engine> {
 public:
     /// Static mode under mpiexec with several ranks, else dynamic mode.
     /// Throws mp::mpi_error if mp::mpi::init was not called, a rank's
     /// build-ids differ from rank 0's, or spawning ranks fails;
     /// mp::value_error for a negative option.
     mpi_pool_executor() : mpi_pool_executor(mpi_pool_executor_options{}) {}
-    explicit mpi_pool_executor(mpi_pool_executor_options options) : engine_(options) {}
+    explicit mpi_pool_executor(mpi_pool_executor_options options) : executor_front(options) {}
     mpi_pool_executor(const mpi_pool_executor&) = delete;
     mpi_pool_executor& operator=(const mpi_pool_executor&) = delete;
-    /// shutdown(true). Never throws.
-    ~mpi_pool_executor() {
-        try {
-            shutdown(true);
-        } catch (...) {
-        }
-    }
-
-    /// Schedules fn(args...). Throws mp::closed_error after shutdown().
-    template <class F, class... Args>
-    [[nodiscard]] auto submit(F&& fn, Args&&... args) -> future<detail::task_result_t<F, Args...>> {
-        return submit_with({}, std::forward<F>(fn), std::forward<Args>(args)...);
-    }
-
-    /// As submit, with per-task options ({.timeout = 2s}, enforced on the worker's host).
-    template <class F, class... Args>
-    [[nodiscard]] auto submit_with(submit_options options, F&& fn, Args&&... args)
-        -> future<detail::task_result_t<F, Args...>> {
-        static_assert(detail::check_call_task<F, Args...>());
-        using R = detail::task_result_t<F, Args...>;
-        auto job = detail::call_job<R>::make(std::forward<F>(fn), std::forward<Args>(args)...);
-        if (options.timeout) job->timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
-        auto fut = job->get_future();
-        engine_.add(job, "submit");
-        return fut;
-    }
-
-    /// fn over every item of `range`, results in order, input read lazily.
-    template <class F, class Range>
-    [[nodiscard]] auto map(F&& fn, Range&& range, map_options options = {}) {
-        return start_map<false>(std::forward<F>(fn), std::forward<Range>(range), options, detail::collect_mode::ordered,
-                                "map");
-    }
-
-    /// As map, in the order the results arrive.
-    template <class F, class Range>
-    [[nodiscard]] auto map_unordered(F&& fn, Range&& range, map_options options = {}) {
-        return start_map<false>(std::forward<F>(fn), std::forward<Range>(range), options,
-                                detail::collect_mode::unordered, "map_unordered");
-    }
-
-    /// fn(item...) for every tuple item of `range`, results in order.
-    template <class F, class Range>
-    [[nodiscard]] auto starmap(F&& fn, Range&& range, map_options options = {}) {
-        return start_map<true>(std::forward<F>(fn), std::forward<Range>(range), options, detail::collect_mode::ordered,
-                               "starmap");
-    }
-
-    /// No more submissions. wait: block until every task has finished.
-    /// cancel_futures: cancel the tasks not yet handed to a worker rank.
-    /// Calling it again is harmless.
-    void shutdown(bool wait = true, bool cancel_futures = false) {
-        if (cancel_futures) engine_.cancel_pending();
-        engine_.close();
-        if (wait) engine_.join();
-    }
-
-    /// How many worker ranks this executor uses.
-    [[nodiscard]] int max_workers() const noexcept { return engine_.workers(); }
-
-private:
-    template <bool Star, class F, class Range>
-    auto start_map(F&& fn, Range&& range, map_options options, detail::collect_mode mode, const char* what) {
-        detail::steady_deadline deadline;
-        if (options.timeout) deadline = detail::deadline_after(*options.timeout);
-        auto job = detail::make_range_job<Star>(std::forward<F>(fn), std::forward<Range>(range), mode,
-                                                options.chunksize, detail::default_window_chunks(engine_.workers()));
-        using job_type = typename decltype(job)::element_type;
-        using R = std::remove_cvref_t<decltype(*std::declval<job_type&>().next(std::nullopt))>;
-        engine_.add(job, what);
-        return imap_iterator<R>(std::static_pointer_cast<detail::chunked_job<R>>(job), deadline);
-    }
-
-    detail::mpi_engine engine_;
+    /// shutdown(true) (executor_front's destructor). Never throws.
+    ~mpi_pool_executor() = default;
 };
 
 }  // namespace mp

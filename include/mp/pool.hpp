@@ -46,6 +46,9 @@
 #include <vector>
 
 #include "mp/context.hpp"
+#include "mp/detail/executor_front.hpp"
+#include "mp/detail/map_jobs.hpp"
+#include "mp/detail/range_reader.hpp"
 #include "mp/detail/task.hpp"
 #include "mp/executor.hpp"
 #include "mp/function.hpp"
@@ -60,100 +63,6 @@ struct pool_options {
     mp::function<void()> initializer{};    // run by each worker before its first task
     int maxtasksperchild = 0;              // a worker is replaced after this many tasks; 0: never
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
-};
-
-/// The results of imap, imap_unordered and executor.map, as they come:
-/// Python's IMapIterator. next() returns the next result (nullopt after the
-/// last), rethrows a task's exception at its item (the next call goes on
-/// after it), and, with a timeout, throws mp::timeout_error if no result
-/// arrives in time. Also a range: `for (R x : pool.imap(f, xs))`.
-/// Move-only; destroying it before the end stops reading the input.
-/// Thread-safe (next() from several threads hands each result to one).
-template <class R>
-class imap_iterator {
-public:
-    class iterator {
-    public:
-        using value_type = R;
-        using difference_type = std::ptrdiff_t;
-        using iterator_concept = std::input_iterator_tag;
-        iterator() = default;
-        R& operator*() const { return *owner_->current_; }
-        R* operator->() const { return &*owner_->current_; }
-        iterator& operator++() {
-            owner_->advance();
-            return *this;
-        }
-        void operator++(int) { ++*this; }
-        bool operator==(std::default_sentinel_t) const { return owner_->at_end(); }
-
-    private:
-        friend class imap_iterator;
-        explicit iterator(imap_iterator* owner) : owner_(owner) {}
-        imap_iterator* owner_ = nullptr;
-    };
-
-    imap_iterator(imap_iterator&&) noexcept = default;
-    imap_iterator& operator=(imap_iterator&& other) noexcept {
-        if (this != &other) {
-            abandon();
-            job_ = std::move(other.job_);
-            deadline_ = other.deadline_;
-            current_ = std::move(other.current_);
-            started_ = other.started_;
-        }
-        return *this;
-    }
-    ~imap_iterator() { abandon(); }
-
-    /// The next result; nullopt after the last.
-    [[nodiscard]] std::optional<R> next() { return next_until(deadline_); }
-    /// As next(), waiting at most `timeout`; throws mp::timeout_error.
-    template <class Rep, class Period>
-    [[nodiscard]] std::optional<R> next(std::chrono::duration<Rep, Period> timeout) {
-        auto d = detail::deadline_after(timeout);
-        if (deadline_ && (!d || *deadline_ < *d)) d = deadline_;
-        return next_until(d);
-    }
-
-    /// Fetches the first result (range-for). Throws as next() does.
-    iterator begin() {
-        if (!started_) {
-            started_ = true;
-            advance();
-        }
-        return iterator(this);
-    }
-    std::default_sentinel_t end() const noexcept { return {}; }
-
-    /// For mp's pools: wraps a job.
-    explicit imap_iterator(std::shared_ptr<detail::chunked_job<R>> job, detail::steady_deadline deadline = std::nullopt)
-        : job_(std::move(job)), deadline_(deadline) {}
-
-private:
-    [[nodiscard]] bool at_end() const noexcept { return !current_; }
-    void advance() {
-        current_.reset();
-        current_ = next_until(deadline_);
-    }
-    std::optional<R> next_until(detail::steady_deadline d) {
-        try {
-            return job_->next(d);
-        } catch (const timeout_error&) {
-            // An executor map's overall timeout passed: as Python's
-            // Executor.map, the items no worker has taken are cancelled.
-            if (deadline_ && d == deadline_) abandon();
-            throw;
-        }
-    }
-    void abandon() noexcept {
-        if (job_) job_->abandon();
-    }
-
-    std::shared_ptr<detail::chunked_job<R>> job_;
-    detail::steady_deadline deadline_;  // executor.map's overall timeout
-    std::optional<R> current_;
-    bool started_ = false;
 };
 
 /// A pool of worker processes (Python's multiprocessing.Pool).
@@ -185,13 +94,7 @@ public:
     template <class F, class... Args>
     [[nodiscard]] auto submit_with(submit_options options, F&& f, Args&&... args)
         -> future<detail::task_result_t<F, Args...>> {
-        static_assert(detail::check_call_task<F, Args...>());
-        using R = detail::task_result_t<F, Args...>;
-        auto job = detail::call_job<R>::make(std::forward<F>(f), std::forward<Args>(args)...);
-        if (options.timeout) job->timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(*options.timeout);
-        auto fut = job->get_future();
-        engine_.add(job, "apply_async");
-        return fut;
+        return detail::submit_call(engine_, options, "apply_async", std::forward<F>(f), std::forward<Args>(args)...);
     }
 
     /// f over every item of `range`, results in order. chunksize 0: Python's
@@ -216,15 +119,19 @@ public:
         return start_all<true>(std::forward<F>(f), std::forward<Range>(range), chunksize);
     }
 
-    /// Results of f over `range` in order, as they become available.
+    /// Results of f over `range` in order, as they become available (an mp::imap_iterator).
     template <class F, class Range>
     [[nodiscard]] auto imap(F&& f, Range&& range, std::size_t chunksize = 1) {
-        return start_iter(std::forward<F>(f), std::forward<Range>(range), chunksize, detail::collect_mode::ordered);
+        if (chunksize == 0) chunksize = detail::default_map_chunksize(range, engine_.workers());
+        return detail::start_stream<detail::ordered_job, false>(engine_, "imap", std::forward<F>(f),
+                                                                std::forward<Range>(range), chunksize);
     }
     /// Results of f over `range` in the order they finish.
     template <class F, class Range>
     [[nodiscard]] auto imap_unordered(F&& f, Range&& range, std::size_t chunksize = 1) {
-        return start_iter(std::forward<F>(f), std::forward<Range>(range), chunksize, detail::collect_mode::unordered);
+        if (chunksize == 0) chunksize = detail::default_map_chunksize(range, engine_.workers());
+        return detail::start_stream<detail::unordered_job, false>(engine_, "imap_unordered", std::forward<F>(f),
+                                                                  std::forward<Range>(range), chunksize);
     }
 
     /// No more tasks may be submitted; queued ones still run.
@@ -241,40 +148,32 @@ public:
     [[nodiscard]] std::vector<int> worker_pids() const { return engine_.worker_pids(); }
 
 private:
+    // map/map_async/starmap: every result collected at once (gather_job).
     template <bool Star, class F, class Range>
-    auto make_job(F&& f, Range&& range, std::size_t chunksize, detail::collect_mode mode) {
+    auto make_gather(F&& f, Range&& range, std::size_t chunksize) {
         if (chunksize == 0) chunksize = detail::default_map_chunksize(range, engine_.workers());
         std::size_t size_hint = 0;
         if constexpr (std::ranges::sized_range<Range>) size_hint = static_cast<std::size_t>(std::ranges::size(range));
-        // map/map_async keep every result anyway: a wider window costs only
-        // read-ahead, and lets the result thread refill without a detour.
-        std::size_t window = detail::default_window_chunks(engine_.workers());
-        if (mode == detail::collect_mode::all) window *= 4;
-        auto job = detail::make_range_job<Star>(std::forward<F>(f), std::forward<Range>(range), mode, chunksize,
-                                                window);
+        // Every result is kept anyway: a wider window costs only read-ahead,
+        // and lets the result thread refill without a detour.
+        std::size_t window = 4 * detail::default_window_chunks(engine_.workers());
+        auto job = detail::make_map_job<detail::gather_job, Star>(std::forward<F>(f), std::forward<Range>(range),
+                                                                  chunksize, window);
         job->reserve(size_hint);
         return job;
     }
     template <bool Star, class F, class Range>
     auto run_all(F&& f, Range&& range, std::size_t chunksize) {
-        auto job = make_job<Star>(std::forward<F>(f), std::forward<Range>(range), chunksize, detail::collect_mode::all);
+        auto job = make_gather<Star>(std::forward<F>(f), std::forward<Range>(range), chunksize);
         engine_.add(job, "map");
         return job->take_all();
     }
     template <bool Star, class F, class Range>
     auto start_all(F&& f, Range&& range, std::size_t chunksize) {
-        auto job = make_job<Star>(std::forward<F>(f), std::forward<Range>(range), chunksize, detail::collect_mode::all);
+        auto job = make_gather<Star>(std::forward<F>(f), std::forward<Range>(range), chunksize);
         auto fut = job->get_future();
         engine_.add(job, "map_async");
         return fut;
-    }
-    template <class F, class Range>
-    auto start_iter(F&& f, Range&& range, std::size_t chunksize, detail::collect_mode mode) {
-        auto job = make_job<false>(std::forward<F>(f), std::forward<Range>(range), chunksize, mode);
-        using job_type = typename decltype(job)::element_type;
-        using R = std::remove_cvref_t<decltype(*std::declval<job_type&>().next(std::nullopt))>;
-        engine_.add(job, "imap");
-        return imap_iterator<R>(std::static_pointer_cast<detail::chunked_job<R>>(job));
     }
 
     detail::pool_engine engine_;
