@@ -150,6 +150,8 @@ protected:
     virtual void input_ended_locked(std::exception_ptr error) = 0;
     /// After a change, without m_ (map_async completes its future here).
     virtual void changed() noexcept {}
+    /// Whether the consumers waiting on cv_ can use what just changed. Under m_.
+    virtual bool consumers_waiting_for_this_locked() const noexcept { return true; }
 
     /// The strategy is done with one outstanding chunk: the window has room
     /// for one more. Under m_.
@@ -162,8 +164,9 @@ protected:
     /// again, then runs changed().
     void notify(std::unique_lock<std::mutex>& lock) noexcept {
         bool wake = std::exchange(wake_producer_, false);
+        const bool wake_consumers = consumers_waiting_for_this_locked();
         lock.unlock();
-        cv_.notify_all();
+        if (wake_consumers) cv_.notify_all();
         if (wake) room_available();
         changed();
     }

@@ -78,6 +78,9 @@ protected:
         if (!failure_) failure_ = std::move(e);
         this->release_locked();
     }
+    // take_all() waits for the last chunk or a failure only: waking it for
+    // every chunk costs a context switch per task of map(chunksize=1).
+    bool consumers_waiting_for_this_locked() const noexcept override { return failure_ || this->finished_locked(); }
     void input_ended_locked(std::exception_ptr error) override {
         if (error && !failure_) failure_ = std::move(error);
     }
