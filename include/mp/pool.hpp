@@ -45,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "mp/bind.hpp"
 #include "mp/context.hpp"
 #include "mp/detail/task.hpp"
 #include "mp/executor.hpp"
@@ -57,7 +58,8 @@ namespace mp {
 /// Options of mp::pool, in Python's order.
 struct pool_options {
     int processes = 0;                     // 0: mp::cpu_count()
-    mp::function<void()> initializer{};    // run by each worker before its first task
+    mp::function<void()> initializer{};    // run by each worker before its first task; mp::bind(init, q, lock)
+                                           // gives it arguments (Python's initargs)
     int maxtasksperchild = 0;              // a worker is replaced after this many tasks; 0: never
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
 };
