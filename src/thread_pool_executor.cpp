@@ -213,8 +213,10 @@ void thread_pool_core::state::timer_main() {
             continue;
         }
         auto first = deadlines.begin();
-        if (std::chrono::steady_clock::now() < first->first) {
-            timer_wake.wait_until(lock, first->first);
+        // A copy: the wait reads it again after waking, when the entry may be gone.
+        const auto due = first->first;
+        if (std::chrono::steady_clock::now() < due) {
+            timer_wake.wait_until(lock, due);
             continue;
         }
         auto task = first->second.first.lock();
