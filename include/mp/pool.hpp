@@ -21,6 +21,10 @@
 // - A worker that dies (killed, crashed, exited) fails only the task it was
 //   running, with mp::worker_crashed naming the signal or exit code; the pool
 //   starts a replacement and every other task completes.
+// - The initializer runs once in each worker, replacements included;
+//   mp::bind(init, q, lock) gives it arguments, which may be queues, locks,
+//   values and shared memory. If it throws, the tasks that worker takes fail
+//   with its exception (type kept, message naming the initializer), unrun.
 // - submit_with({.timeout = d}, f, args...): a task still running d after a
 //   worker started it has its worker stopped (SIGTERM, SIGKILL after a short
 //   grace) and replaced; its future fails with mp::timeout_error.
