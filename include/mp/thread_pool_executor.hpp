@@ -3,6 +3,7 @@
 //
 //     mp::thread_pool_executor tx(8);     // or ({.max_workers = 8, .initializer = init})
 //     mp::future<int> f = tx.submit(square, 7);
+//     mp::future<int> g = tx.submit_with({.timeout = 2s}, slow, 7);  // fails with mp::timeout_error past it
 //     for (int x : tx.map(square, xs, {.timeout = 10s})) ...;   // in input order
 //     tx.shutdown(/*wait=*/true, /*cancel_futures=*/false);    // ~thread_pool_executor: shutdown(true)
 //
@@ -11,6 +12,13 @@
 //   max_workers, and every one is joined by shutdown(true) or the destructor:
 //   none outlives the executor.
 // - Calls run in submission order (first queued, first started).
+// - A per-call deadline (submit_with) counts from when a thread starts the
+//   call: past it the future fails with mp::timeout_error and a call taking
+//   a std::stop_token first is asked to stop; a thread cannot be stopped from
+//   outside, so any other call runs on (its result discarded).
+// - An idle thread spins briefly for the next call before it sleeps (one at
+//   a time), and get() spins briefly for the result: a submit().get() round
+//   trip needs no futex wake while both sides are quick.
 // - map() reads its input lazily with a bounded number of calls in flight,
 //   so an endless input range works; results come in input order, and an
 //   exception in one call is thrown when iteration reaches it.
