@@ -50,6 +50,51 @@ int current_pid() noexcept {
 
 int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 
+/// The queued calls, first in first out, in a ring that grows and never
+/// shrinks: pushing and taking allocate nothing once it is big enough. (A
+/// std::deque frees a block every few dozen calls in the taking thread, a
+/// block the submitting thread allocated: in glibc that frees into another
+/// thread's arena, under its lock.)
+class task_ring {
+public:
+    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+    [[nodiscard]] std::size_t size() const noexcept { return count_; }
+    void push_back(std::shared_ptr<thread_task> t) {
+        if (count_ == slots_.size()) grow();
+        slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(t);
+        ++count_;
+    }
+    std::shared_ptr<thread_task> pop_front() noexcept {
+        auto t = std::move(slots_[head_]);
+        head_ = (head_ + 1) & (slots_.size() - 1);
+        --count_;
+        return t;
+    }
+    void pop_back() noexcept {
+        --count_;
+        slots_[(head_ + count_) & (slots_.size() - 1)].reset();
+    }
+    /// Empties the ring, returning its calls in order.
+    std::vector<std::shared_ptr<thread_task>> take_all() {
+        std::vector<std::shared_ptr<thread_task>> out;
+        out.reserve(count_);
+        while (count_ > 0) out.push_back(pop_front());
+        return out;
+    }
+
+private:
+    void grow() {
+        std::vector<std::shared_ptr<thread_task>> bigger(std::max<std::size_t>(64, 2 * slots_.size()));
+        for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
+        slots_.swap(bigger);
+        head_ = 0;
+    }
+
+    std::vector<std::shared_ptr<thread_task>> slots_;  // a power of two in size
+    std::size_t head_ = 0;
+    std::size_t count_ = 0;
+};
+
 // How long an idle thread spins for the next call before it sleeps. Only
 // one idle thread spins at a time, so spinning never takes more than one core
 // from the callers. Trade-off as for a future's waiter (future.cpp): a call
@@ -66,7 +111,7 @@ struct thread_pool_core::state {
 
     std::mutex mutex;
     std::condition_variable work_ready;                 // notified when a sleeper is needed
-    std::deque<std::shared_ptr<thread_task>> queue;     // guarded by mutex
+    task_ring queue;                                    // guarded by mutex
     std::atomic<std::size_t> queued{0};                 // written under mutex: queue.size(), for the spinner
     std::vector<std::thread> threads;                   // guarded by mutex; appended only before shutdown
     std::atomic<std::size_t> idle{0};                   // threads holding no call (read by submit under mutex)
@@ -122,8 +167,7 @@ void start_thread(const std::shared_ptr<thread_pool_core::state>& s) {
 std::shared_ptr<thread_task> thread_pool_core::state::take(std::unique_lock<std::mutex>& lock) {
     for (;;) {
         if (!queue.empty()) {
-            std::shared_ptr<thread_task> task = std::move(queue.front());
-            queue.pop_front();
+            std::shared_ptr<thread_task> task = queue.pop_front();
             queued.store(queue.size(), std::memory_order_relaxed);
             idle.fetch_sub(1, std::memory_order_relaxed);
             return task;
@@ -181,13 +225,13 @@ void thread_pool_core::state::worker_main(std::size_t index) {
 }
 
 void thread_pool_core::state::break_pool(std::exception_ptr e) {
-    std::deque<std::shared_ptr<thread_task>> failed;
+    std::vector<std::shared_ptr<thread_task>> failed;
     {
         std::lock_guard lock(mutex);
         if (broken.empty())
             broken = "a thread's initializer threw (" + describe(e) +
                      "), so the executor is broken; create a new executor (and fix the initializer)";
-        failed.swap(queue);
+        failed = queue.take_all();
         queued.store(0, std::memory_order_relaxed);
         stopping.store(true, std::memory_order_relaxed);
     }
@@ -312,13 +356,13 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
 
 void thread_pool_core::shutdown(bool wait, bool cancel_futures) noexcept {
     if (s_->inherited()) return;  // see the destructor
-    std::deque<std::shared_ptr<thread_task>> cancelled;
+    std::vector<std::shared_ptr<thread_task>> cancelled;
     {
         std::lock_guard lock(s_->mutex);
         s_->shut_down = true;
         s_->stopping.store(true, std::memory_order_relaxed);
         if (cancel_futures) {
-            cancelled.swap(s_->queue);
+            cancelled = s_->queue.take_all();
             s_->queued.store(0, std::memory_order_relaxed);
         }
     }
