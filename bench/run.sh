@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cmake --preset release >/dev/null
-cmake --build --preset release -j 2 --target baselines foundation_bench
+cmake --build --preset release -j 2 --target baselines foundation_bench wordcount_bench
+# thread_pool_bench exists when libthread-pool-dev is installed.
+cmake --build --preset release -j 2 --target thread_pool_bench || true
 # Managers: mp and CPython in one command, their table on stderr.
 cmake --build --preset release -j 2 --target manager_bench
 build/release/bench/manager_bench "$@" >/dev/null

@@ -26,6 +26,7 @@ order=(
   executor_progress
   remote_manager
   pool_crash
+  pool_initargs
 )
 
 dir=build/release/examples

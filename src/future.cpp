@@ -9,6 +9,7 @@
 #include <cxxabi.h>
 
 #include "log.hpp"
+#include "sys/sys.hpp"
 
 namespace mp::detail {
 
@@ -84,7 +85,34 @@ bool future_state_base::failed() const {
     return status_ == future_status::finished && exception_;
 }
 
+namespace {
+// How long a waiter spins before it sleeps on the condition variable.
+// Trade-off: a result that arrives within this is picked up without the two
+// futex calls (sleep, wake) that cost about as much as a tiny task itself;
+// longer burns more CPU of a waiter whose result is slow. Per thread, the
+// spin is skipped for a while after it failed (sys::spin_history), so a
+// thread that waits on slow results soon stops spinning. A thread pool's
+// worker spins as long for its next task (thread_pool_executor.cpp).
+constexpr auto spin_before_sleep = std::chrono::microseconds(50);
+thread_local sys::spin_history wait_spins;
+}  // namespace
+
+bool future_state_base::spin_until_done(steady_deadline deadline) const noexcept {
+    if (finished_.load(std::memory_order_acquire)) return true;
+    auto budget = spin_before_sleep;
+    if (deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::microseconds>(*deadline - std::chrono::steady_clock::now());
+        if (left < budget) budget = left;
+        if (budget.count() <= 0) return false;
+    }
+    sys::spinner spin(budget, &wait_spins);
+    while (spin.step())
+        if (finished_.load(std::memory_order_acquire)) return true;
+    return finished_.load(std::memory_order_acquire);
+}
+
 void future_state_base::wait() const {
+    if (spin_until_done(std::nullopt)) return;
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return status_ == future_status::cancelled || status_ == future_status::finished; });
 }
@@ -94,6 +122,7 @@ bool future_state_base::wait_until(steady_deadline deadline) const {
         wait();
         return true;
     }
+    if (spin_until_done(deadline)) return true;
     std::unique_lock lock(mutex_);
     return cv_.wait_until(lock, *deadline,
                           [&] { return status_ == future_status::cancelled || status_ == future_status::finished; });
@@ -122,6 +151,7 @@ bool future_state_base::cancel() {
         if (status_ == future_status::cancelled) return true;
         if (control_) return false;  // dispatched meanwhile: retry via cancel() again is the caller's choice
         status_ = future_status::cancelled;
+        finished_.store(true, std::memory_order_release);
         waiters.swap(waiters_);
         callbacks.swap(callbacks_);
     }
@@ -173,6 +203,8 @@ bool future_state_base::set_exception(std::exception_ptr e) {
 }
 
 void future_state_base::abandon() noexcept {
+    // The common case, a producer that gave its result: no error to build.
+    if (finished_.load(std::memory_order_acquire)) return;
     try {
         set_exception(std::make_exception_ptr(
             error("mp::future: broken promise: the task's producer (an executor or pool) was destroyed "

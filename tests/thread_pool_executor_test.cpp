@@ -706,3 +706,67 @@ TEST(thread_pool_terminate, requests_stop_from_a_running_call_and_cancels_a_pend
 }
 
 }  // namespace
+
+namespace {
+
+// SPEC §7: submit_with({.timeout}) on a thread pool. Past the deadline the
+// future fails with mp::timeout_error while the call still runs (a gate holds
+// it), and a call that takes a std::stop_token is asked to stop.
+TEST(thread_pool_submit_with, deadline_fails_the_future_while_the_call_runs) {
+    mp::thread_pool_executor tx(1);
+    std::promise<void> release;
+    auto gate = release.get_future().share();
+    std::atomic<bool> call_ended{false};
+    auto f = tx.submit_with({.timeout = 20ms}, [gate, &call_ended] {
+        gate.wait();
+        call_ended = true;
+        return 1;
+    });
+    EXPECT_THROW((void)f.get(30s), mp::timeout_error);  // only a deadline ends get() while the gate is shut
+    EXPECT_FALSE(call_ended.load());
+    try {
+        (void)f.get();
+    } catch (const mp::timeout_error& e) {
+        EXPECT_NE(std::string(e.what()).find("past its deadline"), std::string::npos) << e.what();
+    }
+    release.set_value();
+    // The thread goes on with the next call once the late one ended.
+    EXPECT_EQ(tx.submit(mul, 6, 7).get(30s), 42);
+    EXPECT_TRUE(call_ended.load());
+}
+
+TEST(thread_pool_submit_with, deadline_requests_stop_from_a_stop_token_call) {
+    mp::thread_pool_executor tx(2);
+    std::atomic<bool> saw_stop{false};
+    auto f = tx.submit_with(
+        {.timeout = 10ms},
+        [&saw_stop](std::stop_token stop, int x) {
+            while (!stop.stop_requested()) std::this_thread::sleep_for(1ms);
+            saw_stop = true;
+            return x;
+        },
+        5);
+    EXPECT_THROW((void)f.get(30s), mp::timeout_error);
+    tx.shutdown(true);  // returns once the call saw the stop request and ended
+    EXPECT_TRUE(saw_stop.load());
+}
+
+TEST(thread_pool_submit_with, calls_within_their_deadline_keep_their_value) {
+    mp::thread_pool_executor tx(2);
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 200; ++i) fs.push_back(tx.submit_with({.timeout = 30s}, mul, i, 2));
+    for (int i = 0; i < 200; ++i) EXPECT_EQ(fs[static_cast<std::size_t>(i)].get(), 2 * i);
+    // A deadline counts from the start of the call, not from submit: a call
+    // queued behind a long one is not failed for its wait.
+    std::promise<void> release;
+    auto gate = release.get_future().share();
+    mp::thread_pool_executor one(1);
+    auto blocker = one.submit([gate] { gate.wait(); });
+    auto queued = one.submit_with({.timeout = 200ms}, mul, 3, 3);
+    std::this_thread::sleep_for(300ms);  // longer than the deadline, while it waits in the queue
+    release.set_value();
+    blocker.get();
+    EXPECT_EQ(queued.get(30s), 9);
+}
+
+}  // namespace

@@ -6,10 +6,17 @@
 // lambda of a matching signature converts to. Both have name() ("mul"), so
 // tasks can be sent as (function, arguments) pairs, as in Python's
 // `(mul, (i, 7))`. Both are thread-safe to call; copying is cheap.
+//
+// An mp::function may also hold a bound call, a function with arguments
+// already given (mp::bind, mp/bind.hpp): it then travels with those arguments,
+// which may be queues, locks, values and shared memory (they travel as file
+// descriptors beside the bytes, as mp::process arguments do).
 #pragma once
 
 #include <concepts>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -39,6 +46,21 @@ constexpr std::string_view nontype_name() noexcept {
     }
     return name.substr(cut);
 }
+/// A call with some arguments already bound (mp::bind), held by an
+/// mp::function: called, saved, and rebuilt in another process by the loader
+/// whose code_ref save() writes first.
+template <class R, class... Args>
+class bound_base {
+public:
+    virtual ~bound_base() = default;
+    virtual R call(Args... args) const = 0;
+    /// Writes the code_ref of its loader (a registered entry), then its data.
+    virtual void save(output_archive& ar) const = 0;
+};
+
+template <class R, class... Args>
+using bound_loader = std::shared_ptr<const bound_base<R, Args...>> (*)(input_archive& ar);
+
 }  // namespace detail
 
 /// The type of mp::fn<F>: an empty, serializable function object calling F.
@@ -67,8 +89,9 @@ inline constexpr fn_t<F> fn{};
 template <class Signature>
 class function;
 
-/// A type-erased, serializable handle to a plain function of this signature.
-/// Empty when default-constructed; calling an empty one throws mp::error.
+/// A type-erased, serializable handle to a plain function of this signature,
+/// or to a bound call (mp::bind) callable with it. Empty when
+/// default-constructed; calling an empty one throws mp::error.
 template <class R, class... Args>
 class function<R(Args...)> {
 public:
@@ -95,33 +118,56 @@ public:
     function(L)  // NOLINT
         : call_(detail::sendable<&call_lambda<L>>()), name_("<lambda>") {}
 
+    /// A bound call (what mp::bind returns converts to this); `name` is its
+    /// function's.
+    function(std::shared_ptr<const detail::bound_base<R, Args...>> bound, std::string name)
+        : name_(std::move(name)), bound_(std::move(bound)) {}
+
     R operator()(Args... args) const {
+        if (bound_) return bound_->call(std::forward<Args>(args)...);
         if (!call_) throw error("mp::function: called an empty function");
         return call_(std::forward<Args>(args)...);
     }
 
     [[nodiscard]] const std::string& name() const noexcept { return name_; }
-    [[nodiscard]] explicit operator bool() const noexcept { return call_ != nullptr; }
+    [[nodiscard]] explicit operator bool() const noexcept { return call_ != nullptr || bound_ != nullptr; }
 
+    // Message form: [u8 kind] then, for a function, its code_ref and name;
+    // for a bound call, its name, its loader's code_ref and its data. (Kind
+    // 0 and 1 are the bytes of the bool this used to write.)
     template <class Archive>
     void save(Archive& ar) const {
-        bool present = call_ != nullptr;
-        ar(present);
-        if (present) ar(detail::code_ref_of(call_), name_);
+        std::uint8_t kind = bound_ ? kind_bound : call_ ? kind_function : kind_empty;
+        ar(kind);
+        if (kind == kind_function) {
+            ar(detail::code_ref_of(call_), name_);
+        } else if (kind == kind_bound) {
+            ar(name_);
+            bound_->save(ar);
+        }
     }
     template <class Archive>
     void load(Archive& ar) {
-        bool present = false;
-        ar(present);
-        if (!present) {
-            call_ = nullptr;
-            name_.clear();
-            return;
-        }
+        std::uint8_t kind = kind_empty;
+        ar(kind);
+        call_ = nullptr;
+        bound_.reset();
+        name_.clear();
         detail::code_ref ref;
-        ar(ref, name_);
-        // A plain function or one of the entry points made above.
-        call_ = detail::resolve_function_as<pointer>(ref);
+        switch (kind) {
+            case kind_empty: return;
+            case kind_function:
+                ar(ref, name_);
+                // A plain function or one of the entry points made above.
+                call_ = detail::resolve_function_as<pointer>(ref);
+                return;
+            case kind_bound:
+                ar(name_, ref);
+                // Only registered entries resolve: the loader mp::bind made.
+                bound_ = detail::resolve_as<detail::bound_loader<R, Args...>>(ref)(ar);
+                return;
+            default: throw serialization_error("mp: corrupt message: an mp::function of unknown kind");
+        }
     }
 
 private:
@@ -134,8 +180,11 @@ private:
         return static_cast<R>(L{}(std::forward<Args>(args)...));
     }
 
+    static constexpr std::uint8_t kind_empty = 0, kind_function = 1, kind_bound = 2;
+
     pointer call_ = nullptr;
     std::string name_;
+    std::shared_ptr<const detail::bound_base<R, Args...>> bound_;  // a bound call, instead of call_
 };
 
 }  // namespace mp

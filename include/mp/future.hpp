@@ -22,6 +22,7 @@
 #pragma once
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -140,6 +141,7 @@ protected:
             if (status_ == future_status::cancelled || status_ == future_status::finished) return false;
             std::forward<Commit>(commit)();
             status_ = to;
+            finished_.store(true, std::memory_order_release);
             control_.reset();
             stop_request_ = nullptr;
             waiters.swap(waiters_);
@@ -153,9 +155,14 @@ private:
     void notify_all(std::vector<std::shared_ptr<future_waiter>>& waiters,
                     std::vector<std::function<void()>>& callbacks) noexcept;
 
+    /// Spins (without the lock) until the future is done, at most
+    /// spin_before_sleep or until `deadline`: true when it is done.
+    bool spin_until_done(steady_deadline deadline) const noexcept;
+
     mutable std::mutex mutex_;
     mutable std::condition_variable cv_;
     future_status status_ = future_status::pending;             // guarded by mutex_
+    std::atomic<bool> finished_{false};  // written under mutex_ with status_: cancelled or finished
     std::shared_ptr<task_control> control_;                      // guarded by mutex_: while dispatched
     std::function<bool()> stop_request_;                         // guarded by mutex_: until done
     std::exception_ptr exception_;                               // guarded by mutex_; fixed once done
@@ -165,9 +172,12 @@ private:
 
 /// The shared state with room for the value. The value is written once,
 /// under the lock, before the status becomes finished; it is read only after
-/// a waiter saw that status under the same lock, so reads need no lock.
+/// a waiter saw that status (under the same lock, or by the acquire load of
+/// finished_ that pairs with its release store), so reads need no lock.
+/// Producers may derive from it to keep their task in the same allocation
+/// (thread_pool_executor's calls).
 template <class R>
-class future_state final : public future_state_base {
+class future_state : public future_state_base {
 public:
     template <class... V>
     bool set_value(V&&... v) {

@@ -2,6 +2,7 @@
 // concurrent.futures for C++20 on Linux. Each header below also stands alone.
 #pragma once
 
+#include "mp/bind.hpp"
 #include "mp/connection.hpp"
 #include "mp/context.hpp"
 #include "mp/error.hpp"

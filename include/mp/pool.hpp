@@ -21,6 +21,10 @@
 // - A worker that dies (killed, crashed, exited) fails only the task it was
 //   running, with mp::worker_crashed naming the signal or exit code; the pool
 //   starts a replacement and every other task completes.
+// - The initializer runs once in each worker, replacements included;
+//   mp::bind(init, q, lock) gives it arguments, which may be queues, locks,
+//   values and shared memory. If it throws, the tasks that worker takes fail
+//   with its exception (type kept, message naming the initializer), unrun.
 // - submit_with({.timeout = d}, f, args...): a task still running d after a
 //   worker started it has its worker stopped (SIGTERM, SIGKILL after a short
 //   grace) and replaced; its future fails with mp::timeout_error.
@@ -45,6 +49,7 @@
 #include <utility>
 #include <vector>
 
+#include "mp/bind.hpp"
 #include "mp/context.hpp"
 #include "mp/detail/executor_front.hpp"
 #include "mp/detail/map_jobs.hpp"
@@ -60,7 +65,8 @@ namespace mp {
 /// Options of mp::pool, in Python's order.
 struct pool_options {
     int processes = 0;                     // 0: mp::cpu_count()
-    mp::function<void()> initializer{};    // run by each worker before its first task
+    mp::function<void()> initializer{};    // run by each worker before its first task; mp::bind(init, q, lock)
+                                           // gives it arguments (Python's initargs)
     int maxtasksperchild = 0;              // a worker is replaced after this many tasks; 0: never
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
 };

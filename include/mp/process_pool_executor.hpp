@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "mp/bind.hpp"
 #include "mp/context.hpp"
 #include "mp/detail/executor_front.hpp"
 #include "mp/detail/task.hpp"
@@ -46,7 +47,8 @@ namespace mp {
 struct process_pool_executor_options {
     int max_workers = 0;                   // 0: mp::cpu_count()
     std::optional<mp::context> context{};  // start method; default: mp::get_start_method()
-    mp::function<void()> initializer{};    // run by each worker before its first task
+    mp::function<void()> initializer{};    // run by each worker before its first task; mp::bind(init, q, lock)
+                                           // gives it arguments (Python's initargs)
     int max_tasks_per_child = 0;           // a worker is replaced after this many tasks; 0: never
 };
 

@@ -3,6 +3,7 @@
 //
 //     mp::thread_pool_executor tx(8);     // or ({.max_workers = 8, .initializer = init})
 //     mp::future<int> f = tx.submit(square, 7);
+//     mp::future<int> g = tx.submit_with({.timeout = 2s}, slow, 7);  // fails with mp::timeout_error past it
 //     for (int x : tx.map(square, xs, {.timeout = 10s})) ...;   // in input order
 //     tx.shutdown(/*wait=*/true, /*cancel_futures=*/false);    // ~thread_pool_executor: shutdown(true)
 //
@@ -11,6 +12,13 @@
 //   max_workers, and every one is joined by shutdown(true) or the destructor:
 //   none outlives the executor.
 // - Calls run in submission order (first queued, first started).
+// - A per-call deadline (submit_with) counts from when a thread starts the
+//   call: past it the future fails with mp::timeout_error and a call taking
+//   a std::stop_token first is asked to stop; a thread cannot be stopped from
+//   outside, so any other call runs on (its result discarded).
+// - An idle thread spins briefly for the next call before it sleeps (one at
+//   a time), and get() spins briefly for the result: a submit().get() round
+//   trip needs no futex wake while both sides are quick.
 // - map() reads its input lazily with a bounded number of calls in flight,
 //   so an endless input range works; results come in input order, and an
 //   exception in one call is thrown when iteration reaches it.
@@ -73,19 +81,34 @@ public:
     /// Fails the future without running the call.
     virtual void fail(std::exception_ptr e) noexcept = 0;
     /// Cancels the future without running the call.
-    virtual void cancel() noexcept = 0;
+    virtual void cancel_unrun() noexcept = 0;
+    /// The call is past its deadline: fails the future with `e` (unless it
+    /// is done) and requests stop from a call that takes a std::stop_token.
+    virtual void expire(std::exception_ptr e) noexcept = 0;
+
+    /// Deadline counted from when a thread starts the call (submit_with).
+    std::optional<std::chrono::nanoseconds> timeout;
 };
 
+/// A call and its future's state in one allocation: the queue and the
+/// caller's future share it.
 template <class R, class Call>
-class thread_call final : public thread_task {
+class thread_call final : public future_state<R>, public thread_task {
 public:
     explicit thread_call(Call call) : call_(std::in_place, std::move(call)) {}
 
-    [[nodiscard]] future<R> get_future() const { return promise_.get_future(); }
-    void set_stop_request(std::function<bool()> request) const { promise_.set_stop_request(std::move(request)); }
+    [[nodiscard]] future<R> get_future() {
+        return future_access::make(std::static_pointer_cast<future_state<R>>(this->shared_from_this()));
+    }
+    /// The call takes a std::stop_token from `stop`: terminate() and a
+    /// passed deadline request stop through it.
+    void set_stop_source(std::stop_source stop) {
+        stop_.emplace(std::move(stop));
+        this->set_stop_request([this] { return stop_->request_stop() || stop_->stop_requested(); });
+    }
 
     void execute() noexcept override {
-        if (!promise_.set_running_or_notify_cancel()) return;
+        if (!this->set_running_or_notify_cancel()) return;
         ran_ = true;
         try {
             if constexpr (std::is_void_v<R>)
@@ -103,23 +126,26 @@ public:
         if (!ran_) return;
         try {
             if (error_) {
-                promise_.set_exception(error_);
+                this->set_exception(error_);
             } else if constexpr (std::is_void_v<R>) {
-                promise_.set_result();
+                this->set_value();
             } else {
-                promise_.set_result(std::move(*value_));
+                this->set_value(std::move(*value_));
             }
         } catch (...) {
             // Moving the value into the future threw: report that instead.
-            promise_.set_exception(std::current_exception());
+            this->set_exception(std::current_exception());
         }
     }
-    void fail(std::exception_ptr e) noexcept override { promise_.set_exception(std::move(e)); }
-    void cancel() noexcept override { (void)promise_.get_future().cancel(); }
+    void fail(std::exception_ptr e) noexcept override { this->set_exception(std::move(e)); }
+    void cancel_unrun() noexcept override { (void)this->cancel(); }
+    void expire(std::exception_ptr e) noexcept override {
+        if (this->set_exception(std::move(e)) && stop_) stop_->request_stop();
+    }
 
 private:
-    promise<R> promise_;
     std::optional<Call> call_;
+    std::optional<std::stop_source> stop_;
     bool ran_ = false;
     std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value_;
     std::exception_ptr error_;
@@ -136,7 +162,7 @@ public:
 
     /// Queues `task`, starting a thread if none is idle. Throws
     /// mp::closed_error after shutdown, mp::error when broken or in a forked child.
-    void submit(std::unique_ptr<thread_task> task);
+    void submit(std::shared_ptr<thread_task> task);
     void shutdown(bool wait, bool cancel_futures) noexcept;
 
     [[nodiscard]] int max_workers() const noexcept;
@@ -207,7 +233,7 @@ public:
             }
             return out;
         };
-        auto task = std::make_unique<thread_call<chunk, decltype(work)>>(std::move(work));
+        auto task = std::make_shared<thread_call<chunk, decltype(work)>>(std::move(work));
         auto f = task->get_future();
         core_->submit(std::move(task));
         return f;
@@ -416,32 +442,39 @@ public:
     /// A callable whose first parameter is a std::stop_token gets one: its
     /// future's terminate() requests stop while it runs (cooperative).
     template <class F, class... Args>
-        requires(!std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>)
-    [[nodiscard]] auto submit(F&& fn, Args&&... args)
-        -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>> {
-        using R = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
-        auto call = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
-            return std::invoke(std::move(fn), std::move(args)...);
-        };
-        auto task = std::make_unique<detail::thread_call<R, decltype(call)>>(std::move(call));
-        auto f = task->get_future();
-        core_->submit(std::move(task));
-        return f;
+    [[nodiscard]] auto submit(F&& fn, Args&&... args) {
+        return submit_with({}, std::forward<F>(fn), std::forward<Args>(args)...);
     }
+
+    /// As submit(), with per-call options. {.timeout = d}: if the call is
+    /// still running d after a thread started it, its future fails with
+    /// mp::timeout_error and, when the callable takes a std::stop_token
+    /// first, stop is requested. A thread cannot be stopped from outside: any
+    /// other call runs on to its end, its result discarded, and holds its
+    /// thread until then.
     template <class F, class... Args>
-        requires std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>
-    [[nodiscard]] auto submit(F&& fn, Args&&... args)
-        -> future<std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>>> {
-        using R = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::stop_token, std::decay_t<Args>...>>;
-        std::stop_source stop;
-        auto call = [stop, fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
-            return std::invoke(std::move(fn), stop.get_token(), std::move(args)...);
-        };
-        auto task = std::make_unique<detail::thread_call<R, decltype(call)>>(std::move(call));
-        task->set_stop_request([stop]() mutable { return stop.request_stop() || stop.stop_requested(); });
-        auto f = task->get_future();
-        core_->submit(std::move(task));
-        return f;
+    [[nodiscard]] auto submit_with(submit_options options, F&& fn, Args&&... args) {
+        using fn_type = std::decay_t<F>;
+        if constexpr (std::is_invocable_v<fn_type, std::stop_token, std::decay_t<Args>...>) {
+            using R = std::remove_cvref_t<std::invoke_result_t<fn_type, std::stop_token, std::decay_t<Args>...>>;
+            std::stop_source stop;
+            auto call = [token = stop.get_token(), fn = std::forward<F>(fn),
+                         ... args = std::forward<Args>(args)]() mutable -> R {
+                return std::invoke(std::move(fn), std::move(token), std::move(args)...);
+            };
+            auto task = std::make_shared<detail::thread_call<R, decltype(call)>>(std::move(call));
+            task->set_stop_source(std::move(stop));
+            return enqueue(std::move(task), options);
+        } else {
+            static_assert(std::is_invocable_v<fn_type, std::decay_t<Args>...>,
+                          "mp::thread_pool_executor::submit: fn cannot be called with these arguments (as "
+                          "rvalues of their decayed types), nor with a std::stop_token before them");
+            using R = std::remove_cvref_t<std::invoke_result_t<fn_type, std::decay_t<Args>...>>;
+            auto call = [fn = std::forward<F>(fn), ... args = std::forward<Args>(args)]() mutable -> R {
+                return std::invoke(std::move(fn), std::move(args)...);
+            };
+            return enqueue(std::make_shared<detail::thread_call<R, decltype(call)>>(std::move(call)), options);
+        }
     }
 
     /// fn(item) for every item of `range`, results in input order, input read
@@ -478,6 +511,14 @@ public:
     [[nodiscard]] std::size_t thread_count() const;
 
 private:
+    template <class R, class Call>
+    future<R> enqueue(std::shared_ptr<detail::thread_call<R, Call>> task, const submit_options& options) {
+        if (options.timeout) task->timeout = std::chrono::nanoseconds(*options.timeout);
+        auto f = task->get_future();
+        core_->submit(std::move(task));
+        return f;
+    }
+
     std::shared_ptr<detail::thread_pool_core> core_;
 };
 

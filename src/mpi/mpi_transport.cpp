@@ -25,7 +25,15 @@ constexpr std::size_t capacity_per_rank = 32;
 class mpi_transport final : public transport, public task_source {
 public:
     mpi_transport(boss_transport& boss, int workers, const mpi_pool_executor_options& options)
-        : boss_(boss), workers_(workers), options_(options) {}
+        : boss_(boss), workers_(workers), options_(options) {
+        output_archive probe;
+        probe(options_.initializer);
+        if (!probe.fds().empty())
+            throw value_error(
+                "mp::mpi_pool_executor: the initializer's bound arguments (mp::bind) hold an mp::queue, lock, "
+                "value or shared memory, which travel as file descriptors and cannot reach another rank; bind "
+                "plain values");
+    }
 
     ~mpi_transport() override { boss_.close(exec_, true); }
 

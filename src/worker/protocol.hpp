@@ -59,8 +59,15 @@ public:
 
 /// Runs tasks from `channel` until told to stop or, if max_tasks > 0, after
 /// max_tasks tasks. Never throws for a task's own failure (that is sent as
-/// its result); throws if the transport fails.
-void run_worker_loop(worker_channel& channel, int max_tasks);
+/// its result); throws if the transport fails. `init_failure`: the worker's
+/// initializer threw, so every task it takes fails with this record, unrun
+/// (Python's executor is broken then; the worker stays, so that a pool does
+/// not restart workers in a loop while each task gets the reason).
+void run_worker_loop(worker_channel& channel, int max_tasks, const exception_record* init_failure = nullptr);
+
+/// What a task taken by a worker whose initializer threw `e` fails with: the
+/// initializer's exception type, and a message saying so. Logs it once.
+exception_record initializer_failure(std::exception_ptr e);
 
 /// One per worker, in shared memory: the task it is taking or running.
 /// Written by the worker only (set while it still reads the task's message,

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include <filesystem>
@@ -140,8 +141,15 @@ void shm_worker_channel::finished() noexcept { mine_.task.store(0, std::memory_o
 void pool_worker_main(worker_setup& setup) {
     sys::ignore_sigint();
     shm_worker_channel channel(setup);
-    if (setup.initializer) setup.initializer();
-    run_worker_loop(channel, setup.max_tasks);
+    std::optional<exception_record> init_failure;
+    if (setup.initializer) {
+        try {
+            setup.initializer();
+        } catch (...) {
+            init_failure = initializer_failure(std::current_exception());
+        }
+    }
+    run_worker_loop(channel, setup.max_tasks, init_failure ? &*init_failure : nullptr);
 }
 
 std::string describe_exit(int exit_code) {

@@ -1,7 +1,10 @@
 // The worker loop: receive a task, run its entry, send its result. Knows
 // nothing of how bytes move or how the worker was started.
 #include <exception>
+#include <string>
 
+#include "log.hpp"
+#include "mp/context.hpp"
 #include "worker/protocol.hpp"
 
 namespace mp::detail::worker {
@@ -28,11 +31,29 @@ void send_failure(worker_channel& channel, const received_task& task, std::excep
 
 }  // namespace
 
-void run_worker_loop(worker_channel& channel, int max_tasks) {
+exception_record initializer_failure(std::exception_ptr e) {
+    exception_record r = capture_exception(std::move(e));
+    std::string name = mp::current_process().name();
+    detail::log(log_level::error, "mp: the initializer of pool worker " + name + " threw " + r.type_name + ": " +
+                                      r.what + "; the tasks this worker takes fail with that error");
+    r.what = "mp: this task did not run: the initializer of worker " + name + " threw (" + r.what +
+             "), so its tasks fail; fix the initializer or catch its errors";
+    return r;
+}
+
+void run_worker_loop(worker_channel& channel, int max_tasks, const exception_record* init_failure) {
     received_task task;
     std::vector<std::byte> buffer;  // reused from task to task
     for (int done = 0; max_tasks <= 0 || done < max_tasks; ++done) {
         if (!channel.receive(task)) return;
+        if (init_failure) {
+            output_archive err;
+            write_result_header(err, task.id, task.claim, result_status::failed);
+            err(*init_failure);
+            channel.send(err);
+            channel.finished();
+            continue;
+        }
         output_archive out(std::move(buffer));
         write_result_header(out, task.id, task.claim, result_status::ok);
         send_context ctx{&channel, &out};

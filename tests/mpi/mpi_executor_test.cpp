@@ -22,6 +22,7 @@
 
 #include "mp/process_pool_executor.hpp"
 #include "mp/progress.hpp"
+#include "mp/queue.hpp"
 #include "support/leak_check.hpp"
 
 using namespace std::chrono_literals;
@@ -55,6 +56,8 @@ int segfault(int) {
 int my_pid() { return static_cast<int>(::getpid()); }
 int g_init = 0;
 void init_worker() { g_init = 7; }
+void init_worker_with(int v) { g_init = v; }
+void init_worker_with_queue(mp::queue<int>, int v) { g_init = v; }
 int read_init() { return g_init; }
 // Blocks until the test creates the file (the tasks run on this host).
 int wait_file(std::string path) {
@@ -288,6 +291,17 @@ TEST(mpi_executor, initializer_and_max_tasks_per_child) {
     std::set<int> same;
     for (int i = 0; i < 6; ++i) same.insert(plain.submit(my_pid).get());
     EXPECT_EQ(same.size(), 1u);
+}
+
+// Python's initargs: a bound initializer's values reach every local worker
+// process on the worker ranks; a bound queue (file descriptors) cannot.
+TEST(mpi_executor, initializer_arguments) {
+    mp::mpi_pool_executor ex({.max_workers = 1, .initializer = mp::bind(init_worker_with, 11),
+                              .max_tasks_per_child = 1});
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(ex.submit(read_init).get(), 11);  // replacements too
+    mp::queue<int> q;
+    EXPECT_THROW(mp::mpi_pool_executor({.max_workers = 1, .initializer = mp::bind(init_worker_with_queue, q, 1)}),
+                 mp::value_error);
 }
 
 TEST(mpi_executor, cancel_pending_future) {
