@@ -515,8 +515,11 @@ public:
             place(seq, std::move(b));
         }
         bool wake = mode_ == collect_mode::all && std::exchange(waiting_for_room_, false);
+        // map() waits for the last chunk only: waking it for every chunk costs
+        // it a context switch per task.
+        const bool notify = mode_ != collect_mode::all || failure_ || (input_done_ && chunks_in_flight_ == 0);
         lock.unlock();
-        cv_.notify_all();
+        if (notify) cv_.notify_all();
         if (wake) room_available();
         maybe_finish();
     }
