@@ -7,12 +7,19 @@
 //   submit_rtt      executor.submit(inc, i).get(), one at a time       µs
 //   exmap_chunk1000 executor.map(inc, 1,000,000 ints, chunksize=1000)  items/s
 //   cpu_speedup     8 tasks of 2e7 multiply-adds: sequential time / pool time
+//   big_result      pool.apply of a task returning a 256 MiB std::vector<double>,
+//                   timed from when the worker's data is ready until the caller
+//                   holds it (GB/s; CPython: bench/python/foundation.py's Pool
+//                   figure), and memcpy into fresh pages in this process, the
+//                   bound that result path is held to
 //
 // Prints "result <key> <value>" lines (for bench/run.py), then runs
 // bench/python/pool_bench.py with the same sizes and prints both figures and
 // their ratio. --quick: tiny sizes; --no-python: mp only.
 #include <mp/pool.hpp>
 #include <mp/process_pool_executor.hpp>
+
+#include <sys/mman.h>
 
 #include <cstdio>
 #include <cstring>
@@ -37,6 +44,27 @@ double cpu_task(long n) {
     return a;
 }
 
+std::vector<double> return_big(std::size_t doubles) {
+    std::vector<double> data(doubles, 1.0);
+    data[0] = bench::now_seconds();  // the clock starts when the data is ready
+    return data;
+}
+
+// memcpy of `bytes` into pages never touched before (page faults included).
+double memcpy_fresh_gbps(std::size_t bytes, int reps) {
+    std::vector<std::byte> src(bytes, std::byte{1});
+    std::vector<double> gbps;
+    for (int rep = 0; rep < reps; ++rep) {
+        void* fresh = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (fresh == MAP_FAILED) std::abort();
+        double t = bench::seconds_of([&] { std::memcpy(fresh, src.data(), bytes); });
+        asm volatile("" : : "r"(fresh) : "memory");
+        ::munmap(fresh, bytes);
+        gbps.push_back(static_cast<double>(bytes) / t / bench::gigabyte);
+    }
+    return bench::median(gbps);
+}
+
 struct sizes {
     int map_items = 1'000'000;
     int chunk1_items = 100'000;
@@ -44,6 +72,7 @@ struct sizes {
     int exmap_items = 1'000'000;
     long cpu_n = 20'000'000;
     int cpu_tasks = 8;
+    std::size_t big_bytes = std::size_t{256} << 20;
 };
 
 std::map<std::string, double> run_mp(const bench::options& o, const sizes& s) {
@@ -98,7 +127,19 @@ std::map<std::string, double> run_mp(const bench::options& o, const sizes& s) {
                 par.push_back(bench::seconds_of([&] { (void)pool.map(cpu_task, ns, 1); }));
             r["cpu_speedup"] = seq / bench::best_low(par);
         }
+        if (o.wants("big_result")) {
+            const std::size_t doubles = s.big_bytes / sizeof(double);
+            std::vector<double> gbps;
+            for (int i = 0; i < o.reps; ++i) {
+                std::vector<double> data = pool.apply(return_big, doubles);
+                double elapsed = bench::now_seconds() - data.at(0);
+                if (data.size() != doubles || data.back() != 1.0) std::abort();
+                gbps.push_back(static_cast<double>(s.big_bytes) / elapsed / bench::gigabyte);
+            }
+            r["big_result_gbps"] = bench::median(gbps);
+        }
     }
+    if (o.wants("big_result")) r["memcpy_fresh_gbps"] = memcpy_fresh_gbps(s.big_bytes, o.reps);
     {
         mp::process_pool_executor ex(workers);
         (void)ex.submit(inc, 1).get();
@@ -144,6 +185,19 @@ std::map<std::string, double> run_python(const bench::options& o) {
         if (std::sscanf(line, "result %255s %lf", key, &v) == 2) r[key] = v;
     }
     ::pclose(p);
+    if (o.wants("big_result")) {
+        // CPython's Pool returning the same 256 MiB list of floats.
+        std::string big = "python3 " MP_BENCH_PYTHON_DIR "/foundation.py --only big --reps " + std::to_string(o.reps);
+        if (o.quick) big += " --quick";
+        if (FILE* f = ::popen(big.c_str(), "r")) {
+            while (std::fgets(line, sizeof line, f)) {
+                char key[256];
+                double v = 0;
+                if (std::sscanf(line, "result %255s %lf", key, &v) == 2) r[key] = v;
+            }
+            ::pclose(f);
+        }
+    }
     return r;
 }
 
@@ -156,7 +210,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i)
         if (std::strcmp(argv[i], "--no-python") == 0) python = false;
     sizes s;
-    if (o.quick) s = {20'000, 2'000, 200, 20'000, 200'000, 4};
+    if (o.quick) s = {20'000, 2'000, 200, 20'000, 200'000, 4, std::size_t{8} << 20};
     auto mine = run_mp(o, s);
     for (auto& [k, v] : mine) bench::result(k.c_str(), v);
     if (!python) return 0;
@@ -173,5 +227,8 @@ int main(int argc, char** argv) {
         double ratio = lower_better ? it->second / v : v / it->second;
         std::printf("%-30s %14.4g %14.4g %9.1fx\n", k.c_str(), v, it->second, ratio);
     }
+    if (mine.count("big_result_gbps") && mine.count("memcpy_fresh_gbps"))
+        std::printf("%-30s %14.4g %14.4g %9.2fx\n", "big_result vs memcpy (fresh)", mine["big_result_gbps"],
+                    mine["memcpy_fresh_gbps"], mine["big_result_gbps"] / mine["memcpy_fresh_gbps"]);
     return 0;
 }

@@ -45,6 +45,11 @@ int slow_sqr(int x) {
     return x * x;
 }
 
+// 2 MiB: past the size from which a result travels through its worker's area.
+constexpr int large_doubles = 1 << 18;
+std::vector<double> large_result(int n) { return std::vector<double>(static_cast<std::size_t>(n), 2.5); }
+
+void arm_kill_after_large_result() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::large_result_stored); }
 void arm_kill_while_reading() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::while_reading); }
 void arm_kill_before_claim() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::before_claim); }
 
@@ -88,6 +93,31 @@ TEST_P(pool_crash_test, worker_killed_while_reading_a_task_takes_it_exactly_once
 
 TEST_P(pool_crash_test, worker_killed_before_claiming_a_task_takes_it_exactly_once) {
     check_taken_exactly_once(arm_kill_before_claim);
+}
+
+// A worker dies with its large result stored in its area but not announced:
+// the task fails as crashed, and the area goes back to the slot, so that the
+// replacement's large results arrive (it would wait for the area for ever).
+TEST_P(pool_crash_test, worker_killed_after_storing_a_large_result_fails_only_its_task) {
+    const std::string gate = hooks::kill_at_take_gate(::getpid());
+    std::ofstream(gate) << "x";
+    {
+        mp::pool p({.processes = 1, .initializer = arm_kill_after_large_result, .context = ctx()});
+        EXPECT_THROW((void)p.apply_async(large_result, large_doubles).get(30s), mp::worker_crashed);
+        EXPECT_FALSE(std::filesystem::exists(gate)) << "no worker died: the hook did not fire";
+        for (int i = 0; i < 3; ++i) {
+            auto f = p.apply_async(large_result, large_doubles);
+            if (!f.wait_for(30s)) {
+                p.terminate();  // the replacement waits for an area nobody frees
+                FAIL() << "the replacement worker's large result did not arrive";
+            }
+            auto v = std::move(f).get();
+            ASSERT_EQ(v.size(), static_cast<std::size_t>(large_doubles));
+            EXPECT_EQ(v.front(), 2.5);
+            EXPECT_EQ(v.back(), 2.5);
+        }
+    }
+    std::filesystem::remove(gate);
 }
 
 // ---- a pool inherited by a fork child (11.8) ----

@@ -37,6 +37,14 @@ int sqr_slowly(int x, int ms) {
     return x * x;
 }
 int mul(int a, int b) { return a * b; }
+// 3 MiB, marked at both ends and in the middle.
+constexpr std::size_t block_doubles = 3 << 17;
+std::vector<double> filled_block(int seed) {
+    std::vector<double> v(block_doubles, seed + 0.5);
+    v.front() = seed;
+    v.back() = -seed;
+    return v;
+}
 int fail_at_five(int x) {
     if (x == 5) throw std::invalid_argument("five is not allowed");
     return x * x;
@@ -138,6 +146,28 @@ TEST_P(pool_test, map) {
     EXPECT_EQ(p.map(sqr, iota_vec(10)), squares(10));
     EXPECT_EQ(p.map(sqr, iota_vec(100)), squares(100));
     EXPECT_EQ(p.map(sqr, std::views::iota(0, 50)), squares(50));
+}
+
+// Results of a MiB and more come back through each worker's own area; a
+// worker whose area the parent still reads waits for it, so many large
+// results from few workers arrive whole and in order.
+TEST_P(pool_test, large_results_arrive_whole) {
+    mp::pool p(opts());
+    std::vector<int> seeds(12);
+    std::iota(seeds.begin(), seeds.end(), 1);
+    auto all = p.map(filled_block, seeds, 1);
+    ASSERT_EQ(all.size(), seeds.size());
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        ASSERT_EQ(all[i].size(), block_doubles);
+        EXPECT_EQ(all[i].front(), seeds[i]);
+        EXPECT_EQ(all[i][block_doubles / 2], seeds[i] + 0.5);
+        EXPECT_EQ(all[i].back(), -seeds[i]);
+    }
+    // One large, one small, one failing, in turn: each kind still arrives.
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(p.apply(filled_block, 40 + i).back(), -(40 + i));
+        EXPECT_EQ(p.apply(sqr, i), i * i);
+    }
 }
 
 TEST_P(pool_test, map_chunksize) {

@@ -36,6 +36,7 @@
 
 #include "engine/transport.hpp"
 #include "mp/detail/task.hpp"
+#include "sys/after_fork.hpp"
 #include "sys/sys.hpp"
 #include "transport/shm/shm_transport.hpp"
 #include "worker/protocol.hpp"
@@ -54,6 +55,23 @@ void run_all(later_list& later) noexcept {
         }
     }
     later.clear();
+}
+
+// This process's pid, read once per process instead of once per task (a
+// system call on every submit): fork children refresh it.
+std::atomic<int> cached_pid{0};
+int own_pid() noexcept {
+    static const bool hooked = [] {
+        sys::register_after_fork([] { cached_pid.store(0, std::memory_order_relaxed); });
+        return true;
+    }();
+    static_cast<void>(hooked);
+    int pid = cached_pid.load(std::memory_order_relaxed);
+    if (pid == 0) {
+        pid = sys::current_pid();
+        cached_pid.store(pid, std::memory_order_relaxed);
+    }
+    return pid;
 }
 
 std::exception_ptr terminated_error() {
@@ -108,7 +126,7 @@ private:
     // A process that inherited this engine by fork (a fork child, a fork
     // worker) shares its queues and memory but owns none of it: there every
     // operation does nothing, and destruction releases only local memory.
-    bool inherited() const noexcept { return sys::current_pid() != owner_pid_; }
+    bool inherited() const noexcept { return own_pid() != owner_pid_; }
     // Produces and sends tasks while the transport has room. `may_block`:
     // this thread may read jobs whose input may block (the feeder only).
     void dispatch(bool may_block) noexcept;
@@ -123,7 +141,7 @@ private:
     running_task finish_locked(std::uint64_t id);
 
     const int workers_;
-    const int owner_pid_ = sys::current_pid();
+    const int owner_pid_ = own_pid();
     std::unique_ptr<transport> transport_;
     std::size_t depth_ = 0;
 

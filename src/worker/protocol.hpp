@@ -3,6 +3,8 @@
 //
 // task message   [u8 task_kind][u64 task id][u32 claim][code_ref entry][payload]   (stop: [u8 stop])
 // result message [u8 result_kind][u64 task id][u8 status][u32 claim][value | exception_record]
+// large result   [u8 done_large][u32 slot][u32 generation][u64 size]: the result
+//                message itself lies in the slot's area (transport/shm/large_results.hpp)
 //
 // The worker loop and the engine only see these interfaces; the
 // shared-memory transport (shm_channel.hpp) is one implementation, and a
@@ -25,6 +27,8 @@ enum class result_kind : std::uint8_t {
     done = 1,  // a task's result
     lost = 2,  // parent-internal: the worker running a task died or was stopped
     stop = 3,  // parent-internal: the result thread ends
+    done_large = 4,   // a task's result, in the worker's large-result area
+    worker_gone = 5,  // parent-internal: [u32 slot][u32 generation] ended; its area may be freed
 };
 enum class result_status : std::uint8_t { ok = 0, failed = 1 };
 enum class lost_reason : std::uint8_t { crashed = 0, timed_out = 1, stopped = 2 };
@@ -77,6 +81,18 @@ struct alignas(64) worker_slot {
     std::atomic<std::uint64_t> task;        // 0: none
     std::atomic<std::int64_t> started_ns;   // steady clock, when it claimed the task
     std::atomic<std::uint32_t> claim;       // the task's claim entry (valid while task != 0)
+};
+
+/// One per pool, in shared memory: where idle workers wait for tasks.
+/// Workers do not sleep inside the task queue, which wakes every sleeper for
+/// each item (two idle workers would both wake for one task, and one would
+/// go back to sleep). Here one task wakes one worker, and at most one worker
+/// spins for the next task: on a small machine a second spinner takes the
+/// core that the pool's own threads need to hand that task over.
+struct alignas(64) task_doorbell {
+    std::atomic<std::uint32_t> seq;       // bumped by each ring (the futex word)
+    std::atomic<std::uint32_t> sleepers;  // workers between announcing a sleep and leaving it
+    std::atomic<std::uint32_t> spinner;   // slot + 1 of the worker spinning for a task; 0: none
 };
 
 /// One per task in flight, in shared memory: who has taken it. The word holds

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <optional>
 #include <string>
@@ -43,15 +44,22 @@ std::int64_t steady_now_ns() noexcept {
 
 namespace {
 std::size_t table_size(std::uint32_t count, std::uint32_t claims) {
-    return std::max<std::size_t>(sys::page_size(), count * sizeof(worker_slot) + claims * sizeof(task_claim));
+    return std::max<std::size_t>(sys::page_size(),
+                                 sizeof(task_doorbell) + count * sizeof(worker_slot) + claims * sizeof(task_claim));
 }
+
+// How long the one spinning worker looks for its next task before it sleeps:
+// a caller waiting for each result sends the next task within a few
+// microseconds, far less than a wake-up costs; an idle pool pays this once.
+constexpr auto task_spin = std::chrono::microseconds(50);
 }  // namespace
 
 slot_table::slot_table(std::uint32_t count, std::uint32_t claims) : claim_count_(claims) {
     size_ = table_size(count, claims);
     fd_ = sys::memfd("mp-pool-slots", size_);
     auto* base = sys::map_shared(fd_.get(), size_);
-    slots_ = static_cast<worker_slot*>(base);
+    doorbell_ = new (base) task_doorbell{};
+    slots_ = reinterpret_cast<worker_slot*>(doorbell_ + 1);
     claims_ = reinterpret_cast<task_claim*>(slots_ + count);
     for (std::uint32_t i = 0; i < count; ++i) new (&slots_[i]) worker_slot{};
     for (std::uint32_t i = 0; i < claims; ++i) new (&claims_[i]) task_claim{};
@@ -62,11 +70,25 @@ slot_table::slot_table(unique_fd fd, std::uint32_t count, std::uint32_t claims)
     size_ = table_size(count, claims);
     if (sys::file_size(fd_.get()) < size_)
         throw serialization_error("mp: a pool worker received a slot table of the wrong size");
-    slots_ = static_cast<worker_slot*>(sys::map_shared(fd_.get(), size_));
+    doorbell_ = static_cast<task_doorbell*>(sys::map_shared(fd_.get(), size_));
+    slots_ = reinterpret_cast<worker_slot*>(doorbell_ + 1);
     claims_ = reinterpret_cast<task_claim*>(slots_ + count);
 }
 
-slot_table::~slot_table() { sys::unmap(slots_, size_); }
+slot_table::~slot_table() { sys::unmap(doorbell_, size_); }
+
+void slot_table::ring(std::size_t tasks_waiting, bool all) noexcept {
+    auto& bell = *doorbell_;
+    // Pairs with a worker's fence between announcing itself (spinner gone,
+    // or sleeper) and looking at the queue: either it sees the new task or
+    // this sees it.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // The spinning worker takes one task; more need another worker.
+    if (!all && tasks_waiting <= 1 && bell.spinner.load(std::memory_order_relaxed) != 0) return;
+    if (bell.sleepers.load(std::memory_order_relaxed) == 0) return;
+    bell.seq.fetch_add(1, std::memory_order_seq_cst);
+    sys::futex_wake(reinterpret_cast<std::uint32_t*>(&bell.seq), all ? INT_MAX : 1);
+}
 
 namespace {
 unique_fd own(const worker_setup& s, int fd) {
@@ -81,8 +103,10 @@ shm_worker_channel::shm_worker_channel(const worker_setup& setup)
     : tasks_(own(setup, setup.task_fd)),
       results_(own(setup, setup.result_fd)),
       slots_(own(setup, setup.slots_fd), setup.slot_count, setup.claim_count),
+      large_(own(setup, setup.large_fd)),
       mine_(slots_[setup.slot]),
-      index_(setup.slot) {
+      index_(setup.slot),
+      generation_(setup.generation) {
     if (setup.slot >= setup.slot_count || setup.slot >= max_workers_per_pool)
         throw serialization_error("mp: a pool worker received a bad slot number");
 }
@@ -95,11 +119,12 @@ struct receive_context {
 };
 }  // namespace
 
-bool shm_worker_channel::receive(received_task& task) {
-    for (;;) {
-        receive_context ctx{&mine_, &task};
-        tasks_.get(
-            [](void* context, input_archive& ar) {
+bool shm_worker_channel::take(received_task& task, bool& stop) {
+    receive_context ctx{&mine_, &task};
+    // Never waits inside the queue: an empty queue (or one another worker is
+    // taking from) returns at once, and the worker waits at the doorbell.
+    const bool got = tasks_.get(
+        [](void* context, input_archive& ar) {
             auto* c = static_cast<receive_context*>(context);
             std::uint8_t kind = 0;
             ar(kind);
@@ -117,8 +142,41 @@ bool shm_worker_channel::receive(received_task& task) {
             c->task->body.resize(rest.size());
             if (!rest.empty()) std::memcpy(c->task->body.data(), rest.data(), rest.size());
         },
-        &ctx, std::nullopt);
-        if (ctx.stop) return false;
+        &ctx, std::chrono::steady_clock::now());
+    stop = ctx.stop;
+    return got;
+}
+
+void shm_worker_channel::wait_for_task() {
+    auto& bell = slots_.doorbell();
+    std::uint32_t none = 0;
+    if (bell.spinner.compare_exchange_strong(none, index_ + 1, std::memory_order_seq_cst)) {
+        bool seen = false;
+        {
+            // Spins only while spinning pays: on a loaded machine the next
+            // task rarely comes within the budget, and the spin steals CPU.
+            sys::spinner spin(task_spin, &spin_history_);
+            while (!(seen = tasks_.size() > 0) && spin.step()) {
+            }
+        }
+        bell.spinner.store(0, std::memory_order_seq_cst);
+        if (seen) return;
+    }
+    bell.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = bell.seq.load(std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with slot_table::ring
+    if (tasks_.size() == 0) (void)sys::futex_wait(reinterpret_cast<const std::uint32_t*>(&bell.seq), seq, std::nullopt);
+    bell.sleepers.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool shm_worker_channel::receive(received_task& task) {
+    for (;;) {
+        bool stop = false;
+        if (!take(task, stop)) {
+            wait_for_task();
+            continue;
+        }
+        if (stop) return false;
         test_hooks::maybe_die_at_take(test_hooks::take_kill::before_claim);
         if (task.claim >= slots_.claim_count())
             throw serialization_error("mp: a pool worker received a task with a bad claim number");
@@ -134,7 +192,25 @@ bool shm_worker_channel::receive(received_task& task) {
     }
 }
 
-void shm_worker_channel::send(const output_archive& result) { results_.put(result, std::nullopt); }
+void shm_worker_channel::send(const output_archive& result) {
+    if (result.size() < large_result_threshold) {
+        results_.put(result, std::nullopt);
+        return;
+    }
+    // Into this worker's area, where the pool decodes it without copying it
+    // out first; the queue carries only a notice.
+    large_.fill(result, generation_);
+    test_hooks::maybe_die_at_take(test_hooks::take_kill::large_result_stored);
+    output_archive notice;
+    notice(static_cast<std::uint8_t>(result_kind::done_large), index_, generation_,
+           static_cast<std::uint64_t>(result.size()));
+    try {
+        results_.put(notice, std::nullopt);
+    } catch (...) {
+        large_.unfill(generation_);
+        throw;
+    }
+}
 
 void shm_worker_channel::finished() noexcept { mine_.task.store(0, std::memory_order_release); }
 

@@ -18,6 +18,8 @@
 #include "mp/detail/unique_fd.hpp"
 #include "mp/function.hpp"
 #include "mp/queue.hpp"
+#include "sys/sys.hpp"
+#include "transport/shm/large_results.hpp"
 #include "worker/protocol.hpp"
 
 namespace mp::detail::worker {
@@ -28,6 +30,8 @@ struct worker_setup {
     int task_fd = -1;     // in the parent (and a fork child): borrowed fds
     int result_fd = -1;
     int slots_fd = -1;
+    int large_fd = -1;           // the slot's large-result area
+    std::uint32_t generation = 0;  // of this worker in its slot (1 for the first)
     std::uint32_t slot = 0;
     std::uint32_t slot_count = 0;
     std::uint32_t claim_count = 0;
@@ -37,20 +41,22 @@ struct worker_setup {
 
     template <class Archive>
     void save(Archive& ar) const {
-        ar(ar.add_fd(task_fd), ar.add_fd(result_fd), ar.add_fd(slots_fd), slot, slot_count, claim_count, max_tasks,
-           initializer);
+        ar(ar.add_fd(task_fd), ar.add_fd(result_fd), ar.add_fd(slots_fd), ar.add_fd(large_fd), generation, slot,
+           slot_count, claim_count, max_tasks, initializer);
     }
     template <class Archive>
     void load(Archive& ar) {
-        std::uint32_t t = 0, r = 0, s = 0;
-        ar(t, r, s, slot, slot_count, claim_count, max_tasks, initializer);
+        std::uint32_t t = 0, r = 0, s = 0, l = 0;
+        ar(t, r, s, l, generation, slot, slot_count, claim_count, max_tasks, initializer);
         owned = std::make_shared<std::vector<unique_fd>>();
         owned->push_back(ar.take_fd(t));
         owned->push_back(ar.take_fd(r));
         owned->push_back(ar.take_fd(s));
+        owned->push_back(ar.take_fd(l));
         task_fd = (*owned)[0].get();
         result_fd = (*owned)[1].get();
         slots_fd = (*owned)[2].get();
+        large_fd = (*owned)[3].get();
     }
 };
 
@@ -66,6 +72,10 @@ public:
     slot_table(const slot_table&) = delete;
     slot_table& operator=(const slot_table&) = delete;
 
+    [[nodiscard]] task_doorbell& doorbell() noexcept { return *doorbell_; }
+    /// After a task or stop message was put: wakes a sleeping worker unless
+    /// the spinning one will take it (`all`: every sleeping worker).
+    void ring(std::size_t tasks_waiting, bool all) noexcept;
     [[nodiscard]] worker_slot& operator[](std::uint32_t i) noexcept { return slots_[i]; }
     [[nodiscard]] task_claim& claim(std::uint32_t i) noexcept { return claims_[i]; }
     [[nodiscard]] std::uint32_t claim_count() const noexcept { return claim_count_; }
@@ -73,6 +83,7 @@ public:
 
 private:
     unique_fd fd_;
+    task_doorbell* doorbell_ = nullptr;
     worker_slot* slots_ = nullptr;
     task_claim* claims_ = nullptr;
     std::uint32_t claim_count_ = 0;
@@ -88,11 +99,19 @@ public:
     void finished() noexcept override;
 
 private:
+    // Takes the next task's message if there is one now; false when none.
+    bool take(received_task& task, bool& stop);
+    // Waits at the doorbell until a task may be there.
+    void wait_for_task();
+
     queue_core tasks_;
     queue_core results_;
     slot_table slots_;
+    large_result_area large_;
     worker_slot& mine_;
     std::uint32_t index_;
+    std::uint32_t generation_;
+    sys::spin_history spin_history_;  // does spinning for the next task pay off?
 };
 
 /// The process target of every pool worker: ignores SIGINT, attaches to the

@@ -16,6 +16,7 @@ enum class take_kill : int {
     none = 0,
     while_reading = 1,   // the task's message is read, the queue has not moved past it yet
     before_claim = 2,    // the queue moved past the message, the task is not claimed yet
+    large_result_stored = 3,  // the task's large result is in the worker's area, its notice not sent
 };
 
 /// Set in a worker (by a pool initializer). The worker dies at that point of

@@ -73,6 +73,8 @@ shm_transport::shm_transport(shm_transport_config cfg) : cfg_(std::move(cfg)), o
     wake_read_ = std::move(r);
     wake_write_ = std::move(wr);
     workers_.resize(static_cast<std::size_t>(cfg_.workers));
+    for (int i = 0; i < cfg_.workers; ++i) large_.push_back(std::make_unique<large_result_area>());
+    generations_.resize(static_cast<std::size_t>(cfg_.workers), 0);
 }
 
 bool shm_transport::inherited() const noexcept { return sys::current_pid() != owner_pid_; }
@@ -157,6 +159,8 @@ std::unique_ptr<process> shm_transport::start_worker(std::uint32_t slot) {
     setup.task_fd = tasks_->fd();
     setup.result_fd = results_->fd();
     setup.slots_fd = slots_->fd();
+    setup.large_fd = large_[slot]->fd();
+    setup.generation = ++generations_[slot];
     setup.slot = slot;
     setup.slot_count = static_cast<std::uint32_t>(cfg_.workers);
     setup.claim_count = static_cast<std::uint32_t>(depth_);
@@ -227,6 +231,7 @@ void shm_transport::send_task(ticket t, std::uint64_t id, const output_archive& 
         free_claim(t);
         throw;
     }
+    slots_->ring(tasks_->size(), false);
 }
 
 void shm_transport::free_claim(ticket t) noexcept {
@@ -337,6 +342,14 @@ void shm_transport::collect_loop() {
                     events_->on_task_lost(id, why);
                     break;
                 }
+                case w::result_kind::done_large: collect_large(ar); break;
+                case w::result_kind::worker_gone: {
+                    std::uint32_t slot = 0, generation = 0;
+                    ar(slot, generation);
+                    // Behind every notice of that worker: an area it left full has no reader.
+                    if (slot < large_.size()) large_[slot]->release_abandoned(generation);
+                    break;
+                }
                 case w::result_kind::stop: stop = true; break;
                 default: throw serialization_error("mp: pool: a message of unknown kind arrived on the result queue");
             }
@@ -347,6 +360,35 @@ void shm_transport::collect_loop() {
     }
     auto* events = events_;
     events->on_events_end();  // may destroy this transport: nothing of it is touched after
+}
+
+// A result in its worker's area: decoded where it lies, with no lock held,
+// then the area goes back to the worker.
+void shm_transport::collect_large(input_archive& notice) {
+    std::uint32_t slot = 0, generation = 0;
+    std::uint64_t size = 0;
+    notice(slot, generation, size);
+    if (slot >= large_.size()) throw serialization_error("mp: pool: a large-result notice names no worker slot");
+    auto& area = *large_[slot];
+    auto bytes = area.filled(generation, static_cast<std::size_t>(size));
+    if (!bytes) throw serialization_error("mp: pool: a large-result notice names an area that holds no result");
+    struct release_after {
+        large_result_area& area;
+        std::uint32_t generation;
+        std::size_t size;
+        ~release_after() { area.release(generation, size); }
+    } release{area, generation, static_cast<std::size_t>(size)};
+    input_archive ar(*bytes);
+    std::uint8_t kind = 0;
+    std::uint64_t id = 0;
+    std::uint8_t status = 0;
+    std::uint32_t claim = 0;
+    ar(kind, id, status, claim);
+    if (kind != static_cast<std::uint8_t>(w::result_kind::done))
+        throw serialization_error("mp: pool: a worker's large-result area holds no result");
+    if (claim < depth_) retire(claim, id, false);
+    if (stop_asked_.load(std::memory_order_relaxed)) (void)take_stop_why(id);
+    events_->on_result(id, status == static_cast<std::uint8_t>(w::result_status::ok), ar);
 }
 
 // ---- the supervisor --------------------------------------------------------------
@@ -477,6 +519,17 @@ void shm_transport::handle_exit(std::uint32_t slot) {
         // Behind every result the worker sent before it died.
         post_result_queue(ar);
     }
+    // A worker that died spinning for a task leaves no spinner: the others
+    // sleep, and tasks put since (which woke nobody) need one of them.
+    std::uint32_t spinner = slot + 1;
+    if (slots_->doorbell().spinner.compare_exchange_strong(spinner, 0)) slots_->ring(0, true);
+    {
+        // The worker may have left its large-result area full without a
+        // notice: freed once the result thread has read what it sent.
+        output_archive gone;
+        gone(static_cast<std::uint8_t>(w::result_kind::worker_gone), slot, generations_[slot]);
+        post_result_queue(gone);
+    }
     std::unique_ptr<process> old;
     {
         std::lock_guard lock(workers_mutex_);
@@ -579,6 +632,7 @@ void shm_transport::finish_threads() noexcept {
             } catch (...) {
             }
         }
+        slots_->ring(0, true);
     }
     wake();
     if (supervisor_.joinable()) supervisor_.join();

@@ -34,6 +34,7 @@
 #include "mp/function.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
+#include "transport/shm/large_results.hpp"
 #include "worker/shm_channel.hpp"
 
 namespace mp::detail {
@@ -100,6 +101,7 @@ private:
     std::string worker_name() const;
     void wake() noexcept;
     void post_result_queue(const output_archive& ar) noexcept;
+    void collect_large(input_archive& notice);
     void finish_threads() noexcept;
 
     const shm_transport_config cfg_;
@@ -109,6 +111,8 @@ private:
     std::unique_ptr<queue_core> tasks_;
     std::unique_ptr<queue_core> results_;
     std::unique_ptr<worker::slot_table> slots_;
+    std::vector<std::unique_ptr<large_result_area>> large_;  // one per slot; fixed after construction
+    std::vector<std::uint32_t> generations_;  // per slot, of its current worker: written where workers start
     unique_fd wake_read_, wake_write_;
 
     mutable std::mutex claims_mutex_;
