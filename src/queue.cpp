@@ -61,7 +61,7 @@ constexpr std::uint64_t reserve_ahead = 256 << 10;
 // Items this large get their pages mapped in one call before the copy (one
 // system call saves hundreds of page faults); smaller ones mostly land in
 // pages that are already mapped.
-constexpr std::uint64_t prefault_threshold = 1 << 20;
+constexpr std::uint64_t prefault_threshold = large_item_bytes;
 
 constexpr std::uint32_t kind_item = 0;
 constexpr std::uint32_t kind_wrap = 1;
@@ -347,8 +347,27 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         &r, deadline);
 }
 
+void prepare_item_buffer(void* data, std::size_t bytes) noexcept {
+    if (bytes >= large_item_bytes) sys::advise_huge_pages(data, bytes);
+}
+
 bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
                            std::optional<clock::time_point> deadline) {
+    return put_record(size, write, context, nullptr, deadline);
+}
+
+bool queue_core::put_span(std::span<const std::byte> bytes, std::optional<clock::time_point> deadline) {
+    return put_record(
+        bytes.size(),
+        [](const void* src, std::byte* dst) {
+            auto& b = *static_cast<const std::span<const std::byte>*>(src);
+            if (!b.empty()) std::memcpy(dst, b.data(), b.size());
+        },
+        &bytes, bytes.data(), deadline);
+}
+
+bool queue_core::put_record(std::size_t size, writer write, const void* context, const std::byte* source,
+                            std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
     const std::uint64_t payload = size;
     if (payload > max_item)
@@ -404,10 +423,17 @@ bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
             release_passed_pages(s, fd_.get());
         ensure_reserved(s, fd_.get(), pos, need);
         auto* rec = reinterpret_cast<record_header*>(data_ + phys);
-        if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
         rec->size = static_cast<std::uint32_t>(payload);
         rec->kind = kind_item;
-        write(context, data_ + phys + sizeof(record_header));
+        if (need >= prefault_threshold && source) {
+            // One pass: pages the queue reserved but no one touched yet are
+            // not zero-filled first, as a first store through the mapping
+            // would make the kernel do.
+            sys::write_at(fd_.get(), header_size + phys + sizeof(record_header), {source, size});
+        } else {
+            if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
+            write(context, data_ + phys + sizeof(record_header));
+        }
         queue_hooks::reach(queue_hooks::point::before_publish);
         // The one store that publishes the item (and a jump back before it) and counts it.
         s.head.store(end_word{advance(pos, need), head.count + 1}.word(), std::memory_order_release);
@@ -481,6 +507,8 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
         const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec.size));
         const std::uint64_t taken = end_word{next, tail.count + 1}.word();
         try {
+            // Maps a large item's pages in one call, not one fault per 64 KiB.
+            if (rec.size >= prefault_threshold) sys::prefault_for_read(data_ + phys, sizeof(record_header) + rec.size);
             read(context, {data_ + phys + sizeof(record_header), rec.size});
         } catch (...) {
             // A poisoned item must not block the queue: drop it, and count it
