@@ -84,7 +84,10 @@ public:
     /// into the queue's memory in one pass (no zero-fill of fresh pages first).
     bool put_span(std::span<const std::byte> bytes, std::optional<clock::time_point> deadline);
     /// get() handing the item's bytes to `read`, without an archive. If read
-    /// throws, the item is dropped (the queue must not stall on it).
+    /// throws, the item is dropped (the queue must not stall on it). No lock
+    /// is taken: `read` may be called for an item another consumer takes
+    /// first, and then again for the next; it must only build a value (its
+    /// last call before get_bytes returns true is the item taken).
     bool get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline);
 
     [[nodiscard]] std::size_t size() const noexcept;
@@ -100,6 +103,10 @@ public:
 private:
     bool put_record(std::size_t size, writer write, const void* context, const std::byte* source,
                     std::optional<clock::time_point> deadline);
+    /// Takes the oldest item: under the consumers' lock (`under_lock`), or
+    /// claiming it with one compare-and-swap after reading it, in which case
+    /// `read` may run more than once and only its last run counts.
+    bool take(bytes_reader read, void* context, std::optional<clock::time_point> deadline, bool under_lock);
 
     unique_fd fd_;
     std::unique_ptr<local> local_;
@@ -243,16 +250,17 @@ private:
         check_open();
         std::optional<T> out;
         if constexpr (detail::is_plain_bytes_v<T>) {
-            core().get_bytes(
+            const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
                     if (bytes.size() != sizeof(T)) detail::throw_wrong_item_size(bytes.size(), sizeof(T), "value");
                     auto& o = static_cast<std::optional<T>*>(context)->emplace();
                     std::memcpy(&o, bytes.data(), sizeof(T));
                 },
                 &out, deadline);
+            if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         } else if constexpr (detail::is_plain_range_v<T>) {
-            core().get_bytes(
+            const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
                     using element = typename T::value_type;
                     if (bytes.size() % sizeof(element) != 0)
@@ -270,6 +278,7 @@ private:
                     }
                 },
                 &out, deadline);
+            if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         }
         core().get([](void* context, detail::input_archive& ar) {
