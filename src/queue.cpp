@@ -232,7 +232,7 @@ bool record_fits(std::uint64_t tail, std::uint64_t head, record_header rec) {
 
 /// Makes sure the pages of [pos, pos+len) exist (under put_lock). Throws
 /// mp::system_error when shared memory is full; nothing is published then.
-void ensure_reserved(shared& s, int fd, std::byte* data, std::uint64_t pos, std::uint64_t len) {
+void ensure_reserved(shared& s, int fd, std::byte* data, std::uint64_t pos, std::uint64_t len, bool map_now = true) {
     const std::uint64_t lap_start = pos - physical(pos);
     const std::uint64_t begin = physical(pos), end = begin + len;  // a record never crosses a lap's end
     if (end <= s.warm_reserved) return;
@@ -254,8 +254,9 @@ void ensure_reserved(shared& s, int fd, std::byte* data, std::uint64_t pos, std:
         sys::reserve(fd, header_size + from, to - from, what);
     }
     // Mapped here at once: one call instead of a page fault per 4 KiB as
-    // the items that follow are written.
-    sys::prefault_for_write(data + from, to - from);
+    // the items that follow are written. Not for an item written with write
+    // calls: mapping a page for writing makes the kernel zero it first.
+    if (map_now) sys::prefault_for_write(data + from, to - from);
     s.reserved_to = advance(lap_start, to);
     if (from <= s.warm_reserved && to > s.warm_reserved) s.warm_reserved = std::min(to, warm_window);
 }
@@ -357,7 +358,11 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
 }
 
 void prepare_item_buffer(void* data, std::size_t bytes) noexcept {
-    if (bytes >= large_item_bytes) sys::advise_huge_pages(data, bytes);
+    if (bytes < large_item_bytes) return;
+    // Huge pages where allowed, then every page mapped in one call: the copy
+    // that follows takes no page faults.
+    sys::advise_huge_pages(data, bytes);
+    sys::prefault_for_write(data, bytes);
 }
 
 bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
@@ -450,11 +455,12 @@ bool queue_core::put_record(std::size_t size, writer write, const void* context,
         }
         if (forward(s.released_to.load(std::memory_order_relaxed), tail) >= producer_release_lag)
             release_passed_pages(s, fd_.get());
-        ensure_reserved(s, fd_.get(), data_, pos, need);
+        const bool one_pass = need >= prefault_threshold && source != nullptr;
+        ensure_reserved(s, fd_.get(), data_, pos, need, !one_pass);
         auto* rec = reinterpret_cast<record_header*>(data_ + phys);
         rec->size = static_cast<std::uint32_t>(payload);
         rec->kind = kind_item;
-        if (need >= prefault_threshold && source) {
+        if (one_pass) {
             // One pass: pages the queue reserved but no one touched yet are
             // not zero-filled first, as a first store through the mapping
             // would make the kernel do.

@@ -53,8 +53,9 @@ void shm_link(const std::string& existing, const std::string& fresh);
 /// Opens the existing shared memory object `name` read/write, refusing a
 /// symbolic link. Throws mp::system_error (ENOENT when there is none).
 unique_fd shm_open_existing(const std::string& name);
-/// Maps the (reserved) pages of [addr, addr+len) of a shared mapping in one
-/// call, instead of one page fault per 4 KiB during the copy that follows.
+/// Maps the pages of [addr, addr+len) for writing in one call (of a shared
+/// mapping: reserved pages; of private memory: fresh zero pages), instead of
+/// one page fault per 4 KiB during the copy that follows.
 /// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
 void prefault_for_write(void* addr, std::size_t len) noexcept;
 /// Maps the (written) pages of [addr, addr+len) of a shared mapping for
