@@ -556,7 +556,9 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         }
         const auto tail = end_word::from(tail_word);
         const auto head = published(tail);
-        if (head.pos == tail.pos) continue;  // another consumer took it
+        // Another consumer took the last item. (The same position with another
+        // count is no race but a corrupt header: record_fits refuses it.)
+        if (head.word() == tail_word) continue;
         const std::uint64_t phys = physical(tail.pos);
         // One copy of the header: checked, then used, however its shared bytes change.
         const record_header rec = *reinterpret_cast<const record_header*>(data_ + phys);
