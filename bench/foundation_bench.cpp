@@ -10,7 +10,7 @@
 //                           the data until the parent holds it
 //   big_array_gbps          a child returns 256 MiB as mp::shared_array<double>
 //                           through an mp::queue; timed from before the child
-//                           creates the array and copies its data in (the one
+//                           creates the array from its data (copy_of: the one
 //                           write a shared_array costs) until the parent holds it
 //
 // Each figure is the median over several repetitions. The fork method is used
@@ -52,8 +52,7 @@ void return_big(mp::queue<std::vector<double>> q, std::size_t doubles) {
 void return_big_array(mp::queue<mp::shared_array<double>> q, std::size_t doubles) {
     const std::vector<double> source(doubles, 1.0);  // the data the child computed
     double start = bench::now_seconds();             // the clock starts before the one copy
-    mp::shared_array<double> a(doubles);
-    std::memcpy(a.data(), source.data(), doubles * sizeof(double));
+    auto a = mp::shared_array<double>::copy_of(source);
     a[0] = start;
     q.put(a);
 }

@@ -1,16 +1,14 @@
 // progress.cpp — drawing mp::progress's bar on a terminal.
 //
-// Talks to the terminal directly (isatty, the window size, write), so it
-// includes <unistd.h> and <sys/ioctl.h>: the one place outside src/sys that
-// does, because nothing else in mp needs a terminal.
+// The terminal itself (isatty, its width, writes) is reached through
+// sys/terminal.hpp, like every system call of mp.
 #include "mp/progress.hpp"
-
-#include <sys/ioctl.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+
+#include "sys/terminal.hpp"
 
 namespace mp::detail {
 
@@ -22,26 +20,6 @@ using clock = std::chrono::steady_clock;
 /// that drawing costs nothing next to the work and a slow terminal or an ssh
 /// link is not flooded.
 constexpr auto redraw_interval = std::chrono::milliseconds(100);
-
-void write_all(int fd, const std::string& s) noexcept {
-    const char* p = s.data();
-    std::size_t left = s.size();
-    while (left > 0) {
-        ssize_t n = ::write(fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            return;  // a progress bar never fails the program
-        }
-        p += n;
-        left -= static_cast<std::size_t>(n);
-    }
-}
-
-int terminal_width(int fd) noexcept {
-    winsize ws{};
-    if (::ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
-    return 80;
-}
 
 std::string clock_text(double seconds) {
     if (!(seconds >= 0) || seconds > 359999) return "--:--";
@@ -90,7 +68,7 @@ struct progress_bar::state {
                                   : rate > 0    ? "ETA " + clock_text(static_cast<double>(total - done) / rate)
                                                 : "ETA --:--";
                 std::string tail = " " + std::string(pct) + " " + rate_text(rate) + " " + eta;
-                int room = terminal_width(options.fd) - 1 -
+                int room = sys::terminal_width(options.fd) - 1 -
                            static_cast<int>(head.size() + counts.size() + tail.size() + 3);
                 int width = std::clamp(room, 0, 30);
                 std::string bar;
@@ -107,7 +85,7 @@ struct progress_bar::state {
             // previous line left behind.
             std::string out = "\r" + line + "\x1b[K";
             if (final) out += "\n";
-            write_all(options.fd, out);
+            sys::write_best_effort(options.fd, out);
         } catch (...) {
             // Out of memory while formatting: skip this frame.
         }
@@ -115,7 +93,7 @@ struct progress_bar::state {
 };
 
 progress_bar::progress_bar(progress_options options) {
-    if (options.fd < 0 || ::isatty(options.fd) != 1) return;  // not a terminal: draw nothing, ever
+    if (!sys::is_terminal(options.fd)) return;  // not a terminal: draw nothing, ever
     s_ = std::make_unique<state>();
     s_->options = std::move(options);
     s_->started = s_->last_draw = clock::now();

@@ -1,21 +1,26 @@
 // The queue: a byte ring in a sparse memfd, written under a producers' lock
-// and read under a consumers' lock (both robust: a process killed holding one
-// does not block the others).
+// (robust: a producer killed holding it does not block the others). Plain
+// items (numbers, strings and vectors of them) are taken without a lock: a
+// consumer copies the item out, then claims it with one compare-and-swap of
+// the tail; items with their own loading (which may act on what it reads)
+// are taken under a consumers' lock, one at a time.
 //
 // Layout: one header page, then a data region of `capacity` bytes. A record
 // is [u32 size][u32 kind][payload], 8-byte aligned; a wrap record sends
 // readers to the start of the next lap.
 //
-// Crash consistency. Each end of the queue is one 64-bit word, written in one
-// store under its lock: `head` holds the position after the last record and
-// the number of items ever put, `tail` the position of the next record and the
-// number of items ever taken. A process killed anywhere leaves each word
-// either before or after its change, never between, so the counts a bounded
-// or joinable queue needs (items waiting, items unfinished) are derived from
-// these words and cannot leak: a producer killed before its store put
-// nothing; a consumer killed before its store took nothing. The one two-word
-// change (a consumer dropping an item it failed to load) goes through a redo
-// journal that the next consumer completes.
+// Crash consistency. Each end of the queue is one 64-bit word, changed in one
+// step: `head` (a store under the producers' lock) holds the position after
+// the last record and the number of items ever put, `tail` (a
+// compare-and-swap) the position of the next record and the number of items
+// ever taken. A process killed anywhere leaves each word either before or
+// after its change, never between, so the counts a bounded or joinable queue
+// needs (items waiting, items unfinished) are derived from these words and
+// cannot leak: a producer killed before its store put nothing; a consumer
+// killed before its claim took nothing (and a consumer whose claim fails
+// read an item another took: it reads again). The one two-word change (a
+// consumer dropping an item it failed to load) is journaled, then announced
+// by a mark on the tail word that every consumer completes before it takes.
 //
 // Memory. Only pages where data is waiting are used: pages below a small warm
 // window at the start of the region stay, the rest are given back as readers
@@ -61,7 +66,7 @@ constexpr std::uint64_t reserve_ahead = 256 << 10;
 // Items this large get their pages mapped in one call before the copy (one
 // system call saves hundreds of page faults); smaller ones mostly land in
 // pages that are already mapped.
-constexpr std::uint64_t prefault_threshold = 1 << 20;
+constexpr std::uint64_t prefault_threshold = large_item_bytes;
 
 constexpr std::uint32_t kind_item = 0;
 constexpr std::uint32_t kind_wrap = 1;
@@ -77,10 +82,13 @@ constexpr std::uint64_t align8(std::uint64_t n) { return (n + 7) & ~std::uint64_
 // Positions count bytes modulo 2^36 (eight laps of the region): the distance
 // between any two positions the queue compares is at most two laps, so modular
 // differences are exact. An end word packs a position (in 8-byte units, 33
-// bits) with an item count modulo 2^31 (a lap holds at most 2^30 records).
+// bits) with an item count modulo 2^30 (fewer than 2^30 items wait: a lap
+// holds at most 2^30 records of 8 bytes, and an empty item may not fill the
+// ring's last 8 bytes). The tail's top bit says a drop is owed (below).
 constexpr unsigned unit_bits = 33;
 constexpr std::uint64_t position_mask = (std::uint64_t{1} << (unit_bits + 3)) - 1;
-constexpr std::uint64_t count_mask = (std::uint64_t{1} << 31) - 1;
+constexpr std::uint64_t count_mask = (std::uint64_t{1} << 30) - 1;
+constexpr std::uint64_t owed_bit = std::uint64_t{1} << 63;
 
 constexpr std::uint64_t forward(std::uint64_t from, std::uint64_t to) { return (to - from) & position_mask; }
 constexpr std::uint64_t advance(std::uint64_t pos, std::uint64_t n) { return (pos + n) & position_mask; }
@@ -90,7 +98,7 @@ constexpr std::uint64_t next_lap(std::uint64_t pos) { return advance(pos, capaci
 struct end_word {
     std::uint64_t pos;
     std::uint64_t count;
-    static end_word from(std::uint64_t w) { return {(w & (position_mask >> 3)) << 3, w >> unit_bits}; }
+    static end_word from(std::uint64_t w) { return {(w & (position_mask >> 3)) << 3, (w >> unit_bits) & count_mask}; }
     [[nodiscard]] std::uint64_t word() const { return ((count & count_mask) << unit_bits) | (pos >> 3); }
 };
 
@@ -127,13 +135,15 @@ struct queue_core::shared {
     alignas(64) std::atomic<std::uint64_t> released_to;  // position; pages behind it were given back (put_lock)
 
     // Consumers' line.
-    alignas(64) std::atomic<std::uint64_t> tail;  // end word; written under get_lock
-    std::atomic<std::uint64_t> head_seen;         // end word; the head as consumers last read it (get_lock)
-    std::atomic<std::uint64_t> dropped;           // items dropped because loading them failed (get_lock)
-    // Redo journal of a drop (tail and dropped change together), under get_lock.
-    std::atomic<std::uint32_t> drop_pending;
-    std::uint64_t drop_tail;
-    std::uint64_t drop_count;
+    alignas(64) std::atomic<std::uint64_t> tail;  // end word; moved by compare-and-swap by the consumer taking
+    std::atomic<std::uint64_t> head_seen;         // end word; a head consumers read lately (only moves forward)
+    std::atomic<std::uint64_t> dropped;           // items dropped because loading them failed
+    // Journal of the drop owed (drop_word: the tail word with owed_bit that
+    // announces it), written under get_lock before that tail word is set:
+    // dropped goes from drop_base to drop_count.
+    std::atomic<std::uint64_t> drop_word;
+    std::atomic<std::uint64_t> drop_base;
+    std::atomic<std::uint64_t> drop_count;
 
     alignas(64) waiting_place data;  // consumers wait here for items
 
@@ -193,13 +203,19 @@ std::uint64_t unfinished(const shared& s) {
     return count_between(finished, puts);
 }
 
-/// Completes a drop whose consumer died between its two stores (under get_lock).
-/// Redoing is harmless: it writes the values the journal already holds.
-void finish_interrupted_drop(shared& s) {
-    if (s.drop_pending.load(std::memory_order_acquire) == 0) return;
-    s.dropped.store(s.drop_count, std::memory_order_seq_cst);
-    s.tail.store(s.drop_tail, std::memory_order_seq_cst);
-    s.drop_pending.store(0, std::memory_order_release);
+/// Settles the drop that tail word `owed` (with owed_bit) announces: counts
+/// the dropped items once, then clears the bit. Any consumer may do it,
+/// several at once, and again: a consumer that announced a drop and died
+/// leaves it to the next. The journal cannot change while the bit is set
+/// (a new drop is journaled only after it was cleared), and dropped moves
+/// only by a compare-and-swap from drop_base, so it counts each drop once.
+void settle_drop(shared& s, std::uint64_t owed) {
+    std::uint64_t base = s.drop_base.load(std::memory_order_acquire);
+    const std::uint64_t count = s.drop_count.load(std::memory_order_acquire);
+    const std::uint64_t named = s.drop_word.load(std::memory_order_acquire);
+    if (named != owed || s.tail.load(std::memory_order_acquire) != owed) return;  // settled meanwhile
+    s.dropped.compare_exchange_strong(base, count, std::memory_order_seq_cst);
+    s.tail.compare_exchange_strong(owed, owed & ~owed_bit, std::memory_order_seq_cst);
 }
 
 /// Whether the record `rec` at position `tail` lies within what producers
@@ -214,19 +230,9 @@ bool record_fits(std::uint64_t tail, std::uint64_t head, record_header rec) {
     return need <= published && physical(tail) + need <= capacity;
 }
 
-/// Drops every item published up to `head`, because the record at `tail` is
-/// unreadable and so is where the next one starts (under get_lock; journaled
-/// like any drop, and counted as done for join()).
-void drop_unreadable(shared& s, end_word tail, end_word head) {
-    s.drop_tail = head.word();
-    s.drop_count = s.dropped.load(std::memory_order_relaxed) + count_between(tail.count, head.count);
-    s.drop_pending.store(1, std::memory_order_release);
-    finish_interrupted_drop(s);
-}
-
 /// Makes sure the pages of [pos, pos+len) exist (under put_lock). Throws
 /// mp::system_error when shared memory is full; nothing is published then.
-void ensure_reserved(shared& s, int fd, std::uint64_t pos, std::uint64_t len) {
+void ensure_reserved(shared& s, int fd, std::byte* data, std::uint64_t pos, std::uint64_t len, bool map_now = true) {
     const std::uint64_t lap_start = pos - physical(pos);
     const std::uint64_t begin = physical(pos), end = begin + len;  // a record never crosses a lap's end
     if (end <= s.warm_reserved) return;
@@ -247,6 +253,10 @@ void ensure_reserved(shared& s, int fd, std::uint64_t pos, std::uint64_t len) {
         to = (end + page - 1) & ~(page - 1);
         sys::reserve(fd, header_size + from, to - from, what);
     }
+    // Mapped here at once: one call instead of a page fault per 4 KiB as
+    // the items that follow are written. Not for an item written with write
+    // calls: mapping a page for writing makes the kernel zero it first.
+    if (map_now) sys::prefault_for_write(data + from, to - from);
     s.reserved_to = advance(lap_start, to);
     if (from <= s.warm_reserved && to > s.warm_reserved) s.warm_reserved = std::min(to, warm_window);
 }
@@ -338,17 +348,40 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         reader read;
         void* context;
     } r{read, context};
-    return get_bytes(
+    return take(
         [](void* c, std::span<const std::byte> bytes) {
             auto& r = *static_cast<archive_reader*>(c);
             input_archive ar(bytes);
             r.read(r.context, ar);
         },
-        &r, deadline);
+        &r, deadline, true);
+}
+
+void prepare_item_buffer(void* data, std::size_t bytes) noexcept {
+    if (bytes < large_item_bytes) return;
+    // Huge pages where allowed, then every page mapped in one call: the copy
+    // that follows takes no page faults.
+    sys::advise_huge_pages(data, bytes);
+    sys::prefault_for_write(data, bytes);
 }
 
 bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
                            std::optional<clock::time_point> deadline) {
+    return put_record(size, write, context, nullptr, deadline);
+}
+
+bool queue_core::put_span(std::span<const std::byte> bytes, std::optional<clock::time_point> deadline) {
+    return put_record(
+        bytes.size(),
+        [](const void* src, std::byte* dst) {
+            auto& b = *static_cast<const std::span<const std::byte>*>(src);
+            if (!b.empty()) std::memcpy(dst, b.data(), b.size());
+        },
+        &bytes, bytes.data(), deadline);
+}
+
+bool queue_core::put_record(std::size_t size, writer write, const void* context, const std::byte* source,
+                            std::optional<clock::time_point> deadline) {
     auto& s = *shared_;
     const std::uint64_t payload = size;
     if (payload > max_item)
@@ -386,28 +419,56 @@ bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
         const bool new_page = physical(pos) % sys::page_size() + need > sys::page_size();
         const bool may_jump = phys > warm_window && need <= phys && (new_page || tail == pos);
         if ((may_jump && (tail == pos || look_at_tail().pos == pos)) || phys + need > capacity) {
-            ensure_reserved(s, fd_.get(), pos, sizeof(record_header));
+            ensure_reserved(s, fd_.get(), data_, pos, sizeof(record_header));
             auto* wrap = reinterpret_cast<record_header*>(data_ + phys);
             wrap->size = 0;
             wrap->kind = kind_wrap;
             pos = next_lap(pos);
             phys = 0;
         }
+        // After a jump back with the queue empty, the tail stays on the wrap
+        // record in the lap behind until a reader passes it: the ring would
+        // look full (a put would wait for a reader) once this lap reaches the
+        // tail's offset. The producer passes it as a reader would.
+        auto pass_wrap_at_tail = [&] {
+            std::uint64_t tail_word = s.tail.load(std::memory_order_acquire);
+            if (tail_word & owed_bit) return;
+            const auto t = end_word::from(tail_word);
+            const std::uint64_t lap = next_lap(t.pos);
+            const auto* at_tail = reinterpret_cast<const record_header*>(data_ + physical(t.pos));
+            if (forward(t.pos, head.pos) == 0 || forward(t.pos, lap) > forward(t.pos, head.pos) ||
+                at_tail->kind != kind_wrap)
+                return;
+            s.tail.compare_exchange_strong(tail_word, end_word{lap, t.count}.word(), std::memory_order_acq_rel);
+        };
         // Full only with gigabytes unread: wait for readers rather than fail.
         // Polled, so that consumers of an unbounded queue never pay for a wake-up.
-        if (forward(tail, advance(pos, need)) > capacity) look_at_tail();
-        while (forward(tail, advance(pos, need)) > capacity) {
+        const std::uint64_t max_unread = capacity - (payload == 0 ? 8 : 0);  // see count_mask
+        if (forward(tail, advance(pos, need)) > max_unread) {
+            pass_wrap_at_tail();
+            look_at_tail();
+        }
+        while (forward(tail, advance(pos, need)) > max_unread) {
             std::this_thread::sleep_for(ring_full_poll);
+            pass_wrap_at_tail();
             look_at_tail();
         }
         if (forward(s.released_to.load(std::memory_order_relaxed), tail) >= producer_release_lag)
             release_passed_pages(s, fd_.get());
-        ensure_reserved(s, fd_.get(), pos, need);
+        const bool one_pass = need >= prefault_threshold && source != nullptr;
+        ensure_reserved(s, fd_.get(), data_, pos, need, !one_pass);
         auto* rec = reinterpret_cast<record_header*>(data_ + phys);
-        if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
         rec->size = static_cast<std::uint32_t>(payload);
         rec->kind = kind_item;
-        write(context, data_ + phys + sizeof(record_header));
+        if (one_pass) {
+            // One pass: pages the queue reserved but no one touched yet are
+            // not zero-filled first, as a first store through the mapping
+            // would make the kernel do.
+            sys::write_at(fd_.get(), header_size + phys + sizeof(record_header), {source, size});
+        } else {
+            if (need >= prefault_threshold) sys::prefault_for_write(rec, need);
+            write(context, data_ + phys + sizeof(record_header));
+        }
         queue_hooks::reach(queue_hooks::point::before_publish);
         // The one store that publishes the item (and a jump back before it) and counts it.
         s.head.store(end_word{advance(pos, need), head.count + 1}.word(), std::memory_order_release);
@@ -418,13 +479,13 @@ bool queue_core::put_bytes(std::size_t size, writer write, const void* context,
 }
 
 bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline) {
+    return take(read, context, deadline, false);
+}
+
+bool queue_core::take(bytes_reader read, void* context, std::optional<clock::time_point> deadline,
+                      bool under_lock) {
     auto& s = *shared_;
-    // The head is the producers' line, written for every item put: consumers
-    // read it only when the items they saw last are all taken.
-    auto has_data = [&] {
-        auto tail = s.tail.load(std::memory_order_seq_cst);
-        return s.head_seen.load(std::memory_order_relaxed) != tail || s.head.load(std::memory_order_seq_cst) != tail;
-    };
+    auto has_data = [&] { return s.tail.load(std::memory_order_seq_cst) != s.head.load(std::memory_order_seq_cst); };
     // After the tail moved: wake producers waiting for room, give back pages passed.
     auto after_tail_moved = [&](std::uint64_t tail_pos) {
         if (s.maxsize != 0) wake_all(s.space);
@@ -437,6 +498,41 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
             if (lock.locked()) release_passed_pages(s, fd_.get());
         }
     };
+    // The head as far as this consumer needs it: a head read lately, if it is
+    // still ahead of the tail (any head once published stays published);
+    // otherwise the head itself, shared for the next consumer.
+    auto published = [&](end_word tail) {
+        std::uint64_t seen = s.head_seen.load(std::memory_order_acquire);
+        const std::uint64_t ahead = forward(tail.pos, end_word::from(seen).pos);
+        if (ahead != 0 && ahead <= capacity) return end_word::from(seen);
+        const std::uint64_t head = s.head.load(std::memory_order_acquire);
+        // Forward only: a consumer that read an older head must not put it back.
+        while (forward(end_word::from(seen).pos, end_word::from(head).pos) - 1 < 2 * capacity &&
+               !s.head_seen.compare_exchange_weak(seen, head, std::memory_order_acq_rel)) {
+        }
+        return end_word::from(head);
+    };
+    // Drops what lies from the tail word `from` up to `to` (n items) because it
+    // cannot be read: the tail moves to `to` with owed_bit, announcing the
+    // drop journaled just before, and the drop is settled. false when another
+    // consumer moved the tail first (then nothing is dropped here).
+    auto drop = [&](std::uint64_t from, std::uint64_t to, std::uint64_t n) {
+        std::optional<sys::robust_lock> lock;
+        if (!under_lock) lock.emplace(s.get_lock);  // one journal at a time
+        if (s.tail.load(std::memory_order_acquire) != from) return false;
+        const std::uint64_t base = s.dropped.load(std::memory_order_acquire);
+        s.drop_word.store(to | owed_bit, std::memory_order_release);
+        s.drop_base.store(base, std::memory_order_release);
+        s.drop_count.store(base + n, std::memory_order_release);
+        std::uint64_t expected = from;
+        if (!s.tail.compare_exchange_strong(expected, to | owed_bit, std::memory_order_acq_rel)) return false;
+        queue_hooks::reach(queue_hooks::point::drop_owed);
+        settle_drop(s, to | owed_bit);
+        lock.reset();
+        wake_all(s.all_done);
+        after_tail_moved(end_word::from(to).pos);
+        return true;
+    };
     sys::spinner spin(get_spin, &local_->spin);
     for (;;) {
         if (!has_data()) {
@@ -445,60 +541,72 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
             sleep_until(s.data, has_data, deadline);
             continue;
         }
-        sys::robust_lock lock(s.get_lock, deadline);
-        if (!lock.locked()) return false;
-        finish_interrupted_drop(s);
-        const auto tail = end_word::from(s.tail.load(std::memory_order_relaxed));
-        if (s.head_seen.load(std::memory_order_relaxed) == s.tail.load(std::memory_order_relaxed)) {
-            s.head_seen.store(s.head.load(std::memory_order_acquire), std::memory_order_relaxed);
-            if (end_word::from(s.head_seen.load(std::memory_order_relaxed)).pos == tail.pos)
-                continue;  // another consumer took it
+        // Consumers of items that are not plain bytes (their loading may act
+        // on what it reads, as the pools' workers do) take them one at a time
+        // under the lock; plain items are claimed by compare-and-swap alone.
+        std::optional<sys::robust_lock> lock;
+        if (under_lock) {
+            lock.emplace(s.get_lock, deadline);
+            if (!lock->locked()) return false;
         }
+        std::uint64_t tail_word = s.tail.load(std::memory_order_acquire);
+        if (tail_word & owed_bit) {  // a drop announced, its consumer busy or dead: finish it
+            settle_drop(s, tail_word);
+            continue;
+        }
+        const auto tail = end_word::from(tail_word);
+        const auto head = published(tail);
+        // Another consumer took the last item. (The same position with another
+        // count is no race but a corrupt header: record_fits refuses it.)
+        if (head.word() == tail_word) continue;
         const std::uint64_t phys = physical(tail.pos);
         // One copy of the header: checked, then used, however its shared bytes change.
         const record_header rec = *reinterpret_cast<const record_header*>(data_ + phys);
+        // A consumer copies an item out before it claims it, so what it reads
+        // may be stale (another consumer claimed it and producers wrote over
+        // it): every conclusion drawn from the bytes is checked against the
+        // tail first, and a claim of a stale tail fails.
+        auto stale = [&] { return s.tail.load(std::memory_order_acquire) != tail_word; };
         // The record is in memory every process of the queue can write: it
         // must lie within what producers published before it is believed.
-        const auto published_to = end_word::from(s.head_seen.load(std::memory_order_relaxed));
-        if (!record_fits(tail.pos, published_to.pos, rec)) {
-            drop_unreadable(s, tail, published_to);
-            lock.unlock();
-            wake_all(s.all_done);
-            after_tail_moved(published_to.pos);
+        if (!record_fits(tail.pos, head.pos, rec)) {
+            if (stale()) continue;
+            const std::uint64_t lost = count_between(tail.count, head.count);
+            if (!drop(tail_word, head.word(), lost)) continue;
             throw serialization_error("mp: corrupt queue: the record at the front of the queue runs past what "
                                       "producers published (its memory was overwritten?); the " +
-                                      std::to_string(count_between(tail.count, published_to.count)) +
-                                      " item(s) published so far were dropped");
+                                      std::to_string(lost) + " item(s) published so far were dropped");
         }
         if (rec.kind == kind_wrap) {
-            std::uint64_t lap = next_lap(tail.pos);
-            s.tail.store(end_word{lap, tail.count}.word(), std::memory_order_release);
+            const std::uint64_t lap = next_lap(tail.pos);
+            if (!s.tail.compare_exchange_strong(tail_word, end_word{lap, tail.count}.word(),
+                                                std::memory_order_acq_rel))
+                continue;
             queue_hooks::reach(queue_hooks::point::after_wrap);
-            lock.unlock();
+            lock.reset();
             after_tail_moved(lap);
             continue;
         }
         const std::uint64_t next = advance(tail.pos, align8(sizeof(record_header) + rec.size));
         const std::uint64_t taken = end_word{next, tail.count + 1}.word();
         try {
+            // Maps a large item's pages in one call, not one fault per 64 KiB.
+            if (rec.size >= prefault_threshold) sys::prefault_for_read(data_ + phys, sizeof(record_header) + rec.size);
             read(context, {data_ + phys + sizeof(record_header), rec.size});
         } catch (...) {
             // A poisoned item must not block the queue: drop it, and count it
-            // as done for join(). Two words change: journal first.
-            s.drop_tail = taken;
-            s.drop_count = s.dropped.load(std::memory_order_relaxed) + 1;
-            s.drop_pending.store(1, std::memory_order_release);
-            finish_interrupted_drop(s);
-            lock.unlock();
-            wake_all(s.all_done);
-            after_tail_moved(next);
+            // as done for join(). Unless the bytes were stale: then retry.
+            if (stale()) continue;
+            if (!drop(tail_word, taken, 1)) continue;
             throw;
         }
-        // The one store that takes the item (after it was read: a consumer
-        // killed while reading takes nothing) and gives its slot back.
-        s.tail.store(taken, std::memory_order_release);
+        // The one step that takes the item (after it was read: a consumer
+        // killed while reading takes nothing) and gives its slot back. It
+        // fails when another consumer took it first: what was read is
+        // theirs, read again.
+        if (!s.tail.compare_exchange_strong(tail_word, taken, std::memory_order_acq_rel)) continue;
         queue_hooks::reach(queue_hooks::point::after_take);
-        lock.unlock();
+        lock.reset();
         after_tail_moved(next);
         return true;
     }

@@ -13,6 +13,7 @@ enum class point {
     after_take,      // get(): the item left the queue, get() has not returned yet
     after_wrap,      // get(): a consumer moved past a jump back to the start of the ring
     before_release,  // a reader's pages are about to be given back to the system
+    drop_owed,       // get(): an unreadable item left the queue, its drop not yet counted
 };
 
 using hook = void (*)(point);

@@ -73,6 +73,14 @@ void throw_bad_shared_array(const std::string& why) {
 }
 
 std::shared_ptr<shared_array_block> shared_array_block::create(std::size_t bytes) {
+    return make(bytes, nullptr);
+}
+
+std::shared_ptr<shared_array_block> shared_array_block::create_copy(std::span<const std::byte> initial) {
+    return make(initial.size(), initial.data());
+}
+
+std::shared_ptr<shared_array_block> shared_array_block::make(std::size_t bytes, const std::byte* initial) {
     std::shared_ptr<shared_array_block> b(new shared_array_block);
     unique_fd fd;
     b->name_ = with_fresh_name([&](const std::string& name) {
@@ -87,7 +95,15 @@ std::shared_ptr<shared_array_block> shared_array_block::create(std::size_t bytes
     });
     b->owner_pid_ = sys::current_pid();
     b->bytes_ = bytes;
-    b->data_ = static_cast<std::byte*>(sys::map_shared(fd.get(), bytes));  // ~block removes the name on failure
+    if (initial) {
+        // Written before it is mapped: the pages were reserved, not yet
+        // touched, so the write is the only pass over them (a first store
+        // through a mapping would make the kernel zero each page first).
+        sys::write_at(fd.get(), 0, {initial, bytes});
+        b->data_ = static_cast<std::byte*>(sys::map_shared(fd.get(), bytes));  // ~block removes the name on failure
+        return b;
+    }
+    b->data_ = static_cast<std::byte*>(sys::map_shared(fd.get(), bytes));
     if (bytes >= prefault_threshold) sys::prefault_for_write(b->data_, bytes);
     return b;
 }

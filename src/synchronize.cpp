@@ -9,8 +9,6 @@
 // sleeps.
 #include "mp/synchronize.hpp"
 
-#include <pthread.h>
-
 #include <atomic>
 #include <cerrno>
 #include <climits>

@@ -1,7 +1,6 @@
 // thread_pool_executor.cpp — the threads and queue behind mp::thread_pool_executor.
 #include "mp/thread_pool_executor.hpp"
 
-#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -190,9 +189,8 @@ std::shared_ptr<thread_task> thread_pool_core::state::take(std::unique_lock<std:
 }
 
 void thread_pool_core::state::worker_main(std::size_t index) {
-    std::string name = name_prefix + "_" + std::to_string(index);
-    if (name.size() > 15) name.resize(15);  // the kernel's limit for a thread's comm
-    (void)::pthread_setname_np(::pthread_self(), name.c_str());
+    const std::string name = name_prefix + "_" + std::to_string(index);
+    sys::set_thread_name(name);
 
     if (initializer) {
         try {

@@ -15,8 +15,10 @@
 #include "mp/connection.hpp"
 #include "mp/process.hpp"
 #include "mp/shared_memory.hpp"
+#include "mp/detail/archive.hpp"
 #include "queue_hooks.hpp"
 #include "sys/memory.hpp"
+#include "sys/sys.hpp"
 
 using namespace std::chrono_literals;
 
@@ -107,6 +109,29 @@ std::string pattern(std::size_t size, int seed) {
 }
 
 void put_one_string(mp::queue<std::string> q, std::string s) { q.put(s); }
+
+void put_strings(mp::queue<std::string> q, std::size_t size, int count) {
+    for (int i = 0; i < count; ++i) q.put(pattern(size, i));
+}
+
+// The same queue as another item type (what a mismatched handle does): its
+// items then fail to load on the other side.
+template <class To, class From>
+To same_queue_as(const From& q) {
+    mp::detail::output_archive out;
+    mp::detail::save_value(out, q);
+    std::vector<mp::detail::unique_fd> fds;
+    fds.push_back(mp::sys::dup_cloexec(out.fds().at(0)));
+    std::vector<std::byte> bytes(out.size());
+    out.copy_to(bytes.data());
+    mp::detail::input_archive in(bytes, &fds);
+    return mp::detail::load_value<To>(in);
+}
+
+void get_then_die_while_dropping(mp::joinable_queue<std::int64_t> q) {
+    hooks::installed = [](hooks::point p) { die_at(hooks::point::drop_owed, p); };
+    (void)q.get();
+}
 
 // Items of sizes from 0 to ~400 KiB, each a checkable pattern: pushes the
 // ring across the warm window, jumps back and page releases all the time.
@@ -472,4 +497,69 @@ TEST(queue, an_item_that_travels_as_a_file_descriptor_is_refused_by_put) {
     EXPECT_THROW(qc.put(a), mp::value_error);
     q.put(mp::shared_memory());  // an empty handle carries no descriptor: it may go
     EXPECT_FALSE(static_cast<bool>(q.get()));
+}
+
+TEST_P(queue_test, a_consumer_killed_while_dropping_an_unreadable_item_leaves_the_counts_exact) {
+    // A consumer of plain items claims them with one compare-and-swap; one it
+    // cannot load is dropped by moving the tail with a "drop owed" mark, then
+    // counting the drop. Killed in between, the next consumer must count it:
+    // otherwise join() waits forever for an item nobody can take.
+    mp::joinable_queue<std::int64_t> q;
+    auto as_strings = same_queue_as<mp::joinable_queue<std::string>>(q);
+    as_strings.put("abc");  // 3 bytes: not an int64
+    q.put(5);
+    mp::process consumer(opts(), get_then_die_while_dropping, q);
+    consumer.start();
+    consumer.join();
+    ASSERT_EQ(consumer.exitcode(), -SIGKILL) << "the consumer never reached the drop";
+    EXPECT_EQ(q.size(), 1u);
+    EXPECT_EQ(q.get(1s), 5);
+    q.task_done();
+    EXPECT_TRUE(q.join(1s)) << "the dropped item still counts as unfinished";
+    EXPECT_THROW(q.task_done(), mp::value_error) << "the drop was counted twice";
+    q.put(6);
+    EXPECT_EQ(q.get(1s), 6);
+}
+
+TEST_P(queue_test, a_producer_never_waits_after_the_queue_emptied_far_into_its_ring) {
+    // The queue jumps back to the start of its ring when it runs empty; the
+    // tail stayed on the jump until a reader passed it, so a producer that
+    // wrote more than the ring's used part before anyone read waited for a
+    // reader: put() on an unbounded queue blocked (here: forever, as the
+    // parent reads only after the producer ended).
+    mp::queue<std::string> q;
+    const std::string first = pattern(3 << 20, 9);
+    q.put(first);
+    ASSERT_EQ(q.get(10s), first);
+    mp::process producer(opts(), put_strings, q, std::size_t{1} << 20, 6);
+    producer.start();
+    if (!producer.join(20s)) {
+        producer.kill();
+        producer.join();
+        FAIL() << "put() waited for a reader on an unbounded queue";
+    }
+    for (int i = 0; i < 6; ++i) EXPECT_TRUE(q.get(1s) == pattern(std::size_t{1} << 20, i)) << "item " << i;
+}
+
+TEST(queue, a_head_that_counts_items_it_does_not_hold_is_an_error_not_a_hang) {
+    // Shared memory any process of the queue can write: a head word whose
+    // count says items wait where its position says none do must make get()
+    // throw, not spin. (The head is the end word at byte 128 of the header:
+    // checked below against a real put.)
+    struct probe : mp::queue<std::int64_t> {
+        std::atomic<std::uint64_t>* head = nullptr;
+        void* base = nullptr;
+        probe() {
+            base = mp::sys::map_shared(core().fd(), 4096);
+            head = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<std::byte*>(base) + 128);
+        }
+        ~probe() { mp::sys::unmap(base, 4096); }
+    } q;
+    q.put(1);
+    ASSERT_EQ(q.head->load() >> 33, 1u) << "the queue's header layout changed: update this test";
+    EXPECT_EQ(q.get(1s), 1);
+    q.head->fetch_add(std::uint64_t{5} << 33);  // five more items counted, none written
+    EXPECT_THROW((void)q.try_get(), mp::serialization_error);
+    q.put(2);
+    EXPECT_EQ(q.get(1s), 2);
 }

@@ -98,6 +98,31 @@ TEST_P(shared_array_test, a_pipe_hands_over_the_same_memory_both_ways) {
     EXPECT_EQ(p.exitcode(), 0);
 }
 
+// copy_of writes a large array with write calls before mapping it: the
+// mapping must then show those bytes, and stay the memory a receiver shares.
+void put_copy_then_check(mp::queue<mp::shared_array<double>> q, mp::queue<int> answer) {
+    std::vector<double> v(3 << 20);  // 24 MiB, past the one-pass threshold
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = 1.0 + static_cast<double>(i);
+    auto a = mp::shared_array<double>::copy_of(v);
+    if (a.to_vector() != v) std::_Exit(3);
+    q.put(a);
+    (void)answer.get();  // the parent wrote into the array it received
+    if (a[v.size() - 1] != -5.0) std::_Exit(4);
+}
+
+TEST_P(shared_array_test, a_large_copy_holds_its_values_and_is_shared) {
+    mp::queue<mp::shared_array<double>> q;
+    mp::queue<int> answer;
+    mp::process p(opts(), put_copy_then_check, q, answer);
+    p.start();
+    auto a = q.get(patience);
+    ASSERT_TRUE(is_iota(a, 3 << 20, 1.0));
+    a[a.size() - 1] = -5.0;
+    answer.put(1);
+    ASSERT_TRUE(p.join(patience));
+    EXPECT_EQ(p.exitcode(), 0);
+}
+
 void put_and_exit(mp::queue<mp::shared_array<double>> q) {
     q.put(iota_array(300'000, 2.0));
     q.put(mp::shared_array<double>());

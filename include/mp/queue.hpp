@@ -80,8 +80,14 @@ public:
 
     /// put() of an item of `size` bytes that `write` copies in, without an archive.
     bool put_bytes(std::size_t size, writer write, const void* context, std::optional<clock::time_point> deadline);
+    /// put() of an item whose bytes lie in one piece: a large one is written
+    /// into the queue's memory in one pass (no zero-fill of fresh pages first).
+    bool put_span(std::span<const std::byte> bytes, std::optional<clock::time_point> deadline);
     /// get() handing the item's bytes to `read`, without an archive. If read
-    /// throws, the item is dropped (the queue must not stall on it).
+    /// throws, the item is dropped (the queue must not stall on it). No lock
+    /// is taken: `read` may be called for an item another consumer takes
+    /// first, and then again for the next; it must only build a value (its
+    /// last call before get_bytes returns true is the item taken).
     bool get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline);
 
     [[nodiscard]] std::size_t size() const noexcept;
@@ -95,6 +101,13 @@ public:
     struct local;  // per-process state that is not shared
 
 private:
+    bool put_record(std::size_t size, writer write, const void* context, const std::byte* source,
+                    std::optional<clock::time_point> deadline);
+    /// Takes the oldest item: under the consumers' lock (`under_lock`), or
+    /// claiming it with one compare-and-swap after reading it, in which case
+    /// `read` may run more than once and only its last run counts.
+    bool take(bytes_reader read, void* context, std::optional<clock::time_point> deadline, bool under_lock);
+
     unique_fd fd_;
     std::unique_ptr<local> local_;
     shared* shared_ = nullptr;
@@ -128,6 +141,13 @@ inline constexpr bool is_plain_range_v = plain_range<T>::value;
 /// descriptor (mp::shared_memory, mp::connection, mp::queue).
 [[noreturn]] void throw_fd_in_queue_item();
 [[noreturn]] void throw_wrong_item_size(std::size_t got, std::size_t element, const char* what);
+/// Items of at least this many bytes take the large-item paths (one-pass
+/// writes, prefaulted reads, huge-page buffers).
+inline constexpr std::size_t large_item_bytes = std::size_t{1} << 20;
+/// Prepares freshly allocated, untouched memory of `bytes` that an item is
+/// about to be copied into: a large one gets huge pages where the system
+/// allows and is mapped in one call, so the copy takes no page faults.
+void prepare_item_buffer(void* data, std::size_t bytes) noexcept;
 
 }  // namespace detail
 
@@ -213,13 +233,7 @@ private:
             return core().put_bytes(
                 sizeof(T), [](const void* v, std::byte* dst) { std::memcpy(dst, v, sizeof(T)); }, &item, deadline);
         } else if constexpr (detail::is_plain_range_v<T>) {
-            return core().put_bytes(
-                item.size() * sizeof(typename T::value_type),
-                [](const void* v, std::byte* dst) {
-                    const T& range = *static_cast<const T*>(v);
-                    if (!range.empty()) std::memcpy(dst, range.data(), range.size() * sizeof(typename T::value_type));
-                },
-                &item, deadline);
+            return core().put_span(std::as_bytes(std::span(item.data(), item.size())), deadline);
         }
         detail::output_archive ar(take_scratch());
         detail::save_value(ar, item);
@@ -236,16 +250,17 @@ private:
         check_open();
         std::optional<T> out;
         if constexpr (detail::is_plain_bytes_v<T>) {
-            core().get_bytes(
+            const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
                     if (bytes.size() != sizeof(T)) detail::throw_wrong_item_size(bytes.size(), sizeof(T), "value");
                     auto& o = static_cast<std::optional<T>*>(context)->emplace();
                     std::memcpy(&o, bytes.data(), sizeof(T));
                 },
                 &out, deadline);
+            if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         } else if constexpr (detail::is_plain_range_v<T>) {
-            core().get_bytes(
+            const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
                     using element = typename T::value_type;
                     if (bytes.size() % sizeof(element) != 0)
@@ -254,6 +269,8 @@ private:
                     const std::size_t n = bytes.size() / sizeof(element);
                     if constexpr (alignof(element) <= 8) {  // items are 8-byte aligned: construct from them, once
                         const auto* first = reinterpret_cast<const element*>(bytes.data());
+                        o.reserve(n);  // untouched memory: prepared before the one copy into it
+                        if (bytes.size() >= detail::large_item_bytes) detail::prepare_item_buffer(o.data(), bytes.size());
                         o.assign(first, first + n);
                     } else {
                         o.resize(n);
@@ -261,6 +278,7 @@ private:
                     }
                 },
                 &out, deadline);
+            if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         }
         core().get([](void* context, detail::input_archive& ar) {

@@ -65,6 +65,9 @@ public:
     /// New zero-filled memory of `bytes` (> 0) bytes, all pages reserved:
     /// throws mp::system_error (ENOSPC) when shared memory is full.
     static std::shared_ptr<shared_array_block> create(std::size_t bytes);
+    /// New memory holding a copy of `initial` (non-empty), written in one pass:
+    /// its pages are never zero-filled first.
+    static std::shared_ptr<shared_array_block> create_copy(std::span<const std::byte> initial);
     /// Takes over the memory sent under `name`, which must hold `bytes`
     /// bytes. Throws mp::serialization_error when it is absent or another size.
     static std::shared_ptr<shared_array_block> receive(const std::string& name, std::size_t bytes);
@@ -85,6 +88,7 @@ public:
 
 private:
     shared_array_block() = default;
+    static std::shared_ptr<shared_array_block> make(std::size_t bytes, const std::byte* initial);
 
     std::string name_;  // this process's name for the memory, with its leading '/'
     std::byte* data_ = nullptr;
@@ -121,9 +125,13 @@ public:
         block_ = detail::shared_array_block::create(count * sizeof(T));
     }
     /// A new array holding a copy of `values`.
+    /// One pass over the memory: cheaper than shared_array(n) and a copy,
+    /// whose pages the system zero-fills before they are written.
     [[nodiscard]] static shared_array copy_of(std::span<const T> values) {
-        shared_array a(values.size());
-        if (!values.empty()) std::memcpy(static_cast<void*>(a.data()), values.data(), values.size_bytes());
+        shared_array a;
+        if (values.empty()) return a;
+        a.block_ = detail::shared_array_block::create_copy(std::as_bytes(values));
+        a.count_ = values.size();
         return a;
     }
 

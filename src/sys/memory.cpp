@@ -115,6 +115,34 @@ void prefault_for_write(void* addr, std::size_t len) noexcept {
     ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_WRITE);
 }
 
+void prefault_for_read(const void* addr, std::size_t len) noexcept {
+#ifndef MADV_POPULATE_READ
+    constexpr int MADV_POPULATE_READ = 22;
+#endif
+    auto start = reinterpret_cast<std::uintptr_t>(addr) & ~(page_size() - 1);
+    auto end = reinterpret_cast<std::uintptr_t>(addr) + len;
+    ::madvise(reinterpret_cast<void*>(start), end - start, MADV_POPULATE_READ);
+}
+
+void write_at(int fd, std::size_t offset, std::span<const std::byte> bytes) {
+    while (!bytes.empty()) {
+        ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("pwrite");
+        }
+        bytes = bytes.subspan(static_cast<std::size_t>(n));
+        offset += static_cast<std::size_t>(n);
+    }
+}
+
+void advise_huge_pages(void* addr, std::size_t len) noexcept {
+    const std::uintptr_t page = page_size();
+    auto start = (reinterpret_cast<std::uintptr_t>(addr) + page - 1) & ~(page - 1);
+    auto end = (reinterpret_cast<std::uintptr_t>(addr) + len) & ~(page - 1);
+    if (end > start) ::madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+}
+
 namespace {
 // glibc's shm_open places every object in /dev/shm under its name.
 std::string shm_path(const std::string& name) { return "/dev/shm" + name; }

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,10 +53,25 @@ void shm_link(const std::string& existing, const std::string& fresh);
 /// Opens the existing shared memory object `name` read/write, refusing a
 /// symbolic link. Throws mp::system_error (ENOENT when there is none).
 unique_fd shm_open_existing(const std::string& name);
-/// Maps the (reserved) pages of [addr, addr+len) of a shared mapping in one
-/// call, instead of one page fault per 4 KiB during the copy that follows.
+/// Maps the pages of [addr, addr+len) for writing in one call (of a shared
+/// mapping: reserved pages; of private memory: fresh zero pages), instead of
+/// one page fault per 4 KiB during the copy that follows.
 /// Best effort: kernels without MADV_POPULATE_WRITE (before 5.14) fault as usual.
 void prefault_for_write(void* addr, std::size_t len) noexcept;
+/// Maps the (written) pages of [addr, addr+len) of a shared mapping for
+/// reading in one call. Best effort, like prefault_for_write.
+void prefault_for_read(const void* addr, std::size_t len) noexcept;
+/// Copies `bytes` into the file `fd` at `offset` with write calls instead of
+/// through a mapping. Into reserved (fallocated) pages of a tmpfs file or
+/// memfd that no one has written yet, this is the only pass over the memory:
+/// a first write through a mapping makes the kernel zero each page first.
+/// Throws mp::system_error.
+void write_at(int fd, std::size_t offset, std::span<const std::byte> bytes);
+/// Asks for transparent huge pages on the whole pages inside [addr,
+/// addr+len) of private memory this process owns and has not touched yet:
+/// one page fault per 2 MiB instead of per 4 KiB. A hint; ignored where the
+/// system does not allow it.
+void advise_huge_pages(void* addr, std::size_t len) noexcept;
 
 /// A whole file mapped read-only, unmapped on destruction (src/sys/file_map.cpp).
 class mapped_file {

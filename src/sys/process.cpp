@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -105,6 +106,14 @@ void send_signal(int pid, int sig) {
 }
 
 int current_pid() noexcept { return static_cast<int>(::getpid()); }
+
+void set_thread_name(const std::string& name) noexcept {
+    char comm[16];  // the kernel's limit, with the terminating zero
+    std::size_t n = std::min(name.size(), sizeof comm - 1);
+    std::memcpy(comm, name.data(), n);
+    comm[n] = '\0';
+    (void)::pthread_setname_np(::pthread_self(), comm);
+}
 int current_tid() noexcept { return static_cast<int>(::gettid()); }
 
 int usable_cpu_count() noexcept {

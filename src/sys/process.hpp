@@ -57,6 +57,9 @@ int current_pid() noexcept;
 int current_tid() noexcept;
 /// CPUs this process may run on (its affinity mask), at least 1.
 int usable_cpu_count() noexcept;
+/// Names the calling thread (what ps and a debugger show); cut to the
+/// kernel's 15 characters. Best effort.
+void set_thread_name(const std::string& name) noexcept;
 /// Number of threads of this process (one read of /proc/self/stat).
 int thread_count();
 /// Names ("comm") of every other thread of this process.
