@@ -40,10 +40,17 @@ namespace {
 // small buffer (no thread), and saves a handshake when threads call at once.
 constexpr std::size_t max_idle = 64;
 
+/// How long a call waits for its reply without sleeping (when its
+/// connection's history says that pays off, see channel.hpp). Trade-off:
+/// longer catches slower replies without a wake-up, and burns more CPU when
+/// the reply is slow (a method that works, a busy machine).
+constexpr auto reply_spin = std::chrono::microseconds(50);
+
 struct pooled {
     channel ch;
     std::vector<std::byte> out;  // reused for requests
     clock::time_point last_used = clock::now();
+    sys::spin_history spin;  // do replies on this connection come while spinning?
     explicit pooled(unique_fd fd) : ch(std::move(fd)) {}
 };
 
@@ -132,7 +139,7 @@ struct client::impl {
             write(ar);
             p->ch.send(ar);
             p->out = ar.take_buffer();
-            body = p->ch.receive(limits.max_message, std::nullopt, clock::duration::zero());
+            body = p->ch.receive(limits.max_message, std::nullopt, reply_spin, &p->spin);
         } catch (const eof_error&) {
             throw eof_error("mp: lost the connection to the manager at " + to_string(addr) +
                             " (its server has shut down or died)");
