@@ -149,6 +149,16 @@ void check_tally(tally& t, long long n, std::uint64_t seed, long long kills) {
         results += t.results[u] > 0;
         failures += t.failures[u] > 0;
     }
+    // Which indices have no outcome (more than the crashes can account for
+    // means some were lost): the first few, for whoever chases it.
+    std::string silent;
+    int listed = 0;
+    for (long long i = 0; i < n && listed < 20; ++i) {
+        auto u = static_cast<std::size_t>(i);
+        if (u < t.results.size() && (t.results[u] || t.failures[u])) continue;
+        silent += (listed++ ? ", " : "") + std::to_string(i);
+    }
+    if (results + failures + t.crashes != n) soak::report("indices without a result or failure (first 20): " + silent);
     if (static_cast<long long>(t.results.size()) > n) t.errors.push_back("an index past the input was delivered");
     EXPECT_EQ(results + failures + t.crashes, n) << "results " << results << ", failures " << failures << ", crashes "
                                                  << t.crashes << ": an index was lost or a crash reported twice";
