@@ -13,6 +13,7 @@ enum class point {
     after_take,      // get(): the item left the queue, get() has not returned yet
     after_wrap,      // get(): a consumer moved past a jump back to the start of the ring
     before_release,  // a reader's pages are about to be given back to the system
+    before_wake,     // a waker announced its wake-up (wake_pending), has not made it yet
 };
 
 using hook = void (*)(point);
