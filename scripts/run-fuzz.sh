@@ -7,6 +7,12 @@
 #                                        (the regression-* seeds, former findings, are kept)
 #   scripts/run-fuzz.sh --replay DIR...  run each target over its files <target>-* in DIR (e.g.
 #                                        tests/fuzz/crashes), no fuzzing
+#   scripts/run-fuzz.sh --long RUNS [SECONDS] [TARGET...]
+#                                        the long run by hand: one target at a time (all by
+#                                        default), under `nice -n 19` (a shared machine's builds
+#                                        keep priority), each until RUNS executions or SECONDS
+#                                        (default 86400); prints executions, exec/s, cov, ft,
+#                                        time and findings per target
 #
 # Fails (exit 1) if any target crashes, leaks, exceeds the memory limit or
 # times out on an input; the input is kept under build/fuzz/artifacts/ and
@@ -25,16 +31,24 @@ cd "$(dirname "$0")/.."
 
 mode=fuzz
 seconds=60
+targets=(archive pipe_frame queue_record worker_message code_ref manager_handshake manager_request proxy)
 replay=()
 case "${1:-}" in
   --write-seeds) mode=seeds ;;
   --replay) mode=replay; shift; replay=("$@") ;;
+  --long)
+    mode=long
+    long_runs=${2:?"--long needs a number of executions"}
+    long_seconds=86400
+    shift 2
+    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then long_seconds=$1; shift; fi
+    [ $# -gt 0 ] && targets=("$@")
+    ;;
   "") ;;
   *) seconds=$1 ;;
 esac
 
 build=build/fuzz
-targets=(archive pipe_frame queue_record worker_message code_ref manager_handshake manager_request proxy)
 
 echo "==== fuzz: configure and build"
 if ! cmake --preset fuzz >/dev/null || ! cmake --build --preset fuzz -j 2 >/dev/null; then
@@ -80,6 +94,28 @@ fi
 
 artifacts=$build/artifacts
 mkdir -p "$artifacts"
+
+if [ "$mode" = long ]; then
+  failed=0
+  for t in "${targets[@]}"; do
+    work=$build/corpus-work/$t
+    mkdir -p "$work"
+    log=$build/long-$t.log
+    start=$(date +%s)
+    nice -n 19 "$bin/fuzz_$t" -runs="$long_runs" -max_total_time="$long_seconds" -rss_limit_mb=2048 \
+      -malloc_limit_mb=512 -timeout=25 -print_final_stats=1 -artifact_prefix="$artifacts/$t-" \
+      "$work" "tests/fuzz/corpus/$t" >"$log" 2>&1
+    rc=$?
+    runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+).*/\1/p' "$log" | tail -n 1)
+    speed=$(sed -nE 's/^stat::average_exec_per_sec: *([0-9]+).*/\1/p' "$log" | tail -n 1)
+    covft=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1)
+    findings=0
+    [ "$rc" = 0 ] || { findings=1; failed=$((failed + 1)); }
+    echo "fuzz $t: ${runs:-?} executions, ${speed:-?}/s, ${covft:-cov ?}, $(( $(date +%s) - start )) s, findings $findings (log $log)"
+  done
+  [ "$failed" -eq 0 ]
+  exit
+fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 

@@ -10,12 +10,10 @@
 
 #include "sys/sys.hpp"
 #include "wire/attachment.hpp"
+#include "wire/frame_header.hpp"
 
 namespace mp::detail {
 namespace {
-
-constexpr std::uint32_t frame_magic = 0x6e63706d;  // "mpcn"
-constexpr std::uint32_t flag_attached = 1;         // the body is in a memfd sent with the frame
 
 // Bodies at least this large go through a memfd: one copy in, one copy out,
 // instead of squeezing megabytes through the socket buffer in 200 KiB steps.
@@ -26,17 +24,6 @@ constexpr std::uint64_t max_inline_body = std::uint64_t{1} << 30;
 // A large inline body is allocated this much at first, then doubled as its
 // bytes arrive.
 constexpr std::size_t body_growth_step = 4 * 1024 * 1024;
-
-struct frame_header {
-    std::uint32_t magic;
-    std::uint32_t flags;
-    std::uint64_t body_size;
-    std::uint64_t type_tag;
-    std::uint16_t name_size;
-    std::uint16_t fd_count;
-    std::uint32_t reserved;
-};
-static_assert(sizeof(frame_header) == 32);
 
 // How long a receiver keeps trying before it sleeps: waking a sleeping process
 // costs tens of microseconds here, so a reply that comes sooner than this is

@@ -172,11 +172,22 @@ void wake_all(waiting_place& w) {
     // One wake-up per sleep: a sleeper that was woken but has not run yet
     // (a loaded machine) does not cost the waker a system call per item.
     if (w.wake_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
+    queue_hooks::reach(queue_hooks::point::before_wake);
     w.seq.fetch_add(1, std::memory_order_seq_cst);
     sys::futex_wake(word(w.seq), INT_MAX);
 }
 
-// Sleeps at `w` unless `ready()` already holds. false on timeout.
+// The longest one sleep lasts, whatever the sleeper's deadline. A waker sets
+// wake_pending before it wakes; one killed in between (a SIGKILLed pool worker
+// posting a result) leaves it set, and every later waker then skips its
+// wake-up until a sleeper comes back: without this bound a sleeper would
+// sleep until its deadline, or for ever (the pool soak saw a whole pool stall
+// so). Trade-off: shorter recovers sooner from such a death; longer costs an
+// idle sleeper fewer wake-ups.
+constexpr auto lost_wake_bound = std::chrono::milliseconds(200);
+
+// Sleeps at `w` unless `ready()` already holds. false on timeout (callers
+// re-check their condition and deadline after every return).
 template <class Ready>
 bool sleep_until(waiting_place& w, Ready ready, std::optional<sys::clock::time_point> deadline) {
     w.sleepers.fetch_add(1, std::memory_order_seq_cst);
@@ -184,7 +195,9 @@ bool sleep_until(waiting_place& w, Ready ready, std::optional<sys::clock::time_p
     w.wake_pending.store(0, std::memory_order_seq_cst);
     std::uint32_t seen = w.seq.load(std::memory_order_seq_cst);
     bool ok = true;
-    if (!ready()) ok = sys::futex_wait(word(w.seq), seen, deadline);
+    auto until = sys::clock::now() + lost_wake_bound;
+    if (deadline && *deadline < until) until = *deadline;
+    if (!ready()) ok = sys::futex_wait(word(w.seq), seen, until) || !deadline || until < *deadline;
     w.sleepers.fetch_sub(1, std::memory_order_relaxed);
     return ok;
 }

@@ -14,6 +14,7 @@ enum class point {
     after_wrap,      // get(): a consumer moved past a jump back to the start of the ring
     before_release,  // a reader's pages are about to be given back to the system
     drop_owed,       // get(): an unreadable item left the queue, its drop not yet counted
+    before_wake,     // a waker announced its wake-up (wake_pending), has not made it yet
 };
 
 using hook = void (*)(point);

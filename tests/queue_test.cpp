@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -90,6 +91,11 @@ void die_at(hooks::point wanted, hooks::point reached) {
 void put_then_die_before_publishing(mp::joinable_queue<int> q) {
     hooks::installed = [](hooks::point p) { die_at(hooks::point::before_publish, p); };
     q.put(7);
+}
+
+void put_then_die_while_waking(mp::queue<int> q) {
+    hooks::installed = [](hooks::point p) { die_at(hooks::point::before_wake, p); };
+    q.put(1);
 }
 
 void get_then_die_before_returning(mp::queue<int> q) {
@@ -248,6 +254,36 @@ TEST_P(queue_test, a_producer_killed_inside_put_leaves_no_trace) {
     EXPECT_EQ(q.get(1s), 5);
     q.task_done();
     EXPECT_TRUE(q.join(1s));
+}
+
+TEST_P(queue_test, a_producer_killed_while_waking_a_sleeping_consumer_does_not_leave_it_asleep) {
+    // Found by the pool soak (tests/soak, a whole pool stalled with results
+    // waiting): a producer killed between announcing its wake-up and making
+    // it left the announcement behind, and every later producer skipped its
+    // own wake-up, so the consumer slept until its deadline.
+    // A deadline far past the bound below, so that the deadline's own wake-up
+    // does not hide the lost ones.
+    mp::queue<int> q;
+    std::optional<int> got;
+    std::thread consumer([&] {
+        try {
+            got = q.get(30s);
+        } catch (const mp::timeout_error&) {
+        }
+    });
+    std::this_thread::sleep_for(300ms);  // the consumer is asleep in get()
+    mp::process p(opts(), put_then_die_while_waking, q);
+    p.start();
+    p.join();
+    ASSERT_EQ(p.exitcode(), -SIGKILL);
+    q.put(2);  // a later producer
+    auto put_at = std::chrono::steady_clock::now();
+    consumer.join();
+    EXPECT_EQ(got, std::optional<int>(1));
+    // Normally a fraction of a second; the bound only catches the consumer
+    // sleeping through both items until its deadline.
+    EXPECT_LT(std::chrono::steady_clock::now() - put_at, 10s) << "the consumer slept through two items";
+    EXPECT_EQ(q.get(1s), 2);
 }
 
 TEST_P(queue_test, a_consumer_killed_after_taking_an_item_gives_its_slot_back) {

@@ -58,7 +58,8 @@ bool channel::send_nowait(output_archive& ar) {
     return sent == total;
 }
 
-bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin, bool mid_frame) {
+bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin,
+                   sys::spin_history* history, bool mid_frame) {
     if (end_ - begin_ >= n) return true;
     if (begin_ > 0) {
         std::memmove(buf_.data(), buf_.data() + begin_, end_ - begin_);
@@ -66,14 +67,16 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
         begin_ = 0;
     }
     if (buf_.size() < n) buf_.resize(n);
-    sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(spin));
-    bool spinning = spin > clock::duration::zero();
+    bool spinning = spin > clock::duration::zero() && (!history || history->should_spin());
+    sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(spin));  // reported to `history` here
+    bool spun = false;
     while (end_ < n) {
         // Not spinning and no deadline: one blocking recv, the fewest system calls.
         bool block = !spinning && !deadline;
         long r = sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, !block);
         if (r > 0) {
             end_ += static_cast<std::size_t>(r);
+            if (spinning && spun && history) history->spun_with_success();
             continue;
         }
         if (r == 0)
@@ -81,8 +84,13 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
                                 ? "mp: manager connection closed in the middle of a message (the peer probably died)"
                                 : "mp: manager connection closed by the peer");
         if (spinning && (!deadline || clock::now() < *deadline)) {
-            spinning = spinner.step();
-            if (spinning) continue;
+            if (spinner.step()) {
+                spun = true;
+                continue;
+            }
+            spinning = false;
+            if (history) history->spun_in_vain();
+            if (!deadline) continue;  // now one blocking recv
         }
         if (!sys::wait_readable(fd_.get(), deadline)) return false;
     }
@@ -103,12 +111,12 @@ void channel::discard_consumed() {
 }
 
 std::span<const std::byte> channel::receive(std::size_t max_body, std::optional<clock::time_point> deadline,
-                                            clock::duration spin) {
+                                            clock::duration spin, sys::spin_history* history) {
     discard_consumed();
-    if (!fill(header_size, deadline, spin, false))
+    if (!fill(header_size, deadline, spin, history, false))
         throw timeout_error("mp: manager connection: no message arrived in time");
     std::uint32_t length = checked_length(max_body);
-    if (!fill(header_size + length, deadline, spin, true))
+    if (!fill(header_size + length, deadline, spin, history, true))
         throw timeout_error("mp: manager connection: a message arrived only in part before the deadline");
     consumed_ = header_size + length;
     return {buf_.data() + begin_ + header_size, length};
@@ -170,6 +178,20 @@ std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t ma
 }
 
 bool channel::wait_for_bytes(std::size_t max_body) { return read_once(max_body, true); }
+
+bool channel::spin_for_bytes(std::size_t max_body, clock::duration budget, sys::spin_history& history) {
+    if (!history.should_spin()) return false;
+    sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(budget));
+    for (bool spun = false;; spun = true) {
+        if (read_once(max_body, false)) {
+            if (spun) history.spun_with_success();
+            return true;
+        }
+        if (!spinner.step()) break;
+    }
+    history.spun_in_vain();
+    return false;
+}
 
 void channel::shutdown() noexcept { sys::shutdown_socket(fd_.get()); }
 

@@ -18,6 +18,7 @@
 
 #include "mp/detail/archive.hpp"
 #include "mp/detail/unique_fd.hpp"
+#include "sys/sys.hpp"
 
 namespace mp::detail::mgr {
 
@@ -26,12 +27,13 @@ using clock = std::chrono::steady_clock;
 inline constexpr std::uint32_t frame_magic = 0x676d706d;  // "mpmg"
 inline constexpr std::size_t header_size = 8;
 
-/// Readers of a manager connection do not spin before sleeping (unlike
-/// mp::connection): measured on a 2-core machine, a blocking recv woke in a
-/// few microseconds, while a spinning reader on a machine with no idle core
-/// delayed the very peer it waited for (a 12 µs call became 40 µs) and cost
-/// throughput with many clients. receive() accepts a spin budget for callers
-/// that know a core is free.
+/// Spinning before sleeping: waking a sleeping reader costs more than a
+/// whole call on an idle machine (a proxy call took 45 µs where two spinning
+/// peers answer in a few), but a reader that spins on a machine with no idle
+/// core delays the very peer it waits for (a 12 µs call became 40 µs) and
+/// costs throughput with many clients. So a reader spins only as its
+/// sys::spin_history allows: a wait that spins in vain turns spinning off for
+/// a growing number of waits, one that succeeds turns it back on.
 /// Thrown when a frame header is bad (magic, length over the limit): the
 /// stream cannot be resynchronised.
 class frame_error : public serialization_error {
@@ -61,9 +63,10 @@ public:
     /// The next frame's body, valid until the next receive(). Throws
     /// eof_error (peer closed), frame_error (bad header, length > max_body),
     /// timeout_error (deadline passed; the stream is then unusable mid-frame).
-    /// Spins up to `spin` before sleeping.
+    /// Spins up to `spin` before sleeping, if `history` (when given) says
+    /// spinning pays off here.
     std::span<const std::byte> receive(std::size_t max_body, std::optional<clock::time_point> deadline,
-                                       clock::duration spin);
+                                       clock::duration spin, sys::spin_history* history = nullptr);
 
     /// Reads what has arrived, without waiting: the next frame's body if it
     /// is complete now (valid until the next receive), else nullopt (the
@@ -76,6 +79,11 @@ public:
     /// bounds the wait, see sys::set_receive_timeout): false if nothing came
     /// in time. Throws as receive() does. Then try buffered_frame().
     bool wait_for_bytes(std::size_t max_body);
+    /// Reads without sleeping for at most `budget`, if `history` says
+    /// spinning pays off here: true if bytes arrived (then try
+    /// buffered_frame()), false if the caller should block. Throws as
+    /// receive() does.
+    bool spin_for_bytes(std::size_t max_body, clock::duration budget, sys::spin_history& history);
 
     [[nodiscard]] int fd() const noexcept { return fd_.get(); }
     /// Wakes a thread blocked on this socket (it then sees end of file).
@@ -90,7 +98,8 @@ private:
     /// The length of the frame whose header is buffered; throws frame_error.
     std::uint32_t checked_length(std::size_t max_body) const;
     void seal(output_archive& ar) const;
-    bool fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin, bool mid_frame);
+    bool fill(std::size_t n, std::optional<clock::time_point> deadline, clock::duration spin,
+              sys::spin_history* history, bool mid_frame);
 
     unique_fd fd_;
     std::vector<std::byte> buf_;

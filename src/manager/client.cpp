@@ -1,5 +1,6 @@
 // The client side of the manager protocol: a pool of authenticated
 // connections per server and process, and proxies crossing processes.
+#include <atomic>
 #include <map>
 #include <mutex>
 
@@ -31,7 +32,28 @@ std::string default_authkey() {
     return std::string(reinterpret_cast<const char*>(rt.self.authkey.data()), rt.self.authkey.size());
 }
 
-int current_pid() noexcept { return sys::current_pid(); }
+namespace {
+
+// This process's pid, read once rather than with two getpid() system calls
+// per call (borrow and give_back check that a connection is this process's).
+// Every fork child resets it in the registry's after-fork hook (the_registry,
+// made before a pid is cached; sys/after_fork.hpp: mp's forks, the
+// forkserver's and the program's own fork()).
+std::atomic<int> cached_pid{0};
+
+struct registry;
+registry& the_registry();
+
+}  // namespace
+
+int current_pid() noexcept {
+    int pid = cached_pid.load(std::memory_order_relaxed);
+    if (pid != 0) return pid;
+    (void)the_registry();
+    pid = sys::current_pid();
+    cached_pid.store(pid, std::memory_order_relaxed);
+    return pid;
+}
 
 namespace {
 
@@ -40,10 +62,17 @@ namespace {
 // small buffer (no thread), and saves a handshake when threads call at once.
 constexpr std::size_t max_idle = 64;
 
+/// How long a call waits for its reply without sleeping (when its
+/// connection's history says that pays off, see channel.hpp). Trade-off:
+/// longer catches slower replies without a wake-up, and burns more CPU when
+/// the reply is slow (a method that works, a busy machine).
+constexpr auto reply_spin = std::chrono::microseconds(50);
+
 struct pooled {
     channel ch;
     std::vector<std::byte> out;  // reused for requests
     clock::time_point last_used = clock::now();
+    sys::spin_history spin;  // do replies on this connection come while spinning?
     explicit pooled(unique_fd fd) : ch(std::move(fd)) {}
 };
 
@@ -132,7 +161,7 @@ struct client::impl {
             write(ar);
             p->ch.send(ar);
             p->out = ar.take_buffer();
-            body = p->ch.receive(limits.max_message, std::nullopt, clock::duration::zero());
+            body = p->ch.receive(limits.max_message, std::nullopt, reply_spin, &p->spin);
         } catch (const eof_error&) {
             throw eof_error("mp: lost the connection to the manager at " + to_string(addr) +
                             " (its server has shut down or died)");
@@ -279,6 +308,7 @@ registry& the_registry() {
         sys::register_after_fork([] {
             // Another thread may have held these mutexes when fork() copied
             // them; in the child that thread does not exist.
+            cached_pid.store(0, std::memory_order_relaxed);
             auto& self = the_registry();
             new (&self.mutex) std::mutex;
             for (auto& w : self.all)

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <system_error>
+#include <utility>
 
 #include "manager/auth.hpp"
 #include "manager/protocol.hpp"
@@ -34,6 +35,12 @@ constexpr auto linger_time = std::chrono::milliseconds(200);
 /// worker. Trade-off: shorter lets go sooner when every worker is taken,
 /// longer costs fewer wake-ups of idle lingering workers.
 constexpr auto linger_slice = std::chrono::milliseconds(10);
+/// How long a lingering worker reads without sleeping before it blocks for
+/// the next request (when the connection's history says that pays off, see
+/// channel.hpp). Trade-off: a client calling back to back is served without
+/// a wake-up; a client that pauses costs this much CPU per call, until its
+/// history turns spinning off.
+constexpr auto request_spin = std::chrono::microseconds(20);
 /// How long accepting pauses when the process is out of fds and no
 /// unauthenticated connection can be dropped to make room.
 constexpr auto accept_backoff = std::chrono::milliseconds(100);
@@ -85,6 +92,7 @@ struct serve_loop::connection {
     connection_list::iterator where;              // in pending_ or authenticated_
     std::span<const std::byte> request;           // the complete request a worker serves
     std::vector<std::byte> reply_buffer;          // reused between replies
+    sys::spin_history spin;                       // do requests come while its worker spins?
     bool busy = false;                            // guarded by mutex_: a worker owns it
     bool closed = false;                          // loop-only: freed after this round
 
@@ -450,10 +458,12 @@ std::optional<std::span<const std::byte>> serve_loop::linger(connection& c) {
     // a thread per connection) or by the socket's receive timeout every
     // linger_slice, to let go when others want a worker or time is up.
     auto until = clock::now() + linger_time;
+    bool spin = true;  // once per wait, before the first blocking read
     for (;;) {
         // Also a request that came in one read with the last one.
         if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
         if (stopping_ || workers_wanted_) return std::nullopt;
+        if (std::exchange(spin, false) && c.ch->spin_for_bytes(limits_.max_message, request_spin, c.spin)) continue;
         if (!c.ch->wait_for_bytes(limits_.max_message) && clock::now() >= until) return std::nullopt;
     }
 }

@@ -144,7 +144,7 @@ T sample() {
 }
 
 template <std::size_t... I>
-void write_seeds(std::index_sequence<I...>) {
+void write_type_seeds(std::index_sequence<I...>) {
     (mp_fuzz::write_seed("type-" + std::to_string(I),
                          mp_fuzz::prefixed({static_cast<std::uint8_t>(I)},
                                            mp_fuzz::encode(sample<std::tuple_element_t<I, types>>()))),
@@ -157,13 +157,11 @@ void write_seeds(std::index_sequence<I...>) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds(std::make_index_sequence<std::tuple_size_v<types>>{});
-        std::exit(0);
-    }
-    return 0;
-}
+namespace mp_fuzz {
+
+void write_seeds() { write_type_seeds(std::make_index_sequence<std::tuple_size_v<types>>{}); }
+
+}  // namespace mp_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;

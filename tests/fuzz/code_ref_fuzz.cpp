@@ -53,17 +53,7 @@ void check_resolved(const void* p) {
                       "call it (src/code_ref.cpp, resolve_code_ref)");
 }
 
-void write_seeds();
-
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
-    return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;
@@ -100,7 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 void write_seeds() {
     mp_fuzz::write_seed("code_ref", mp_fuzz::prefixed({0}, mp_fuzz::encode(d::code_ref_of(&twice))));
@@ -119,4 +109,4 @@ void write_seeds() {
                                                                            reinterpret_cast<std::uintptr_t>(info.dli_fbase)})));
 }
 
-}  // namespace
+}  // namespace mp_fuzz

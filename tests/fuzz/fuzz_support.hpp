@@ -88,4 +88,24 @@ inline std::vector<std::byte> prefixed(std::initializer_list<std::uint8_t> prefi
     return out;
 }
 
+/// Defined by each target: writes its seed corpus with mp's own encoders
+/// (write_seed), then the process exits without fuzzing.
+void write_seeds();
+
+/// What every input of a target shares, made once before the first input (a
+/// server, a mapped ring, a connection), so that an input pays only for its
+/// own work. Optional: a target that needs it defines it (declared weak, as
+/// libFuzzer declares LLVMFuzzerInitialize, so that it is null otherwise).
+[[gnu::weak]] void set_up();
+
 }  // namespace mp_fuzz
+
+// Every target's libFuzzer initialisation: seeds when asked, else set-up.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+    if (mp_fuzz::seed_dir()) {
+        mp_fuzz::write_seeds();
+        std::exit(0);
+    }
+    if (mp_fuzz::set_up) mp_fuzz::set_up();
+    return 0;
+}

@@ -28,17 +28,7 @@ namespace {
 namespace mgr = mp::detail::mgr;
 const std::string key = "mp-fuzz-authkey";
 
-void write_seeds();
-
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
-    return 0;
-}
 
 namespace {
 
@@ -83,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     mp_fuzz::fail("a handshake succeeded with a peer that cannot know the key's answer to a fresh challenge");
 }
 
-namespace {
+namespace mp_fuzz {
 
 std::vector<std::byte> frame(std::string_view text) {
     mp::detail::output_archive ar;
@@ -115,4 +105,4 @@ void write_seeds() {
     seed("empty", 0, {});
 }
 
-}  // namespace
+}  // namespace mp_fuzz

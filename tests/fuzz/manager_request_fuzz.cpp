@@ -85,15 +85,11 @@ void check_server_serves() {
     if (status_of(r) != 0) mp_fuzz::fail("the server refused a ping after the input");
 }
 
-void write_seeds();
-
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
+namespace mp_fuzz {
+
+void set_up() {
     (void)mp_fuzz::the_server();
     // Connect first: the handshake initialises OpenSSL, which registers its
     // own clean-up at exit; ours, registered after, runs before it.
@@ -102,8 +98,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
         the_connection.reset();
         mp_fuzz::the_server().stop();
     });
-    return 0;
 }
+
+}  // namespace mp_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::vector<std::uint64_t> created;
@@ -148,7 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 // Requests as a client writes them: [u16 length][body] each.
 class script {
@@ -257,4 +254,4 @@ void write_seeds() {
                                      .bytes());
 }
 
-}  // namespace
+}  // namespace mp_fuzz

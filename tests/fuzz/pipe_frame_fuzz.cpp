@@ -9,9 +9,7 @@
 // mp::serialization_error (corrupt), mp::eof_error (end of stream) or
 // mp::timeout_error; nothing may hang, crash or leak.
 //
-// Frame layout (written here for the seeds; the reader's is in connection.cpp):
-//   u32 magic "mpcn", u32 flags (1: body in an attached memfd), u64 body size,
-//   u64 type tag, u16 name size, u16 fd count, u32 reserved, name, body.
+// Frame layout: src/wire/frame_header.hpp, shared with the reader.
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -21,21 +19,12 @@
 #include "fuzz_support.hpp"
 #include "mp/connection.hpp"
 #include "sys/sys.hpp"
+#include "wire/frame_header.hpp"
 
 namespace {
 
+using mp::detail::frame_header;
 using mp::detail::unique_fd;
-
-struct frame_header {
-    std::uint32_t magic;
-    std::uint32_t flags;
-    std::uint64_t body_size;
-    std::uint64_t type_tag;
-    std::uint16_t name_size;
-    std::uint16_t fd_count;
-    std::uint32_t reserved;
-};
-static_assert(sizeof(frame_header) == 32);
 
 unique_fd memfd_with(std::span<const std::byte> contents) {
     auto fd = mp::sys::memfd("mp-fuzz", contents.size());
@@ -64,17 +53,7 @@ bool receive_one(mp::connection& reader, unsigned turn) {
     return true;
 }
 
-void write_seeds();
-
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
-    return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;
@@ -104,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 // Everything one mp::connection writes for these messages, as the reader sees it.
 std::vector<std::byte> stream_of(void (*send)(mp::connection&)) {
@@ -138,7 +117,7 @@ void write_seeds() {
     // that the memfd holds body_size bytes).
     auto body = mp_fuzz::encode(std::string("attached body"));
     std::string name(mp::detail::type_name<std::string>());
-    frame_header h{0x6e63706d, 1, body.size(), mp::detail::type_tag<std::string>(),
+    frame_header h{mp::detail::frame_magic, mp::detail::flag_attached, body.size(), mp::detail::type_tag<std::string>(),
                    static_cast<std::uint16_t>(name.size()), 1, 0};
     std::vector<std::byte> seed{std::byte{1}, static_cast<std::byte>(body.size() & 0xff),
                                 static_cast<std::byte>(body.size() >> 8)};
@@ -149,4 +128,4 @@ void write_seeds() {
     mp_fuzz::write_seed("attached", seed);
 }
 
-}  // namespace
+}  // namespace mp_fuzz

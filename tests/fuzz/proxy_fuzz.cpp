@@ -154,23 +154,20 @@ void read_stored(std::span<const std::byte> bytes) {
     mp_fuzz::decoded([&] { (void)p.get(); });
 }
 
-void write_seeds();
-
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
+namespace mp_fuzz {
+
+void set_up() {
     (void)mp_fuzz::the_server();
     make_objects();  // the first handshake: OpenSSL's clean-up at exit is registered before ours
     std::atexit([] {
         raw.reset();
         mp_fuzz::the_server().stop();
     });
-    return 0;
 }
+
+}  // namespace mp_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;
@@ -183,7 +180,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 void write_seeds() {
     // What save_ref writes after the address and key, for the object of
@@ -204,4 +201,4 @@ void write_seeds() {
     mp_fuzz::write_seed("stored-value", mp_fuzz::prefixed({static_cast<std::uint8_t>(objects().size())}, value));
 }
 
-}  // namespace
+}  // namespace mp_fuzz

@@ -89,8 +89,6 @@ void check_layout(ring& r) {
                       "(struct queue_core::shared changed): update the offsets at the top of this file");
 }
 
-void write_seeds();
-
 template <class T>
 void drain(mp::queue<T>& q, ring& r) {
     for (int i = 0; i < 16; ++i) {
@@ -108,11 +106,9 @@ void drain(mp::queue<T>& q, ring& r) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
+namespace mp_fuzz {
+
+void set_up() {
     auto* r = new ring;  // lives as long as the process: one 8 GiB sparse memfd, not one per input
     r->qb = same_memfd<item_b>(r->qa);
     mp::detail::output_archive out;
@@ -120,8 +116,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     r->base = static_cast<std::byte*>(mp::sys::map_shared(out.fds().at(0), header_size + capacity, 0, true));
     check_layout(*r);
     the_ring = r;
-    return 0;
 }
+
+}  // namespace mp_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 7) return 0;
@@ -158,7 +155,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 void write_seeds() {
     // The records a real producer writes: put items into a fresh queue and
@@ -196,4 +193,4 @@ void write_seeds() {
     mp_fuzz::write_seed("string", s);
 }
 
-}  // namespace
+}  // namespace mp_fuzz

@@ -153,17 +153,7 @@ void deliver_chunk(std::span<const std::byte> bytes) {
     });
 }
 
-void write_seeds();
-
 }  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (mp_fuzz::seed_dir()) {
-        write_seeds();
-        std::exit(0);
-    }
-    return 0;
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     if (size < 1) return 0;
@@ -190,7 +180,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
 }
 
-namespace {
+namespace mp_fuzz {
 
 void write_seeds() {
     auto with = [](std::uint8_t selector, auto&&... values) {
@@ -233,4 +223,4 @@ void write_seeds() {
     mp_fuzz::write_seed("task-raw", mp_fuzz::prefixed({static_cast<std::uint8_t>(n + 4)}, mp_fuzz::flatten(raw)));
 }
 
-}  // namespace
+}  // namespace mp_fuzz
