@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,20 @@ inline void result(const char* key, double value) {
 
 inline void progress(const std::string& what) {
     std::fprintf(stderr, "  %s\n", what.c_str());
+}
+
+/// Runs `command` (a reference: a Python script, another bench process) and
+/// adds the "result <key> <value>" lines it prints to `into`.
+inline void collect_results(const std::string& command, std::map<std::string, double>& into) {
+    FILE* p = ::popen(command.c_str(), "r");
+    if (!p) return;
+    char line[512];
+    while (std::fgets(line, sizeof line, p)) {
+        char key[256];
+        double value = 0;
+        if (std::sscanf(line, "result %255s %lf", key, &value) == 2) into[key] = value;
+    }
+    ::pclose(p);
 }
 
 /// Command-line options every bench program takes.

@@ -130,15 +130,7 @@ double clients_throughput(mp::manager& sm, int clients, int total_calls) {
 std::map<std::string, double> run_python(const std::string& script, const bench::options& o) {
     std::map<std::string, double> out;
     std::string cmd = "python3 '" + script + "' " + (o.quick ? std::string("--quick") : "--reps " + std::to_string(o.reps));
-    FILE* f = ::popen(cmd.c_str(), "r");
-    if (!f) return out;
-    char line[512];
-    while (std::fgets(line, sizeof line, f)) {
-        char key[256];
-        double value;
-        if (std::sscanf(line, "result %255s %lf", key, &value) == 2) out[key] = value;
-    }
-    ::pclose(f);
+    bench::collect_results(cmd, out);
     return out;
 }
 

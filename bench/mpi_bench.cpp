@@ -135,15 +135,7 @@ void run_mp(const bench::options& o, const sizes& s) {
 std::map<std::string, double> run_collect(const std::string& command) {
     std::map<std::string, double> out;
     bench::progress(command);
-    FILE* p = ::popen(command.c_str(), "r");
-    if (!p) return out;
-    char line[512];
-    while (std::fgets(line, sizeof line, p)) {
-        char key[128];
-        double value = 0;
-        if (std::sscanf(line, "result %127s %lf", key, &value) == 2) out[key] = value;
-    }
-    ::pclose(p);
+    bench::collect_results(command, out);
     return out;
 }
 

@@ -176,27 +176,12 @@ std::map<std::string, double> run_python(const bench::options& o) {
     std::string cmd = "python3 " MP_BENCH_PYTHON_DIR "/pool_bench.py --reps " + std::to_string(o.reps);
     if (o.quick) cmd += " --quick";
     for (auto& w : o.only) cmd += " --only " + w;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char line[512];
-    while (std::fgets(line, sizeof line, p)) {
-        char key[256];
-        double v = 0;
-        if (std::sscanf(line, "result %255s %lf", key, &v) == 2) r[key] = v;
-    }
-    ::pclose(p);
+    bench::collect_results(cmd, r);
     if (o.wants("big_result")) {
         // CPython's Pool returning the same 256 MiB list of floats.
         std::string big = "python3 " MP_BENCH_PYTHON_DIR "/foundation.py --only big --reps " + std::to_string(o.reps);
         if (o.quick) big += " --quick";
-        if (FILE* f = ::popen(big.c_str(), "r")) {
-            while (std::fgets(line, sizeof line, f)) {
-                char key[256];
-                double v = 0;
-                if (std::sscanf(line, "result %255s %lf", key, &v) == 2) r[key] = v;
-            }
-            ::pclose(f);
-        }
+        bench::collect_results(big, r);
     }
     return r;
 }

@@ -145,15 +145,7 @@ double run_threads(const std::vector<std::string>& chunks, long expected_words) 
 std::map<std::string, double> run_python(const bench::options& o, const std::string& text_path) {
     std::map<std::string, double> r;
     std::string cmd = "python3 " MP_BENCH_PYTHON_DIR "/wordcount.py --reps " + std::to_string(o.reps) + " " + text_path;
-    FILE* p = ::popen(cmd.c_str(), "r");
-    if (!p) return r;
-    char line[512];
-    while (std::fgets(line, sizeof line, p)) {
-        char key[256];
-        double v = 0;
-        if (std::sscanf(line, "result %255s %lf", key, &v) == 2) r[key] = v;
-    }
-    ::pclose(p);
+    bench::collect_results(cmd, r);
     return r;
 }
 

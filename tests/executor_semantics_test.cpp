@@ -19,47 +19,15 @@
 
 #include "mp/pool.hpp"
 #include "mp/process_pool_executor.hpp"
+#include "support/task_gates.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
-int sqr(int x) { return x * x; }
+using namespace mp_test;
 
-// Gates between the test and a task, as files: tasks travel as bytes.
-std::string gate_path(const std::string& what) {
-    return "/tmp/mp-executor-semantics-" + std::to_string(::getpid()) + "-" + what;
-}
-int wait_file(std::string path) {
-    while (!std::filesystem::exists(path)) std::this_thread::sleep_for(1ms);
-    return 1;
-}
-// Records that item `i` ran, in the file `log` (one line per run).
-int record(std::string log, int i) {
-    std::ofstream(log, std::ios::app) << i << "\n";
-    return i;
-}
-int record_item(std::pair<std::string, int> p) { return record(p.first, p.second); }
-std::vector<int> runs_in(const std::string& log) {
-    std::vector<int> out;
-    std::ifstream in(log);
-    for (int i; in >> i;) out.push_back(i);
-    return out;
-}
-struct gate_files {
-    std::string go = gate_path("go"), log = gate_path("log");
-    gate_files() { cleanup(); }
-    ~gate_files() { cleanup(); }
-    void open() const { std::ofstream(go) << "x"; }
-    void cleanup() const {
-        std::filesystem::remove(go);
-        std::filesystem::remove(log);
-    }
-};
-void wait_until_running(const mp::future<int>& f) {
-    for (int i = 0; i < 30000 && !f.running(); ++i) std::this_thread::sleep_for(1ms);
-    ASSERT_TRUE(f.running());
-}
+int sqr(int x) { return x * x; }
 
 // An input range whose reading blocks at item 2 until the test opens the gate.
 struct input_gate {

@@ -28,10 +28,13 @@
 
 #include "mp/pool.hpp"
 #include "mp/process_pool_executor.hpp"
+#include "support/task_gates.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
+
+using namespace mp_test;
 
 int sqr(int x) { return x * x; }
 int fail_at_multiples_of_five(int x) {
@@ -41,44 +44,12 @@ int fail_at_multiples_of_five(int x) {
 std::string as_text(int x) { return std::string(static_cast<std::size_t>(x % 40), 'a') + std::to_string(x); }
 bool is_odd(int x) { return x % 2 != 0; }
 
-std::string gate_path(const std::string& what) {
-    return "/tmp/mp-map-iterator-" + std::to_string(::getpid()) + "-" + what;
-}
-int wait_file(std::string path) {
-    while (!std::filesystem::exists(path)) std::this_thread::sleep_for(1ms);
-    return 1;
-}
-// Records that item `i` ran, in the file `log`.
-int record_item(std::pair<std::string, int> p) {
-    std::ofstream(p.first, std::ios::app) << p.second << "\n";
-    return p.second;
-}
 int record_pair(std::string log, int i) { return record_item({std::move(log), i}); }
 // Records item `i`; item 2 then waits until the file `gate` exists.
 int record_then_wait_at_two(std::string log, std::string gate, int i) {
     record_item({std::move(log), i});
     if (i == 2) wait_file(std::move(gate));
     return i;
-}
-std::vector<int> runs_in(const std::string& log) {
-    std::vector<int> out;
-    std::ifstream in(log);
-    for (int i; in >> i;) out.push_back(i);
-    return out;
-}
-struct gate_files {
-    std::string go = gate_path("go"), log = gate_path("log");
-    gate_files() { cleanup(); }
-    ~gate_files() { cleanup(); }
-    void open() const { std::ofstream(go) << "x"; }
-    void cleanup() const {
-        std::filesystem::remove(go);
-        std::filesystem::remove(log);
-    }
-};
-void wait_until_running(const mp::future<int>& f) {
-    for (int i = 0; i < 30000 && !f.running(); ++i) std::this_thread::sleep_for(1ms);
-    ASSERT_TRUE(f.running());
 }
 std::vector<int> iota_vec(int n) {
     std::vector<int> v(static_cast<std::size_t>(n));
