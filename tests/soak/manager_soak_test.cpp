@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <mp/mp.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -74,9 +75,12 @@ TEST(manager_soak, sixteen_clients_one_killed_at_a_time_the_others_are_served) {
 
     long long kills = 0, parent_calls = 0;
     std::vector<long long> killed_keys;
-    // The parent's own calls, between kills; a kill every 1.5–2.5 s.
+    // The parent's own calls, between kills; a kill every 1.5–2.5 s, the last
+    // one at least 1 s before the clients' end: a victim is then still in its
+    // loop (one that had finished would have reported, and exited 0).
+    const auto last_kill = clock_type::time_point(std::chrono::nanoseconds(end_ns - 1'000'000'000LL));
     while (now_ns() < end_ns - 2'000'000'000LL) {
-        auto until = clock_type::now() + std::chrono::milliseconds(1500 + rng() % 1000);
+        auto until = std::min(clock_type::now() + std::chrono::milliseconds(1500 + rng() % 1000), last_kill);
         while (clock_type::now() < until) {
             d.set(-1, parent_calls);
             ASSERT_EQ(d.get(-1), parent_calls);
