@@ -91,14 +91,15 @@ namespace {
 // futex calls (sleep, wake) that cost about as much as a tiny task itself;
 // longer burns more CPU of a waiter whose result is slow. Per thread, the
 // spin is skipped for a while after it failed (sys::spin_history), so a
-// thread that waits on slow results soon stops spinning. A thread pool's
-// worker spins as long for its next task (thread_pool_executor.cpp).
+// thread that waits on slow results soon stops spinning. Only a thread
+// pool's futures spin (future_state_base::spin_when_waited); its worker
+// spins as long for its next task (thread_pool_executor.cpp).
 constexpr auto spin_before_sleep = std::chrono::microseconds(50);
 thread_local sys::spin_history wait_spins;
 }  // namespace
 
 bool future_state_base::spin_until_done(steady_deadline deadline) const noexcept {
-    if (finished_.load(std::memory_order_acquire)) return true;
+    if (finished_.load(std::memory_order_acquire) || !spin_when_waited_) return finished_.load(std::memory_order_acquire);
     auto budget = spin_before_sleep;
     if (deadline) {
         auto left = std::chrono::duration_cast<std::chrono::microseconds>(*deadline - std::chrono::steady_clock::now());

@@ -130,6 +130,13 @@ public:
     void add_callback(std::function<void()> fn);
 
 protected:
+    /// A waiter spins briefly before it sleeps. Only for a state completed
+    /// by a thread of this process that runs the task itself (a thread
+    /// pool's): a process pool's result comes through its result thread,
+    /// which a spinning waiter would keep from a core (measured on 2 cores:
+    /// apply().get() 18 µs with the spin, 14 µs without).
+    void spin_when_waited() noexcept { spin_when_waited_ = true; }
+
     /// Under the lock: if not done, runs `commit` and moves to `to`, then
     /// wakes waiters and runs callbacks outside the lock. false if done.
     template <class Commit>
@@ -163,6 +170,7 @@ private:
     mutable std::condition_variable cv_;
     future_status status_ = future_status::pending;             // guarded by mutex_
     std::atomic<bool> finished_{false};  // written under mutex_ with status_: cancelled or finished
+    bool spin_when_waited_ = false;      // set once, before the state is shared
     std::shared_ptr<task_control> control_;                      // guarded by mutex_: while dispatched
     std::function<bool()> stop_request_;                         // guarded by mutex_: until done
     std::exception_ptr exception_;                               // guarded by mutex_; fixed once done

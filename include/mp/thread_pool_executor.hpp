@@ -95,7 +95,7 @@ public:
 template <class R, class Call>
 class thread_call final : public future_state<R>, public thread_task {
 public:
-    explicit thread_call(Call call) : call_(std::in_place, std::move(call)) {}
+    explicit thread_call(Call call) : call_(std::in_place, std::move(call)) { this->spin_when_waited(); }
 
     [[nodiscard]] future<R> get_future() {
         return future_access::make(std::static_pointer_cast<future_state<R>>(this->shared_from_this()));
