@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,8 +27,8 @@
 #include "mp/process.hpp"
 #include "mp/process_pool_executor.hpp"
 #include "mp/queue.hpp"
+#include "support/test_program.hpp"
 
-extern char** environ;
 
 using namespace std::chrono_literals;
 
@@ -259,18 +258,15 @@ TEST(shared_array, received_memory_is_released_with_its_last_handle) {
 
 // ---- a whole program killed with arrays held and sent but never received ----
 // The tracker cleans up when a whole program is gone, so this test runs this
-// binary again as a separate program (the array_program test, skipped in a
-// normal run).
+// binary again as a separate program (array_holder_killed).
 
 bool shm_exists(const std::string& name) { return ::access(("/dev/shm/" + name).c_str(), F_OK) == 0; }
 
-TEST(array_program, run) {
-    const char* out = std::getenv("MP_ARRAY_TEST_OUT");
-    if (!out) GTEST_SKIP() << "only runs as a program started by killed_program_leaves_no_array_behind";
+MP_TEST_PROGRAM(array_holder_killed) {
     mp::queue<mp::shared_array<int>> q;
     mp::shared_array<int> held(1000);
     q.put(held);  // handed over, never received
-    std::ofstream names(out);
+    std::ofstream names(std::getenv("MP_ARRAY_TEST_OUT"));
     const std::string mine = "mp-array-" + std::to_string(::getpid()) + "-";
     for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
         if (e.path().filename().string().starts_with(mine)) names << e.path().filename().string() << "\n";
@@ -280,25 +276,7 @@ TEST(array_program, run) {
 
 TEST(shared_array, killed_program_leaves_no_array_behind) {
     std::string out = "/tmp/mp-array-test-" + std::to_string(::getpid());
-    std::string exe = std::filesystem::read_symlink("/proc/self/exe");
-    std::string filter = "--gtest_filter=array_program.run";
-    char* argv[] = {exe.data(), filter.data(), nullptr};
-    std::vector<std::string> env_strings{"MP_ARRAY_TEST_OUT=" + out, "MP_TEST_LEAK_CHECK=0"};
-    std::vector<char*> envp;
-    for (auto& e : env_strings) envp.push_back(e.data());
-    for (char** e = environ; *e; ++e)
-        if (std::strncmp(*e, "MP_ARRAY_TEST_OUT=", 18) != 0 && std::strncmp(*e, "MP_TEST_LEAK_CHECK=", 19) != 0)
-            envp.push_back(*e);
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t quiet;
-    posix_spawn_file_actions_init(&quiet);
-    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, exe.c_str(), &quiet, nullptr, argv, envp.data()), 0);
-    posix_spawn_file_actions_destroy(&quiet);
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    int status = mp_test::run_program("array_holder_killed", {"MP_ARRAY_TEST_OUT=" + out});
     EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     std::vector<std::string> names;
     std::ifstream in(out);

@@ -2,16 +2,14 @@
 // start method; and no /dev/shm name outlives the program that made it, even
 // when that program is killed with SIGKILL.
 //
-// The "program" tests run this test binary again as a separate program (with
-// a gtest filter selecting one of the shm_program.* tests below and an
-// environment variable telling it what to do), because the tracker cleans up
-// when a whole program is gone, not when one of its processes is.
+// The "program" tests run this test binary again as a separate program (one
+// of the MP_TEST_PROGRAMs below), because the tracker cleans up when a whole
+// program is gone, not when one of its processes is.
 #include "mp/shared_memory.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sched.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -29,8 +27,7 @@
 
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
-
-extern char** environ;
+#include "support/test_program.hpp"
 
 using namespace std::chrono_literals;
 
@@ -202,35 +199,13 @@ TEST(shared_memory, auto_names_are_unique) {
 
 // ---- whole programs ------------------------------------------------------------
 
-/// Runs this test binary as a separate program running the test `filter` with
-/// MP_SHM_TEST_MODE=mode and MP_SHM_TEST_OUT=<file>; returns what the program
-/// wrote to the file (segment names) and its wait status in `status`.
-std::vector<std::string> run_program(const std::string& mode, int& status) {
-    std::string out = "/tmp/mp-shm-test-" + std::to_string(::getpid()) + "-" + mode;
+/// Runs this test binary as the test program `program` (below), which writes
+/// the names of its segments to the file named by MP_SHM_TEST_OUT; returns
+/// those names and the program's wait status in `status`.
+std::vector<std::string> run_program(const std::string& program, int& status) {
+    std::string out = "/tmp/mp-shm-test-" + std::to_string(::getpid()) + "-" + program;
     std::remove(out.c_str());
-    std::string exe = std::filesystem::read_symlink("/proc/self/exe");
-    std::string filter = "--gtest_filter=shm_program.run";
-    char* argv[] = {exe.data(), filter.data(), nullptr};
-    std::vector<std::string> env_strings{"MP_SHM_TEST_MODE=" + mode, "MP_SHM_TEST_OUT=" + out,
-                                         "MP_TEST_LEAK_CHECK=0"};
-    std::vector<char*> envp;
-    for (auto& s : env_strings) envp.push_back(s.data());
-    for (char** e = environ; *e; ++e)
-        if (std::strncmp(*e, "MP_SHM_TEST_", 12) != 0 && std::strncmp(*e, "MP_TEST_LEAK_CHECK=", 19) != 0)
-            envp.push_back(*e);
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t quiet;  // GoogleTest's chatter of the inner run
-    posix_spawn_file_actions_init(&quiet);
-    posix_spawn_file_actions_addopen(&quiet, 1, "/dev/null", O_WRONLY, 0);
-    pid_t pid = 0;
-    int spawned = posix_spawn(&pid, exe.c_str(), &quiet, nullptr, argv, envp.data());
-    posix_spawn_file_actions_destroy(&quiet);
-    if (spawned != 0) {
-        ADD_FAILURE() << "posix_spawn failed";
-        return {};
-    }
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    status = mp_test::run_program(program, {"MP_SHM_TEST_OUT=" + out});
     std::vector<std::string> names;
     std::ifstream in(out);
     for (std::string name; in >> name;) names.push_back(name);
@@ -251,46 +226,48 @@ void child_creates_and_reports(mp::queue<std::string> q) {
     for (;;) ::pause();  // dies with its parent
 }
 
-// The program the tests below run; skipped in a normal test run.
-TEST(shm_program, run) {
-    const char* mode_env = std::getenv("MP_SHM_TEST_MODE");
-    if (!mode_env) GTEST_SKIP() << "only runs as a program started by the shm tests";
-    std::string mode = mode_env;
-    if (mode == "killed") {
-        mp::shared_memory shm(4096);
-        report_name(shm.name());
-        ::kill(::getpid(), SIGKILL);
-    } else if (mode == "child-killed") {
-        mp::queue<std::string> q;
-        mp::process p(child_creates_and_reports, q);
+MP_TEST_PROGRAM(shm_killed) {
+    mp::shared_memory shm(4096);
+    report_name(shm.name());
+    ::kill(::getpid(), SIGKILL);
+}
+
+MP_TEST_PROGRAM(shm_child_killed) {
+    mp::queue<std::string> q;
+    mp::process p(child_creates_and_reports, q);
+    p.start();
+    report_name(q.get(patience));
+    ::kill(::getpid(), SIGKILL);  // the child dies with us
+}
+
+MP_TEST_PROGRAM(shm_exits) {
+    mp::shared_memory shm(4096);
+    report_name(shm.name());
+    std::exit(0);  // normal exit, no unlink
+}
+
+MP_TEST_PROGRAM(shm_exits_after_children) {
+    for (auto m : {mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver}) {
+        mp::process p({.context = mp::get_context(m)}, do_nothing);
         p.start();
-        report_name(q.get(patience));
-        ::kill(::getpid(), SIGKILL);  // the child dies with us
-    } else if (mode == "exits") {
-        mp::shared_memory shm(4096);
-        report_name(shm.name());
-        std::exit(0);  // normal exit, no unlink
-    } else if (mode == "exits-after-children") {
-        for (auto m : {mp::start_method::fork, mp::start_method::spawn, mp::start_method::forkserver}) {
-            mp::process p({.context = mp::get_context(m)}, do_nothing);
-            p.start();
-            p.join();
-        }
-        mp::shared_memory shm(4096);
-        report_name(shm.name());
-        std::exit(0);
-    } else if (mode == "untracked") {
-        mp::shared_memory shm(4096, {.track = false});
-        mp::shared_memory other(4096);
-        other.untrack();
-        report_name(shm.name() + "\n" + other.name());
-        std::exit(0);
+        p.join();
     }
+    mp::shared_memory shm(4096);
+    report_name(shm.name());
+    std::exit(0);
+}
+
+MP_TEST_PROGRAM(shm_untracked) {
+    mp::shared_memory shm(4096, {.track = false});
+    mp::shared_memory other(4096);
+    other.untrack();
+    report_name(shm.name() + "\n" + other.name());
+    std::exit(0);
 }
 
 TEST(shared_memory_program, a_segment_of_a_program_killed_with_sigkill_is_unlinked) {
     int status = 0;
-    auto names = run_program("killed", status);
+    auto names = run_program("shm_killed", status);
     ASSERT_EQ(names.size(), 1u);
     const std::string& name = names[0];
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
@@ -299,7 +276,7 @@ TEST(shared_memory_program, a_segment_of_a_program_killed_with_sigkill_is_unlink
 
 TEST(shared_memory_program, a_segment_of_a_child_of_a_killed_program_is_unlinked) {
     int status = 0;
-    auto names = run_program("child-killed", status);
+    auto names = run_program("shm_child_killed", status);
     ASSERT_EQ(names.size(), 1u);
     const std::string& name = names[0];
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
@@ -308,7 +285,7 @@ TEST(shared_memory_program, a_segment_of_a_child_of_a_killed_program_is_unlinked
 
 TEST(shared_memory_program, a_segment_left_at_normal_exit_is_unlinked_before_the_program_ends) {
     int status = 0;
-    auto names = run_program("exits", status);
+    auto names = run_program("shm_exits", status);
     ASSERT_EQ(names.size(), 1u);
     const std::string& name = names[0];
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
@@ -317,7 +294,7 @@ TEST(shared_memory_program, a_segment_left_at_normal_exit_is_unlinked_before_the
 
 TEST(shared_memory_program, cleanup_at_normal_exit_is_finished_even_after_starting_children) {
     int status = 0;
-    auto names = run_program("exits-after-children", status);
+    auto names = run_program("shm_exits_after_children", status);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
     ASSERT_EQ(names.size(), 1u);
     EXPECT_FALSE(shm_exists(names[0])) << names[0];
@@ -325,7 +302,7 @@ TEST(shared_memory_program, cleanup_at_normal_exit_is_finished_even_after_starti
 
 TEST(shared_memory_program, untracked_segments_survive_the_program) {
     int status = 0;
-    auto names = run_program("untracked", status);
+    auto names = run_program("shm_untracked", status);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
     ASSERT_EQ(names.size(), 2u);
     for (const auto& name : names) {
