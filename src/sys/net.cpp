@@ -138,38 +138,8 @@ std::size_t send_nowait(int fd, const void* data, std::size_t size) {
     }
 }
 
-void send_all_until(int fd, std::span<const ::iovec> iov_in, std::chrono::steady_clock::time_point deadline) {
-    std::vector<::iovec> iov(iov_in.begin(), iov_in.end());
-    std::size_t first = 0;
-    while (first < iov.size()) {
-        if (iov[first].iov_len == 0) {
-            ++first;
-            continue;
-        }
-        msghdr msg{};
-        msg.msg_iov = iov.data() + first;
-        msg.msg_iovlen = std::min<std::size_t>(iov.size() - first, IOV_MAX);
-        ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                pollfd p{fd, POLLOUT, 0};
-                int r = ::poll(&p, 1, poll_timeout(deadline));
-                if (r == 0 && std::chrono::steady_clock::now() >= deadline)
-                    throw timeout_error("mp: the peer did not read what was sent to it in time");
-                continue;
-            }
-            if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
-                throw eof_error("mp: the other end of the connection is closed (its process may have died)");
-            throw_errno("sendmsg");
-        }
-        auto left = static_cast<std::size_t>(n);
-        while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-        if (first < iov.size()) {
-            iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
-            iov[first].iov_len -= left;
-        }
-    }
+void send_all_until(int fd, std::span<const ::iovec> iov, std::chrono::steady_clock::time_point deadline) {
+    send_all(fd, iov, {}, deadline);
 }
 
 long recv_nowait(int fd, void* buf, std::size_t len) {

@@ -165,12 +165,16 @@ std::pair<unique_fd, unique_fd> socket_pair(bool seqpacket) {
     return {unique_fd(sv[0]), unique_fd(sv[1])};
 }
 
-void send_all(int fd, std::span<const ::iovec> iov_in, std::span<const int> fds) {
+void send_all(int fd, std::span<const ::iovec> iov_in, std::span<const int> fds,
+              std::optional<clock::time_point> deadline) {
     std::vector<::iovec> iov(iov_in.begin(), iov_in.end());
     std::size_t first = 0;
     bool fds_pending = !fds.empty();
     alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253)];
     if (fds.size() > 253) throw mp::error("mp: cannot pass more than 253 file descriptors in one message");
+    // With a deadline the socket is written without blocking and waited for
+    // with poll, so that a peer that stops reading cannot hold us past it.
+    const int flags = MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0);
     while (first < iov.size()) {
         if (iov[first].iov_len == 0) {
             ++first;
@@ -188,15 +192,17 @@ void send_all(int fd, std::span<const ::iovec> iov_in, std::span<const int> fds)
             c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
             std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
         }
-        ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+        ssize_t n = ::sendmsg(fd, &msg, flags);
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno == EAGAIN) {  // a non-blocking socket whose buffer is full
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {  // the peer's buffer is full
                 pollfd p{fd, POLLOUT, 0};
-                ::poll(&p, 1, -1);
+                int r = ::poll(&p, 1, poll_timeout(deadline));
+                if (r == 0 && deadline && clock::now() >= *deadline)
+                    throw timeout_error("mp: the peer did not read what was sent to it in time");
                 continue;
             }
-            if (errno == EPIPE || errno == ECONNRESET)
+            if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
                 throw eof_error("mp: the other end of the connection is closed (its process may have died)");
             throw_errno("sendmsg");
         }
@@ -211,7 +217,7 @@ void send_all(int fd, std::span<const ::iovec> iov_in, std::span<const int> fds)
     if (fds_pending) {  // a message of zero bytes still carries its fds
         char zero = 0;
         ::iovec one{&zero, 1};
-        send_all(fd, std::span<const ::iovec>(&one, 1), fds);
+        send_all(fd, std::span<const ::iovec>(&one, 1), fds, deadline);
     }
 }
 

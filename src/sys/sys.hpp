@@ -96,8 +96,10 @@ void futex_wake(const std::uint32_t* word, int count) noexcept;
 /// A connected pair of AF_UNIX sockets (SOCK_STREAM or SOCK_SEQPACKET), CLOEXEC.
 std::pair<unique_fd, unique_fd> socket_pair(bool seqpacket = false);
 /// Sends all of `iov` plus `fds` (attached to the first byte). Handles partial
-/// writes; throws eof_error if the peer is gone.
-void send_all(int fd, std::span<const ::iovec> iov, std::span<const int> fds = {});
+/// writes; throws eof_error if the peer is gone, and timeout_error if a
+/// deadline is given and the peer has not taken everything by then.
+void send_all(int fd, std::span<const ::iovec> iov, std::span<const int> fds = {},
+              std::optional<clock::time_point> deadline = std::nullopt);
 /// One recvmsg(): returns bytes read (0 at EOF) and appends received fds.
 /// -1 with EAGAIN semantics when `dontwait` and nothing is there.
 long recv_some(int fd, void* buf, std::size_t len, std::vector<unique_fd>* fds, bool dontwait);
