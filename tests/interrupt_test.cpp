@@ -30,50 +30,31 @@
 #include <thread>
 #include <vector>
 
+#include "support/leak_check.hpp"
+
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
-/// pid -> (parent pid, zombie?) for every process on the machine.
-std::map<int, std::pair<int, bool>> process_table() {
-    std::map<int, std::pair<int, bool>> table;
-    for (const auto& entry : fs::directory_iterator("/proc")) {
-        std::string name = entry.path().filename();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat(entry.path() / "stat");
-        std::string line;
-        if (!std::getline(stat, line)) continue;
-        auto close = line.rfind(')');
-        if (close == std::string::npos) continue;
-        char state = '?';
-        int ppid = 0;
-        if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
-        table[std::stoi(name)] = {ppid, state == 'Z'};
-    }
-    return table;
-}
-
 /// Live (not zombie) descendants of `root`, `root` excluded.
 std::set<int> live_descendants(int root) {
-    auto table = process_table();
+    auto table = mp_test::all_processes();
     std::set<int> found{root};
     for (bool grew = true; grew;) {
         grew = false;
-        for (const auto& [pid, info] : table)
-            if (found.count(info.first) && found.insert(pid).second) grew = true;
+        for (const auto& p : table)
+            if (found.count(p.ppid) && found.insert(p.pid).second) grew = true;
     }
     found.erase(root);
-    std::erase_if(found, [&](int pid) { return table[pid].second; });
+    for (const auto& p : table)
+        if (p.state == 'Z') found.erase(p.pid);
     return found;
 }
 
 bool alive(int pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line)) return false;
-    auto close = line.rfind(')');
-    return close != std::string::npos && line.size() > close + 2 && line[close + 2] != 'Z';
+    auto entry = mp_test::read_stat(pid);
+    return entry && entry->state != 'Z';
 }
 
 /// The program under test, running on a pty of its own.

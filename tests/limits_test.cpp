@@ -26,6 +26,7 @@
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
 #include "runtime.hpp"
+#include "support/leak_check.hpp"
 
 using namespace std::chrono_literals;
 
@@ -37,20 +38,8 @@ void exit_with(int code) { std::exit(code); }
 std::vector<int> children_of(int parent) {
     std::vector<int> out;
     auto helpers = mp::detail::helper_pids();
-    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-        std::string name = entry.path().filename();
-        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-        std::ifstream stat(entry.path() / "stat");
-        std::string line;
-        if (!std::getline(stat, line)) continue;
-        auto close = line.rfind(')');
-        if (close == std::string::npos) continue;
-        char state;
-        int ppid = 0;
-        if (std::sscanf(line.c_str() + close + 1, " %c %d", &state, &ppid) != 2) continue;
-        int pid = std::stoi(name);
-        if (ppid == parent && std::find(helpers.begin(), helpers.end(), pid) == helpers.end()) out.push_back(pid);
-    }
+    for (const auto& p : mp_test::all_processes())
+        if (p.ppid == parent && std::find(helpers.begin(), helpers.end(), p.pid) == helpers.end()) out.push_back(p.pid);
     return out;
 }
 

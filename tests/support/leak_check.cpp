@@ -60,6 +60,8 @@ void for_each_entry(const char* dir, F&& f) {
     ::closedir(d);
 }
 
+}  // namespace
+
 /// Parses /proc/<pid>/stat. The command name sits in parentheses and may itself
 /// contain spaces and parentheses, so fields are counted from the last ')'.
 std::optional<proc_entry> read_stat(int pid) {
@@ -92,6 +94,8 @@ std::vector<proc_entry> all_processes() {
     });
     return out;
 }
+
+namespace {
 
 /// The inode of a "pipe:[N]" or "socket:[N]" link target, or 0.
 unsigned long inode_of(const std::string& target) {

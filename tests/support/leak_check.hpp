@@ -18,6 +18,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -35,6 +36,12 @@ struct proc_entry {
         return a.pid != b.pid ? a.pid < b.pid : a.start < b.start;
     }
 };
+
+/// Parses /proc/<pid>/stat; nothing when the process is gone.
+std::optional<proc_entry> read_stat(int pid);
+
+/// Every process on the machine, as /proc shows it now.
+std::vector<proc_entry> all_processes();
 
 /// What a test could leak, at one moment.
 struct snapshot {
