@@ -87,10 +87,10 @@ run_preset asan --label-exclude '^(install|docs)$'
 # printed and still fail the test (the child exits non-zero).
 export TSAN_OPTIONS="${TSAN_OPTIONS:-die_after_fork=0}"
 run_preset tsan
-# Every libFuzzer target for 30 s, two at a time (about 5 minutes with the
+# Every libFuzzer target for 60 s, two at a time (about 6 minutes with the
 # build); a crash, leak, out-of-memory or timeout fails the run.
 echo "==== fuzz"
-if bash scripts/run-fuzz.sh 30; then
+if bash scripts/run-fuzz.sh 60; then
   passed=$((passed + 1))
 else
   failed=$((failed + 1))
