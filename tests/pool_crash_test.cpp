@@ -246,7 +246,9 @@ TEST_P(pool_crash_test, replacement_workers_are_not_forked_by_the_threaded_pool_
         EXPECT_THROW((void)p.apply(die_now, 0), mp::worker_crashed);
         int replacement = p.apply(parent_of_worker, 0);
         if (fork) {
-            if (single_threaded) EXPECT_EQ(first, ::getpid());
+            if (single_threaded) {
+                EXPECT_EQ(first, ::getpid());
+            }
             EXPECT_NE(replacement, ::getpid()) << "the threaded pool process forked its replacement worker";
         }
         mp::pool q({.processes = 1, .maxtasksperchild = 1, .context = ctx()});
