@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "sys/sys.hpp"
@@ -75,8 +76,26 @@ struct module_record {
     mutable std::atomic<const std::vector<std::uint64_t>*> functions{nullptr};
 };
 
+// How many objects the dynamic loader has loaded and unloaded so far: equal
+// counts mean an unchanged list of modules.
+using loader_generation = std::pair<unsigned long long, unsigned long long>;
+
+loader_generation read_generation(const dl_phdr_info* info) { return {info->dlpi_adds, info->dlpi_subs}; }
+
+loader_generation current_generation() {
+    loader_generation g{};
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* out) {
+            *static_cast<loader_generation*>(out) = read_generation(info);
+            return 1;  // every entry carries the same counts
+        },
+        &g);
+    return g;
+}
+
 struct module_table {
     int pid = 0;  // the process that walked the loader's list for it
+    loader_generation generation{};  // of the loader's list it was built from
     std::vector<std::unique_ptr<module_record>> modules;  // [0]: the main executable
     const module_table* previous = nullptr;  // never freed: a reader may still hold it
 };
@@ -111,6 +130,7 @@ std::uint64_t read_build_id(const dl_phdr_info* info) {
 
 int add_module(dl_phdr_info* info, std::size_t, void* data) {
     auto* t = static_cast<module_table*>(data);
+    t->generation = read_generation(info);
     auto m = std::make_unique<module_record>();
     m->name = info->dlpi_name ? info->dlpi_name : "";
     m->path = t->modules.empty() ? "/proc/self/exe" : m->name;
@@ -151,8 +171,13 @@ const module_table* current_table() {
 // may have been held by another thread of the parent at the fork, and is then
 // held for ever: only the process that built the table refreshes it; a fork
 // child makes do with what it inherited (everything loaded before the fork).
+//
+// Nothing loaded or unloaded since `t` was built: a new table would be the
+// same, and tables are never freed, so none is made (a peer sending
+// references to modules that do not exist made one per message).
 const module_table* refreshed_if_safe(const module_table* t) {
     if (t->pid != sys::current_pid()) return nullptr;
+    if (current_generation() == t->generation) return nullptr;
     return refresh_table(t);
 }
 

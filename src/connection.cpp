@@ -10,6 +10,7 @@
 
 #include "sys/sys.hpp"
 #include "wire/attachment.hpp"
+#include "wire/byte_buffer.hpp"
 #include "wire/frame_header.hpp"
 
 namespace mp::detail {
@@ -21,9 +22,16 @@ constexpr std::size_t attach_threshold = 1 << 20;
 // Bodies sent through the socket itself are bounded so that a corrupt length
 // cannot make the reader allocate without limit.
 constexpr std::uint64_t max_inline_body = std::uint64_t{1} << 30;
-// A large inline body is allocated this much at first, then doubled as its
-// bytes arrive.
-constexpr std::size_t body_growth_step = 4 * 1024 * 1024;
+// A connection's receive buffer is allocated at its first receive, this
+// large, and doubled only when the bytes that arrived fill it: a connection
+// that only sends, or receives small messages, holds no more than this.
+constexpr std::size_t initial_buffer = 4 * 1024;
+// Beyond what the frame being read needs, a receive reads ahead into a
+// buffer of up to this size (fewer system calls for a burst of messages).
+constexpr std::size_t read_ahead = 64 * 1024;
+// A frame up to this size (header, name, body) is read whole into the
+// buffer; a larger inline body is received into a buffer of its own.
+constexpr std::size_t max_buffered_frame = 4 * 1024 * 1024;
 
 // How long a receiver keeps trying before it sleeps: waking a sleeping process
 // costs tens of microseconds here, so a reply that comes sooner than this is
@@ -36,8 +44,9 @@ struct connection_core::state {
     unique_fd fd;
     std::mutex send_mutex;
     std::mutex recv_mutex;
-    // The read side, guarded by recv_mutex.
-    std::vector<std::byte> buffer = std::vector<std::byte>(64 * 1024);
+    // The read side, guarded by recv_mutex. Bytes buffer[begin, end) have
+    // arrived and are not consumed yet.
+    byte_buffer buffer;
     std::size_t begin = 0, end = 0;
     std::deque<unique_fd> fds;  // received, not yet claimed by a frame
     sys::spin_history spin_history;  // does spinning pay off for this receiver?
@@ -48,7 +57,7 @@ struct connection_core::state {
     struct frame {
         frame_header header{};
         std::string type_name;
-        std::vector<std::byte> owned;  // body, when it did not fit in `buffer`
+        byte_buffer owned;             // body, when it did not fit in `buffer`
         attachment mapped;             // body, when it came as a memfd
         std::size_t body_offset = 0;   // body in `buffer` at this offset (if neither above)
         bool in_buffer = false;
@@ -72,11 +81,11 @@ struct connection_core::state {
             end -= begin;
             begin = 0;
         }
-        if (buffer.size() < n) buffer.resize(n);
         sys::spinner spin(spin_budget, &spin_history);
         std::vector<unique_fd> got;
         while (end < n) {
-            long r = sys::recv_some(fd.get(), buffer.data() + end, buffer.size() - end, &got, true);
+            if (end == buffer.capacity()) grow_buffer(n);
+            long r = sys::recv_some(fd.get(), buffer.data() + end, buffer.capacity() - end, &got, true);
             for (auto& f : got) fds.push_back(std::move(f));
             got.clear();
             if (r > 0) {
@@ -93,6 +102,14 @@ struct connection_core::state {
             if (!sys::wait_readable(fd.get(), deadline)) return false;
         }
         return true;
+    }
+
+    // The buffer is full and `n` bytes are wanted: at most doubles it, so
+    // that what is allocated stays within twice what arrived (a header's
+    // declared size is not believed before its bytes are here).
+    void grow_buffer(std::size_t n) {
+        std::size_t grown = std::max(initial_buffer, 2 * buffer.capacity());
+        buffer.reserve(std::min(grown, std::max(n, read_ahead)), end);
     }
 
     [[noreturn]] void corrupt(const std::string& why) {
@@ -125,7 +142,7 @@ struct connection_core::state {
                     " bytes, more than the limit of " + std::to_string(max_inline_body));
         std::size_t head = sizeof(frame_header) + h.name_size;
         std::size_t inline_body = attached ? 0 : static_cast<std::size_t>(h.body_size);
-        if (head + inline_body <= buffer.size() || head + inline_body <= 4 * 1024 * 1024) {
+        if (head + inline_body <= std::max(buffer.capacity(), max_buffered_frame)) {
             // On timeout the bytes read so far stay in `buffer`, header
             // included: the next call parses the header again and goes on.
             if (!fill(head + inline_body, deadline, true)) return false;
@@ -143,8 +160,8 @@ struct connection_core::state {
         // `partial` until the body is complete. The body grows as its bytes
         // arrive (see finish_large_body), never by the size the header
         // declares: a corrupt header must not make us allocate a gigabyte.
-        f.owned.resize(std::min(inline_body, std::max(buffered(), body_growth_step)));
         std::size_t have = std::min(buffered(), inline_body);
+        f.owned.reserve(std::max(have, read_ahead), 0);
         std::memcpy(f.owned.data(), buffer.data() + begin, have);
         begin += have;
         partial_received = have;
@@ -158,11 +175,11 @@ struct connection_core::state {
         const auto whole_size = static_cast<std::size_t>(f.header.body_size);
         while (partial_received < whole_size) {
             // At most twice what arrived so far is allocated.
-            if (partial_received == f.owned.size())
-                f.owned.resize(std::min(whole_size, 2 * f.owned.size()));
+            if (partial_received == f.owned.capacity())
+                f.owned.reserve(std::min(whole_size, 2 * f.owned.capacity()), partial_received);
+            const std::size_t room = std::min(whole_size, f.owned.capacity()) - partial_received;
             std::vector<unique_fd> got;
-            long r = sys::recv_some(fd.get(), f.owned.data() + partial_received, f.owned.size() - partial_received,
-                                    &got, true);
+            long r = sys::recv_some(fd.get(), f.owned.data() + partial_received, room, &got, true);
             for (auto& g : got) fds.push_back(std::move(g));
             if (r == 0) {
                 partial.reset();
@@ -214,13 +231,18 @@ struct connection_core::state {
         if (f.mapped) return f.mapped.bytes();
         if (f.in_buffer)
             return {buffer.data() + f.body_offset, static_cast<std::size_t>(f.header.body_size)};
-        return {f.owned.data(), f.owned.size()};
+        return {f.owned.data(), static_cast<std::size_t>(f.header.body_size)};
     }
 
     void consume() {
         if (pending->in_buffer) begin += pending->consumed;
         pending.reset();
-        if (begin == end) begin = end = 0;
+        if (begin == end) {
+            begin = end = 0;
+            // Only a peer that is not mp sends an inline frame this large
+            // (mp sends such bodies in a memfd): do not keep its memory.
+            if (buffer.capacity() > attach_threshold) buffer.release();
+        }
     }
 };
 

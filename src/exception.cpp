@@ -2,11 +2,17 @@
 // rebuilt on the other side with their type when it is known there.
 #include <cxxabi.h>
 #include <execinfo.h>
+#include <link.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdlib>
 #include <mutex>
+#include <span>
+#include <vector>
 #include <new>
 #include <unordered_map>
+#include <utility>
 
 #include "mp/serialize.hpp"
 #include "sys/after_fork.hpp"
@@ -65,18 +71,84 @@ registry& the_registry() {
     return r;
 }
 
+// The line backtrace_symbols prints for each return address, made once per
+// address in a process. Symbolizing (dladdr) searches the symbol tables of
+// the program and its libraries: where every task of a pool failed, that was
+// most of a worker's time, spent on the same few addresses again and again.
+// The raw addresses are cheap to take (backtrace), and a failure at a place
+// that failed before now costs a lookup per frame.
+class symbol_cache {
+public:
+    // Appends "  <line>\n" for each frame to `trace`.
+    void append(std::span<void* const> frames, std::string& trace) {
+        const auto generation = loaded_objects_generation();
+        std::vector<std::size_t> missing;  // indices into frames
+        std::vector<std::string> lines(frames.size());
+        {
+            std::lock_guard guard(mutex_);
+            if (generation != generation_ || lines_.size() + frames.size() > max_entries) {
+                // A library was loaded or unloaded (an address may now
+                // mean other code), or the cache is full: start afresh.
+                lines_.clear();
+                generation_ = generation;
+            }
+            for (std::size_t i = 0; i < frames.size(); ++i) {
+                auto it = lines_.find(frames[i]);
+                if (it != lines_.end())
+                    lines[i] = it->second;
+                else
+                    missing.push_back(i);
+            }
+        }
+        if (!missing.empty()) {
+            // Outside the lock: this is the slow part.
+            std::vector<void*> wanted;
+            for (auto i : missing) wanted.push_back(frames[i]);
+            char** symbols = ::backtrace_symbols(wanted.data(), static_cast<int>(wanted.size()));
+            if (!symbols) return;
+            for (std::size_t k = 0; k < missing.size(); ++k) lines[missing[k]] = symbols[k];
+            std::free(symbols);
+            std::lock_guard guard(mutex_);
+            if (generation == generation_)
+                for (auto i : missing) lines_.emplace(frames[i], lines[i]);
+        }
+        for (auto& line : lines) {
+            trace += "  ";
+            trace += line;
+            trace += '\n';
+        }
+    }
+
+private:
+    // Bounds the memory of a program whose failures come from ever new code
+    // (it has that many distinct return addresses only if it loads code).
+    static constexpr std::size_t max_entries = 4096;
+
+    // Changes whenever the dynamic loader loads or unloads an object.
+    using generation_t = std::pair<unsigned long long, unsigned long long>;  // objects loaded, unloaded
+    static generation_t loaded_objects_generation() {
+        generation_t generation{};
+        ::dl_iterate_phdr(
+            [](::dl_phdr_info* info, std::size_t size, void* out) {
+                if (size >= offsetof(::dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+                    *static_cast<generation_t*>(out) = {info->dlpi_adds, info->dlpi_subs};
+                return 1;  // the counters are the same in every entry: the first is enough
+            },
+            &generation);
+        return generation;
+    }
+
+    sys::fork_guarded_mutex mutex_;
+    std::unordered_map<void*, std::string> lines_;  // guarded by mutex_
+    generation_t generation_{};                     // of lines_, guarded by mutex_
+};
+
 std::string current_trace() {
+    static symbol_cache cache;
     void* frames[32];
     int n = ::backtrace(frames, 32);
-    char** symbols = ::backtrace_symbols(frames, n);
-    if (!symbols) return {};
     std::string trace;
-    for (int i = 0; i < n; ++i) {
-        trace += "  ";
-        trace += symbols[i];
-        trace += '\n';
-    }
-    std::free(symbols);
+    cache.append(std::span<void* const>(frames, static_cast<std::size_t>(std::max(n, 0))), trace);
     return trace;
 }
 

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "mp/connection.hpp"
@@ -105,6 +107,31 @@ TEST(code_ref, a_function_from_another_build_is_refused) {
     auto missing = mp::detail::code_ref_of(&triple);
     missing.module = "/nowhere/libnot-loaded.so";
     EXPECT_THROW((void)mp::detail::resolve_function_as<int (*)(int)>(missing), mp::serialization_error);
+}
+
+// Resident memory of this process in KiB (VmRSS of /proc/self/status).
+long resident_kib() {
+    std::ifstream status("/proc/self/status");
+    std::string word;
+    while (status >> word)
+        if (word == "VmRSS:") {
+            long kib = 0;
+            status >> kib;
+            return kib;
+        }
+    return -1;
+}
+
+TEST(code_ref, references_to_modules_that_are_not_loaded_cost_no_memory) {
+    // Each one used to walk the loader's list into a new module table, kept
+    // for ever: a peer could grow the receiver by kilobytes per message.
+    auto missing = mp::detail::code_ref_of(&triple);
+    missing.module = "/nowhere/libnot-loaded.so";
+    const long before = resident_kib();
+    for (int i = 0; i < 20000; ++i)
+        EXPECT_THROW((void)mp::detail::resolve_function_as<int (*)(int)>(missing), mp::serialization_error);
+    const long grown = resident_kib() - before;
+    EXPECT_LT(grown, 4 * 1024) << "20000 refused references took " << grown << " KiB";
 }
 
 TEST(code_ref, an_entry_point_must_be_registered) {

@@ -73,6 +73,40 @@ TEST(corrupt_input, a_frame_declaring_a_huge_body_allocates_only_what_arrived) {
     EXPECT_THROW((void)d.recv_bytes(), mp::eof_error);
 }
 
+// A header declaring `declared` body bytes, then one byte of the body: the
+// receive times out, and what the reader allocated meanwhile (KiB of RSS).
+long kib_allocated_for_a_declared_body(std::uint64_t declared) {
+    auto frame = one_frame("x");
+    const std::size_t head = frame.size() - 1;
+    std::memcpy(frame.data() + body_size_offset, &declared, 8);
+    auto [c, d] = mp::pipe();
+    write_all(c.fileno(), frame.data(), head + 1);
+    const long before = resident_kib();
+    EXPECT_THROW((void)d.recv<std::string>(100ms), mp::timeout_error);
+    return resident_kib() - before;
+}
+
+TEST(corrupt_input, a_declared_body_is_not_allocated_before_its_bytes_arrive) {
+    // Under the size a connection buffers whole (4 MiB), and over it; the
+    // reader used to zero-fill 4 MiB for either before the body came.
+    for (std::uint64_t declared : {std::uint64_t{4 * 1024 * 1024 - 100}, std::uint64_t{64 * 1024 * 1024}}) {
+        long grown = kib_allocated_for_a_declared_body(declared);
+        EXPECT_LT(grown, 1024) << "the reader allocated " << grown << " KiB for a body of " << declared
+                               << " bytes of which one byte arrived";
+    }
+}
+
+TEST(corrupt_input, connections_hold_no_receive_buffer_before_they_receive) {
+    // Each connection used to allocate and zero 64 KiB when made: 400 ends,
+    // 25 MiB, before a byte arrived.
+    const long before = resident_kib();
+    std::vector<std::pair<mp::connection, mp::connection>> pipes;
+    for (int i = 0; i < 200; ++i) pipes.push_back(mp::pipe());
+    for (auto& [a, b] : pipes) EXPECT_FALSE(b.poll());
+    const long grown = resident_kib() - before;
+    EXPECT_LT(grown, 4 * 1024) << "400 idle connection ends took " << grown << " KiB";
+}
+
 TEST(corrupt_input, a_large_inline_body_arrives_whole_in_pieces) {
     // Bodies of a megabyte and more normally travel as a memfd; a frame may
     // still carry one inline: the reader grows it as its bytes arrive.
