@@ -4,7 +4,8 @@
 #
 #   scripts/run-fuzz.sh [SECONDS]        default 60 per target
 #   scripts/run-fuzz.sh --write-seeds    regenerate tests/fuzz/corpus/* with the targets' own encoders
-#                                        (the regression-* seeds, former findings, are kept)
+#                                        (the regression-* seeds, former findings, and the found-*
+#                                        inputs kept from long runs stay)
 #   scripts/run-fuzz.sh --replay DIR...  run each target over its files <target>-* in DIR (e.g.
 #                                        tests/fuzz/crashes), no fuzzing
 #   scripts/run-fuzz.sh --long RUNS [SECONDS] [TARGET...]
@@ -64,8 +65,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 if [ "$mode" = seeds ]; then
   for t in "${targets[@]}"; do
-    # Former findings stay: they are regression seeds, not the encoders' output.
-    [ -d "tests/fuzz/corpus/$t" ] && find "tests/fuzz/corpus/$t" -type f ! -name 'regression-*' -delete
+    # Former findings and inputs kept from long runs stay: they are not the encoders' output.
+    [ -d "tests/fuzz/corpus/$t" ] && find "tests/fuzz/corpus/$t" -type f ! -name 'regression-*' ! -name 'found-*' -delete
     MP_FUZZ_WRITE_SEEDS="tests/fuzz/corpus/$t" "$bin/fuzz_$t" || { echo "run-fuzz: $t did not write its seeds"; exit 1; }
     echo "$t: $(ls "tests/fuzz/corpus/$t" | wc -l) seeds"
   done

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <complex>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 
 #include "mp/function.hpp"
 
@@ -172,6 +174,26 @@ TEST(serialize, standard_exceptions_keep_their_type) {
     } catch (const mp::system_error& e) {
         EXPECT_EQ(e.code().value(), 2);
     }
+}
+
+// External linkage and never inlined: a frame of its own, named in traces
+// (the test executables are linked with -rdynamic).
+[[gnu::noinline]] std::string trace_of_a_failure_here() {
+    auto trace = mp::detail::capture_exception(std::make_exception_ptr(std::runtime_error("here"))).trace;
+    asm volatile("" ::: "memory");  // not a tail call: this frame stays on the stack
+    return trace;
+}
+
+TEST(serialize, a_trace_names_its_frames_and_is_the_same_for_each_failure_at_one_place) {
+    // Symbols are looked up once per address and then reused: the second
+    // trace from the same place must read exactly as the first.
+    std::string traces[3];
+    for (auto& t : traces) t = trace_of_a_failure_here();
+    EXPECT_NE(traces[0].find("trace_of_a_failure_here"), std::string::npos) << traces[0];
+    EXPECT_EQ(traces[0].rfind("  ", 0), 0u) << traces[0];
+    EXPECT_NE(traces[0].find(") [0x"), std::string::npos) << traces[0];
+    EXPECT_EQ(traces[1], traces[0]);
+    EXPECT_EQ(traces[2], traces[0]);
 }
 
 TEST(serialize, registered_exceptions_keep_their_type_others_become_remote_error) {
