@@ -123,8 +123,10 @@ struct queue_core::shared {
     std::uint32_t joinable;
     std::uint64_t maxsize;
 
-    sys::robust_mutex put_lock;
-    sys::robust_mutex get_lock;
+    // Each lock on a line of its own: the line above is read for every item
+    // by both sides, and a lock sharing it would miss the cache on every put.
+    alignas(64) sys::robust_mutex put_lock;
+    alignas(64) sys::robust_mutex get_lock;
 
     // Producers' line.
     alignas(64) std::atomic<std::uint64_t> head;  // end word; written under put_lock
@@ -466,7 +468,11 @@ bool queue_core::put_record(std::size_t size, writer write, const void* context,
             pass_wrap_at_tail();
             look_at_tail();
         }
-        if (forward(s.released_to.load(std::memory_order_relaxed), tail) >= producer_release_lag)
+        // The tail seen last may lie behind what a consumer already gave back
+        // (the distance then wraps to nearly 2^36): nothing to do then, and no
+        // read of the consumers' busy line for every item.
+        if (const std::uint64_t lag = forward(s.released_to.load(std::memory_order_relaxed), tail);
+            lag >= producer_release_lag && lag <= 2 * capacity)
             release_passed_pages(s, fd_.get());
         const bool one_pass = need >= prefault_threshold && source != nullptr;
         ensure_reserved(s, fd_.get(), data_, pos, need, !one_pass);
