@@ -199,7 +199,17 @@ bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock
 bool queue_core::take(bytes_reader read, void* context, std::optional<clock::time_point> deadline,
                       bool under_lock) {
     auto& s = *shared_;
-    auto has_data = [&] { return s.tail.load(std::memory_order_seq_cst) != s.head.load(std::memory_order_seq_cst); };
+    // Whether there is something to take. The head is the producers' line,
+    // taken by every claim: it is read only when the head consumers saw last
+    // (head_seen) is not ahead of the tail. As a sleeper's condition, it reads
+    // the head itself whenever it would answer "no".
+    auto has_data = [&] {
+        const std::uint64_t tail_word = s.tail.load(std::memory_order_seq_cst);
+        const std::uint64_t seen = s.head_seen.load(std::memory_order_acquire);
+        const std::uint64_t ahead = forward(end_word::from(tail_word).pos, end_word::from(seen).pos);
+        if (ahead != 0 && ahead <= capacity) return true;
+        return tail_word != s.head.load(std::memory_order_seq_cst);
+    };
     // After the tail moved: wake producers waiting for room, give back pages passed.
     auto after_tail_moved = [&](std::uint64_t tail_pos) {
         if (s.maxsize != 0) wake_all(s.space);

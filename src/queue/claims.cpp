@@ -177,6 +177,7 @@ int own_slot(shared& s, std::uint64_t serial) {
             if (owner != 0 && (alive(slot) || !settle_dead_slot(s, data, slot))) continue;
             slot.claim_from.store(no_claim, std::memory_order_release);
             if (!slot.owner.compare_exchange_strong(owner, me.pid, std::memory_order_acq_rel)) continue;
+            slot.next_head.store(no_claim, std::memory_order_relaxed);
             slot.owner_start.store(me.start, std::memory_order_release);
             found = static_cast<int>(k);
         }

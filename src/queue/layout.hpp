@@ -117,6 +117,11 @@ struct alignas(64) producer_slot {
     std::atomic<std::uint64_t> owner_start;
     std::atomic<std::uint64_t> claim_from;
     std::atomic<std::uint64_t> claim_to;
+    // The head after the owner's last claim (no_claim: none), its guess of the
+    // head for the next one: right while it puts alone, and then its claim
+    // takes the head's line once instead of reading it, then taking it.
+    // Written and read by the owner only.
+    std::atomic<std::uint64_t> next_head;
 };
 // Slot 0 is for holders of put_lock that found no slot of their own.
 constexpr unsigned slot_count = 40;

@@ -100,7 +100,8 @@ bool queue_core::put_record(std::size_t size, writer write, const void* context,
 bool queue_core::put_claimed_fast(const record_job& job, int own) {
     auto& s = *shared_;
     auto& slot = s.slots[own];
-    std::uint64_t head_word = s.head.load(std::memory_order_acquire);
+    std::uint64_t head_word = slot.next_head.load(std::memory_order_relaxed);
+    if (head_word == no_claim) head_word = s.head.load(std::memory_order_acquire);
     for (;;) {
         const auto head = end_word::from(head_word);
         const std::uint64_t pos = head.pos, phys = physical(pos);
@@ -115,7 +116,8 @@ bool queue_core::put_claimed_fast(const record_job& job, int own) {
         }
         if (forward(s.tail_seen.load(std::memory_order_relaxed), advance(pos, job.need)) > capacity) return false;
         const std::uint64_t to = end_word{advance(pos, job.need), head.count + 1}.word();
-        if (!claim(s, slot, head_word, to)) continue;
+        if (!claim(s, slot, head_word, to)) continue;  // head_word is the head now: try again from there
+        slot.next_head.store(to, std::memory_order_relaxed);
         write_record(data_, fd_.get(), phys, head_word, to, job, false);
         slot.claim_from.store(no_claim, std::memory_order_release);
         wake_all(s.data);
