@@ -263,6 +263,7 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
     };
     sys::spinner spin(get_spin, &local_->spin);
     std::optional<sys::spinner> stamp_spin;  // its own budget: a stamp is due any moment
+    std::uint64_t slept_on = no_claim;        // the unstamped claim this get() slept on last
     for (;;) {
         if (!has_data()) {
             if (deadline && clock::now() >= *deadline) return false;
@@ -323,17 +324,22 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
                 continue;
             }
             // Claimed, not stamped yet: its producer is writing it (the
-            // usual case: wait a moment), or died (then look for its owner).
-            if (!stamp_spin) stamp_spin.emplace(get_spin);
+            // usual case: wait a moment, then sleep until its stamp wakes us),
+            // or died. Its owner is looked for (a read of /proc per process
+            // named) only when it stayed unstamped through one sleep.
+            if (!stamp_spin) stamp_spin.emplace(get_spin, &local_->stamp_spin);
             if (stamp_spin->step()) continue;
-            switch (settle_unstamped(s, data_, tail_word, head.word())) {
-                case claim_state::hole_made: continue;
-                case claim_state::unowned:
-                    if (!stale()) corrupt();
-                    continue;
-                case claim_state::in_progress: break;
+            if (slept_on == tail_word) {
+                switch (settle_unstamped(s, data_, tail_word, head.word())) {
+                    case claim_state::hole_made: continue;
+                    case claim_state::unowned:
+                        if (!stale()) corrupt();
+                        continue;
+                    case claim_state::in_progress: break;
+                }
             }
             if (deadline && clock::now() >= *deadline) return false;
+            slept_on = tail_word;
             lock.reset();
             sleep_until(
                 s.data,

@@ -179,7 +179,8 @@ namespace mp::detail {
 extern std::atomic<std::uint64_t> queue_core_serials;
 
 struct queue_core::local {
-    sys::spin_history spin;  // does spinning in get() pay off in this process?
+    sys::spin_history spin;        // does spinning in get() for an item pay off in this process?
+    sys::spin_history stamp_spin;  // and for the stamp of a claimed one?
     std::uint64_t serial = queue_core_serials.fetch_add(1, std::memory_order_relaxed);
     bool claims = false;  // unbounded and not joinable: producers claim by compare-and-swap
     std::uint64_t page = sys::page_size();

@@ -101,22 +101,32 @@ bool queue_core::put_claimed_fast(const record_job& job, int own) {
     auto& s = *shared_;
     auto& slot = s.slots[own];
     std::uint64_t head_word = slot.next_head.load(std::memory_order_relaxed);
-    if (head_word == no_claim) head_word = s.head.load(std::memory_order_acquire);
+    bool guessed = head_word != no_claim;  // a guess is checked against the head before it decides anything
+    if (!guessed) head_word = s.head.load(std::memory_order_acquire);
     for (;;) {
         const auto head = end_word::from(head_word);
         const std::uint64_t pos = head.pos, phys = physical(pos);
         // What needs put_lock: the end of a lap, a page beyond the warm
         // window (where a producer may jump back), pages not reserved yet,
         // a ring that may be full.
-        if (phys + job.need > capacity) return false;
-        if (phys % local_->page + job.need > local_->page && phys + job.need > warm_window) return false;
-        if (phys + job.need > s.warm_reserved.load(std::memory_order_acquire)) {
+        bool needs_lock = phys + job.need > capacity ||
+                          (phys % local_->page + job.need > local_->page && phys + job.need > warm_window);
+        if (!needs_lock && phys + job.need > s.warm_reserved.load(std::memory_order_acquire)) {
             const std::uint64_t ahead = forward(pos, s.reserved_to.load(std::memory_order_acquire));
-            if (ahead < job.need || phys + ahead > capacity) return false;
+            needs_lock = ahead < job.need || phys + ahead > capacity;
         }
-        if (forward(s.tail_seen.load(std::memory_order_relaxed), advance(pos, job.need)) > capacity) return false;
+        needs_lock = needs_lock || forward(s.tail_seen.load(std::memory_order_relaxed), advance(pos, job.need)) > capacity;
+        if (needs_lock) {
+            if (!guessed) return false;
+            guessed = false;
+            head_word = s.head.load(std::memory_order_acquire);
+            continue;
+        }
         const std::uint64_t to = end_word{advance(pos, job.need), head.count + 1}.word();
-        if (!claim(s, slot, head_word, to)) continue;  // head_word is the head now: try again from there
+        if (!claim(s, slot, head_word, to)) {  // head_word is the head now: try again from there
+            guessed = false;
+            continue;
+        }
         slot.next_head.store(to, std::memory_order_relaxed);
         write_record(data_, fd_.get(), phys, head_word, to, job, false);
         slot.claim_from.store(no_claim, std::memory_order_release);
@@ -176,6 +186,7 @@ bool queue_core::put_claimed(const record_job& job, int own, std::optional<clock
         ensure_reserved(s, fd_.get(), data_, pos, job.need, !one_pass);
         const std::uint64_t to = end_word{advance(pos, job.need), head.count + 1}.word();
         if (!claim(s, slot, head_word, to)) continue;
+        if (own >= 0) slot.next_head.store(to, std::memory_order_relaxed);
         // A large item is written with put_lock held: another one behind it
         // would only compete for the same memory bandwidth.
         write_record(data_, fd_.get(), phys, head_word, to, job, one_pass);
