@@ -9,7 +9,8 @@
 namespace mp::detail::queue_hooks {
 
 enum class point {
-    before_publish,  // put(): the record is written, not yet visible (put lock held)
+    before_publish,  // put(): the record is written, not yet stamped (claimed on an unbounded queue;
+                     // on another, not yet visible: put lock held)
     after_take,      // get(): the item left the queue, get() has not returned yet
     after_wrap,      // get(): a consumer moved past a jump back to the start of the ring
     before_release,  // a reader's pages are about to be given back to the system

@@ -16,7 +16,10 @@
 // - A consumer killed in the middle of get() loses at most the item it was
 //   taking; every other item stays, and the queue stays usable. A producer
 //   killed in the middle of put() loses only that item. Neither leaves a
-//   bounded queue's slot or a joinable queue's unfinished count behind.
+//   bounded queue's slot or a joinable queue's unfinished count behind. (On
+//   an unbounded queue, size() counts the dead producer's item until the
+//   first consumer that reaches it finds its process gone and passes it;
+//   every later item arrives.)
 // - An item that cannot be loaded (get() throws mp::serialization_error) is
 //   dropped: it does not block the queue, and join() counts it as done.
 // - Memory for an item is reserved before it is written: when shared memory
@@ -98,11 +101,20 @@ public:
     [[nodiscard]] int fd() const noexcept;
 
     struct shared;
-    struct local;  // per-process state that is not shared
+    struct local;       // per-process state that is not shared
+    struct record_job;  // one put's record
 
 private:
     bool put_record(std::size_t size, writer write, const void* context, const std::byte* source,
                     std::optional<clock::time_point> deadline);
+    /// Bounded and joinable queues: written under put_lock, published by the head's store.
+    bool put_published(const record_job& job, std::optional<clock::time_point> deadline);
+    /// Unbounded queues: claimed by compare-and-swap of the head through claim
+    /// slot `own` (-1: none), without put_lock (false: needs it) ...
+    bool put_claimed_fast(const record_job& job, int own);
+    /// ... or with it (reserving pages, jumping back, large items).
+    bool put_claimed(const record_job& job, int own, std::optional<clock::time_point> deadline);
+    void pass_wrap_at_tail();
     /// Takes the oldest item: under the consumers' lock (`under_lock`), or
     /// claiming it with one compare-and-swap after reading it, in which case
     /// `read` may run more than once and only its last run counts.

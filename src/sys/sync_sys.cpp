@@ -14,6 +14,9 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <random>
 
 #include "sys/sys.hpp"
@@ -151,6 +154,32 @@ void remove_socket_and_directory_raw(const char* socket_path) noexcept {
 }
 
 void exit_raw(int code) noexcept { ::_exit(code); }
+
+std::uint64_t process_start_time(int pid) noexcept {
+    char path[40];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buf[1024];
+    ssize_t n;
+    do {
+        n = ::read(fd, buf, sizeof buf - 1);
+    } while (n < 0 && errno == EINTR);
+    ::close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    // The command name (field 2) may hold spaces and parentheses: fields are
+    // counted from the last ')'. Field 3 is the state, field 22 the start time.
+    const char* p = std::strrchr(buf, ')');
+    if (!p || p[1] != ' ') return 0;
+    const char state = p[2];
+    if (state == 'Z' || state == 'X' || state == 'x') return 0;
+    int field = 2;
+    for (; *p && field < 22; ++p)
+        if (*p == ' ') ++field;
+    if (field != 22) return 0;
+    return std::strtoull(p, nullptr, 10);
+}
 
 bool reap_within(int pid, std::chrono::milliseconds limit) noexcept {
     auto deadline = std::chrono::steady_clock::now() + limit;

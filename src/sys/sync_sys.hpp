@@ -55,6 +55,12 @@ void shm_remove_raw(const char* name) noexcept;
 void remove_socket_and_directory_raw(const char* socket_path) noexcept;
 [[noreturn]] void exit_raw(int code) noexcept;
 
+/// When process `pid` started (clock ticks since boot, from /proc/<pid>/stat),
+/// or 0 if there is no such process or it has ended (a zombie counts as
+/// ended). A pid and its start time name one process for ever, however pids
+/// are reused: how a queue tells whether the owner of an unfinished put lives.
+std::uint64_t process_start_time(int pid) noexcept;
+
 /// Waits up to `limit` for child `pid` to exit and reaps it; false if it is
 /// still running at the end (it is then left alone). Never throws.
 bool reap_within(int pid, std::chrono::milliseconds limit) noexcept;
