@@ -170,6 +170,39 @@ TEST_P(pool_test, large_results_arrive_whole) {
     }
 }
 
+std::vector<double> sized_block(std::size_t doubles, int seed) {
+    std::vector<double> v(doubles);
+    for (std::size_t i = 0; i < doubles; ++i) v[i] = seed * 1e6 + static_cast<double>(i);
+    return v;
+}
+
+bool is_sized_block(const std::vector<double>& v, std::size_t doubles, int seed) {
+    if (v.size() != doubles) return false;
+    for (std::size_t i = 0; i < doubles; ++i)
+        if (v[i] != seed * 1e6 + static_cast<double>(i)) return false;
+    return true;
+}
+
+// A worker's area keeps its pages from result to result, grows for a larger
+// one and gives back its spare pages once the worker idles: results that
+// grow, shrink and come after an idle spell all arrive whole.
+TEST_P(pool_test, large_results_of_changing_sizes_arrive_whole) {
+    mp::pool p(opts(1));
+    constexpr std::size_t mib_doubles = (1 << 20) / sizeof(double);
+    int seed = 0;
+    for (std::size_t mib : {2u, 24u, 3u, 40u, 40u, 1u}) {
+        ++seed;
+        EXPECT_TRUE(is_sized_block(p.apply(sized_block, mib * mib_doubles + 3, seed), mib * mib_doubles + 3, seed))
+            << mib << " MiB";
+    }
+    std::this_thread::sleep_for(1500ms);  // the worker gives back its spare pages
+    for (std::size_t mib : {32u, 2u}) {
+        ++seed;
+        EXPECT_TRUE(is_sized_block(p.apply(sized_block, mib * mib_doubles, seed), mib * mib_doubles, seed))
+            << mib << " MiB after an idle spell";
+    }
+}
+
 TEST_P(pool_test, map_chunksize) {
     mp::pool p(opts());
     for (std::size_t cs : {1u, 3u, 7u, 1000u}) EXPECT_EQ(p.map(sqr, iota_vec(37), cs), squares(37)) << cs;

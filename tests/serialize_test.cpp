@@ -109,6 +109,30 @@ TEST(serialize, large_blocks_are_borrowed_not_copied) {
     EXPECT_EQ(round_trip(big), big);
 }
 
+// A vector's bytes sit at whatever offset its message puts them (a pool
+// result's header is 14 bytes): every alignment loads the same values, large
+// ones (prepared fresh memory) and small, into empty and reused vectors.
+TEST(serialize, vectors_load_at_any_alignment) {
+    for (std::size_t count : {std::size_t{0}, std::size_t{3}, std::size_t{1} << 18}) {
+        std::vector<double> values(count);
+        for (std::size_t i = 0; i < count; ++i) values[i] = static_cast<double>(i) * 1.25 - 7;
+        mp::detail::output_archive out;
+        mp::detail::save_value(out, values);
+        for (std::size_t shift = 0; shift < 8; ++shift) {
+            std::vector<std::byte> bytes(out.size() + shift + 8);
+            out.copy_to(bytes.data() + shift);
+            mp::detail::input_archive in(std::span<const std::byte>(bytes.data() + shift, out.size()));
+            std::vector<double> loaded;
+            in(loaded);
+            EXPECT_EQ(loaded, values) << count << " doubles at offset " << shift;
+            mp::detail::input_archive again(std::span<const std::byte>(bytes.data() + shift, out.size()));
+            std::vector<double> reused(count + 5, 99.0);  // capacity enough: no new memory
+            again(reused);
+            EXPECT_EQ(reused, values) << count << " doubles into a used vector at offset " << shift;
+        }
+    }
+}
+
 TEST(serialize, a_truncated_message_throws) {
     mp::detail::output_archive out;
     mp::detail::save_value(out, std::string(100, 'x'));

@@ -165,7 +165,15 @@ void shm_worker_channel::wait_for_task() {
     bell.sleepers.fetch_add(1, std::memory_order_seq_cst);
     const std::uint32_t seq = bell.seq.load(std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with slot_table::ring
-    if (tasks_.size() == 0) (void)sys::futex_wait(reinterpret_cast<const std::uint32_t*>(&bell.seq), seq, std::nullopt);
+    if (tasks_.size() == 0) {
+        const auto* word = reinterpret_cast<const std::uint32_t*>(&bell.seq);
+        // A worker that idles gives back the pages its large results kept
+        // (large_results.hpp); one returning them back to back keeps them.
+        if (!large_.holds_spare_pages())
+            (void)sys::futex_wait(word, seq, std::nullopt);
+        else if (!sys::futex_wait(word, seq, sys::clock::now() + idle_shrink_after))
+            large_.shrink_when_idle();
+    }
     bell.sleepers.fetch_sub(1, std::memory_order_relaxed);
 }
 

@@ -14,6 +14,8 @@
 #include <cstddef>
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -184,6 +186,53 @@ private:
     bool data_only_ = false;
 };
 
+/// Vectors loaded from a message from this size on get their fresh memory
+/// prepared by prepare_fresh_buffer().
+inline constexpr std::size_t fresh_buffer_threshold = std::size_t{1} << 20;
+/// Prepares freshly allocated, untouched memory of `bytes` that a decoded
+/// value is about to be copied into: huge pages where the system allows, and
+/// every page mapped in one call, so the copy takes no page faults. Best
+/// effort: never fails.
+void prepare_fresh_buffer(void* data, std::size_t bytes) noexcept;
+
+/// A random-access iterator over the elements of type V stored at any
+/// alignment in a message's bytes (read with memcpy: no misaligned access).
+template <class V>
+class unaligned_elements {
+public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = V;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const V*;
+    using reference = V;
+
+    unaligned_elements() = default;
+    explicit unaligned_elements(const std::byte* at) noexcept : at_(at) {}
+
+    V operator*() const noexcept {
+        V v;
+        std::memcpy(&v, at_, sizeof(V));
+        return v;
+    }
+    V operator[](difference_type i) const noexcept { return *(*this + i); }
+    unaligned_elements& operator++() noexcept { at_ += sizeof(V); return *this; }
+    unaligned_elements operator++(int) noexcept { auto old = *this; ++*this; return old; }
+    unaligned_elements& operator--() noexcept { at_ -= sizeof(V); return *this; }
+    unaligned_elements operator--(int) noexcept { auto old = *this; --*this; return old; }
+    unaligned_elements& operator+=(difference_type i) noexcept { at_ += i * static_cast<difference_type>(sizeof(V)); return *this; }
+    unaligned_elements& operator-=(difference_type i) noexcept { return *this += -i; }
+    friend unaligned_elements operator+(unaligned_elements it, difference_type i) noexcept { return it += i; }
+    friend unaligned_elements operator+(difference_type i, unaligned_elements it) noexcept { return it += i; }
+    friend unaligned_elements operator-(unaligned_elements it, difference_type i) noexcept { return it -= i; }
+    friend difference_type operator-(unaligned_elements a, unaligned_elements b) noexcept {
+        return (a.at_ - b.at_) / static_cast<difference_type>(sizeof(V));
+    }
+    friend auto operator<=>(const unaligned_elements&, const unaligned_elements&) = default;
+
+private:
+    const std::byte* at_ = nullptr;
+};
+
 }  // namespace mp::detail
 
 namespace cereal {
@@ -241,6 +290,13 @@ inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::basic_
     const auto* first = reinterpret_cast<const C*>(bytes.data());
     str.assign(first, first + size);
 }
+//
+// A vector is built in one pass into its fresh pages, whatever the
+// alignment of its bytes in the message (a message may sit at any
+// alignment: then the elements are read one by one with memcpy, which
+// compiles to plain unaligned loads). A large one that needs new memory gets
+// it prepared first (huge pages where allowed, every page mapped in one
+// call), so the copy takes no page faults.
 template <class V, class A>
 inline std::enable_if_t<std::is_arithmetic_v<V> && !std::is_same_v<V, bool>>
 CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::vector<V, A>& vec) {
@@ -248,12 +304,20 @@ CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::vector<V, A>& vec)
     ar(make_size_tag(size));
     auto bytes = ar.take(static_cast<std::size_t>(size) * sizeof(V));
     std::size_t n = static_cast<std::size_t>(size);
+    if (vec.capacity() < n) {
+        vec = std::vector<V, A>(vec.get_allocator());
+        vec.reserve(n);
+        // Only std::allocator's memory is known to be fresh and ours alone.
+        if constexpr (std::is_same_v<A, std::allocator<V>>)
+            if (bytes.size() >= mp::detail::fresh_buffer_threshold)
+                mp::detail::prepare_fresh_buffer(vec.data(), bytes.size());
+    }
     if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(V) == 0) {
         const auto* first = reinterpret_cast<const V*>(bytes.data());
         vec.assign(first, first + n);
-    } else {  // the message may sit at any alignment: then copy bytes
-        vec.resize(n);
-        if (n) std::memcpy(vec.data(), bytes.data(), bytes.size());
+    } else {
+        mp::detail::unaligned_elements<V> first(bytes.data());
+        vec.assign(first, first + static_cast<std::ptrdiff_t>(n));
     }
 }
 

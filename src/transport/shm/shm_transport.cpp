@@ -347,7 +347,7 @@ void shm_transport::collect_loop() {
                     std::uint32_t slot = 0, generation = 0;
                     ar(slot, generation);
                     // Behind every notice of that worker: an area it left full has no reader.
-                    if (slot < large_.size()) large_[slot]->release_abandoned(generation);
+                    if (slot < large_.size()) large_[slot]->release(generation);
                     break;
                 }
                 case w::result_kind::stop: stop = true; break;
@@ -375,9 +375,8 @@ void shm_transport::collect_large(input_archive& notice) {
     struct release_after {
         large_result_area& area;
         std::uint32_t generation;
-        std::size_t size;
-        ~release_after() { area.release(generation, size); }
-    } release{area, generation, static_cast<std::size_t>(size)};
+        ~release_after() { area.release(generation); }
+    } release{area, generation};
     input_archive ar(*bytes);
     std::uint8_t kind = 0;
     std::uint64_t id = 0;
