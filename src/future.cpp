@@ -130,8 +130,7 @@ bool future_state_base::wait_until(steady_deadline deadline) const {
 }
 
 bool future_state_base::cancel() {
-    std::vector<std::shared_ptr<future_waiter>> waiters;
-    std::vector<std::function<void()>> callbacks;
+    std::unique_ptr<extras> taken;
     std::shared_ptr<task_control> control;
     {
         std::lock_guard lock(mutex_);
@@ -153,10 +152,10 @@ bool future_state_base::cancel() {
         if (control_) return false;  // dispatched meanwhile: retry via cancel() again is the caller's choice
         status_ = future_status::cancelled;
         finished_.store(true, std::memory_order_release);
-        waiters.swap(waiters_);
-        callbacks.swap(callbacks_);
+        taken.swap(extras_);
     }
-    notify_all(waiters, callbacks);
+    cv_.notify_all();
+    if (taken) notify_all(*taken, false);
     return true;
 }
 
@@ -181,7 +180,8 @@ bool future_state_base::set_cancelled() {
 
 void future_state_base::set_stop_request(std::function<bool()> request) {
     std::lock_guard lock(mutex_);
-    if (status_ != future_status::cancelled && status_ != future_status::finished) stop_request_ = std::move(request);
+    if (status_ != future_status::cancelled && status_ != future_status::finished)
+        extras_locked().stop_request = std::move(request);
 }
 
 bool future_state_base::terminate() {
@@ -193,7 +193,7 @@ bool future_state_base::terminate() {
         if (status_ == future_status::cancelled) return true;
         if (status_ == future_status::finished) return false;
         control = control_;
-        request = stop_request_;
+        if (extras_) request = extras_->stop_request;
     }
     if (control) return control->stop();
     return request && request();
@@ -216,6 +216,13 @@ void future_state_base::abandon() noexcept {
 }
 
 std::exception_ptr future_state_base::exception_when_done() const {
+    // Once finished_ is set, status_ and exception_ never change again, and
+    // the acquire load orders these reads after their writes: no lock.
+    if (finished_.load(std::memory_order_acquire)) {
+        if (status_ == future_status::cancelled)
+            throw cancelled_error("mp::future: the task was cancelled before it ran, so it has no result");
+        return exception_;
+    }
     std::lock_guard lock(mutex_);
     if (status_ == future_status::cancelled)
         throw cancelled_error("mp::future: the task was cancelled before it ran, so it has no result");
@@ -228,20 +235,21 @@ bool future_state_base::add_waiter(const std::shared_ptr<future_waiter>& w, bool
         failed = status_ == future_status::finished && exception_;
         return false;
     }
-    waiters_.push_back(w);
+    extras_locked().waiters.push_back(w);
     return true;
 }
 
 void future_state_base::remove_waiter(const future_waiter* w) noexcept {
     std::lock_guard lock(mutex_);
-    std::erase_if(waiters_, [&](const std::shared_ptr<future_waiter>& x) { return x.get() == w; });
+    if (extras_)
+        std::erase_if(extras_->waiters, [&](const std::shared_ptr<future_waiter>& x) { return x.get() == w; });
 }
 
 void future_state_base::add_callback(std::function<void()> fn) {
     {
         std::lock_guard lock(mutex_);
         if (status_ != future_status::cancelled && status_ != future_status::finished) {
-            callbacks_.push_back(std::move(fn));
+            extras_locked().callbacks.push_back(std::move(fn));
             return;
         }
     }
@@ -252,19 +260,16 @@ void future_state_base::add_callback(std::function<void()> fn) {
     }
 }
 
-void future_state_base::notify_all(std::vector<std::shared_ptr<future_waiter>>& waiters,
-                                   std::vector<std::function<void()>>& callbacks) noexcept {
-    cv_.notify_all();
-    bool failed_now = failed();
-    for (auto& w : waiters) {
+void future_state_base::notify_all(extras& done, bool failed) noexcept {
+    for (auto& w : done.waiters) {
         try {
-            w->notify(this, failed_now);
+            w->notify(this, failed);
         } catch (...) {
             // notify only allocates; a watcher that misses it times out or
             // sees the state when it looks again.
         }
     }
-    for (auto& fn : callbacks) {
+    for (auto& fn : done.callbacks) {
         try {
             fn();
         } catch (...) {

@@ -115,6 +115,7 @@ struct thread_pool_core::state {
     std::vector<std::thread> threads;                   // guarded by mutex; appended only before shutdown
     std::atomic<std::size_t> idle{0};                   // threads holding no call (read by submit under mutex)
     std::size_t sleepers = 0;                           // guarded by mutex: threads waiting on work_ready
+    std::size_t wakes_pending = 0;                      // guarded by mutex: notified sleepers not yet out of the wait
     bool spinning = false;                              // guarded by mutex: an idle thread spins for work
     sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
     std::size_t started = 0;                            // guarded by mutex: threads ever started
@@ -184,7 +185,10 @@ std::shared_ptr<thread_task> thread_pool_core::state::take(std::unique_lock<std:
         }
         ++sleepers;
         work_ready.wait(lock);
+        // Whichever sleeper leaves the wait (notified or spuriously) answers
+        // one pending wake: it is awake now and takes the queued call.
         --sleepers;
+        if (wakes_pending > 0) --wakes_pending;
     }
 }
 
@@ -345,9 +349,13 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
                 }
             }
         }
-        // A spinning thread takes the first queued call; a sleeper is woken
-        // (a futex call) only for the calls beyond that.
-        wake = s_->sleepers > 0 && s_->queue.size() > (s_->spinning ? 1u : 0u);
+        // A spinning thread takes the first queued call, and a sleeper
+        // already notified takes one more: a sleeper is woken (a futex call)
+        // only for the calls beyond those. Without counting the notified
+        // ones, every submit until the woken thread runs would notify again.
+        std::size_t awake_for_queue = (s_->spinning ? 1u : 0u) + s_->wakes_pending;
+        wake = s_->sleepers > s_->wakes_pending && s_->queue.size() > awake_for_queue;
+        if (wake) ++s_->wakes_pending;
     }
     if (wake) s_->work_ready.notify_one();
 }

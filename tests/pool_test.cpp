@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -72,6 +73,12 @@ int sleep_ms(int ms) {
 }
 double sum_all(std::vector<double> v) { return std::accumulate(v.begin(), v.end(), 0.0); }
 std::size_t string_size(std::string s) { return s.size(); }
+// Position-weighted, so a byte moved, lost or repeated changes it.
+std::uint64_t string_checksum(const std::string& s) {
+    std::uint64_t sum = s.size();
+    for (std::size_t i = 0; i < s.size(); ++i) sum += (i + 1) * static_cast<unsigned char>(s[i]);
+    return sum;
+}
 std::vector<int> make_vector(int n) { return std::vector<int>(static_cast<std::size_t>(n), 7); }
 
 // A file as a gate between the test and a task: tasks travel as bytes, so
@@ -418,6 +425,31 @@ TEST_P(pool_test, large_arguments_and_results) {
     auto v = p.apply(make_vector, 1 << 20);
     EXPECT_EQ(v.size(), std::size_t{1} << 20);
     EXPECT_EQ(v.back(), 7);
+}
+
+// Items of a vector of strings are written straight from the vector (no
+// copy of the chunk): each arrives whole, byte for byte, in its own place.
+TEST_P(pool_test, string_items_arrive_intact_from_lvalue_and_owned_ranges) {
+    mp::pool p(opts());
+    std::vector<std::string> strings;
+    for (int i = 0; i < 7; ++i) {
+        std::string s(70'000 + 1000 * i, ' ');
+        for (std::size_t k = 0; k < s.size(); ++k) s[k] = static_cast<char>('a' + (k * 7 + i) % 26);
+        strings.push_back(std::move(s));
+    }
+    strings[2] = "short";
+    strings[4].clear();
+    std::vector<std::uint64_t> expected;
+    for (const auto& s : strings) expected.push_back(string_checksum(s));
+    EXPECT_EQ(p.map(string_checksum, strings, 3), expected);
+    std::vector<std::uint64_t> unordered;
+    for (std::uint64_t c : p.imap_unordered(string_checksum, strings)) unordered.push_back(c);
+    std::sort(unordered.begin(), unordered.end());
+    auto sorted = expected;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(unordered, sorted);
+    auto copy = strings;
+    EXPECT_EQ(p.map(string_checksum, std::move(copy), 2), expected);  // the pool owns the range
 }
 
 TEST_P(pool_test, workers_ignore_sigint) {

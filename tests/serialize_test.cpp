@@ -4,11 +4,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cereal/archives/binary.hpp>
+
 #include <chrono>
 #include <complex>
+#include <cstring>
+#include <map>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "mp/function.hpp"
 
@@ -149,6 +155,65 @@ TEST(serialize, a_corrupt_length_throws_before_allocating) {
     std::memcpy(bytes.data(), &huge, 8);
     mp::detail::input_archive in(bytes);
     EXPECT_THROW((void)mp::detail::load_value<std::vector<double>>(in), mp::serialization_error);
+}
+
+// mp writes strings and reads string-keyed maps by its own short paths;
+// the bytes stay those of cereal's binary archive (a 64-bit length, then the
+// characters), so a peer using cereal's archives reads them unchanged.
+template <class T>
+std::vector<std::byte> cereal_bytes(const T& value) {
+    std::ostringstream os;
+    {
+        cereal::BinaryOutputArchive ar(os);
+        ar(value);
+    }
+    auto text = os.str();
+    std::vector<std::byte> out(text.size());
+    std::memcpy(out.data(), text.data(), text.size());
+    return out;
+}
+template <class T>
+std::vector<std::byte> mp_bytes(const T& value) {
+    mp::detail::output_archive out;
+    mp::detail::save_value(out, value);
+    std::vector<std::byte> bytes(out.size());
+    out.copy_to(bytes.data());
+    return bytes;
+}
+
+TEST(serialize, strings_and_string_keyed_maps_keep_cereals_encoding) {
+    std::string big(100'000, 'b');
+    big[70'000] = 'c';
+    std::unordered_map<std::string, int> counts{{"the", 3}, {"", 1}, {std::string(300, 'w'), 2}};
+    std::map<std::u16string, std::vector<std::string>> wide{{u"k\u00e9y", {"a", big}}, {u"", {}}};
+    EXPECT_EQ(mp_bytes(std::string("héllo")), cereal_bytes(std::string("héllo")));
+    EXPECT_EQ(mp_bytes(std::string()), cereal_bytes(std::string()));
+    EXPECT_EQ(mp_bytes(big), cereal_bytes(big));  // borrowed, not copied, but the same bytes
+    EXPECT_EQ(mp_bytes(std::u32string(U"\U0001F600z")), cereal_bytes(std::u32string(U"\U0001F600z")));
+    EXPECT_EQ(mp_bytes(counts), cereal_bytes(counts));
+    EXPECT_EQ(mp_bytes(wide), cereal_bytes(wide));
+
+    EXPECT_EQ(round_trip(big), big);
+    EXPECT_EQ(round_trip(std::u32string(U"\U0001F600z")), std::u32string(U"\U0001F600z"));
+    EXPECT_EQ(round_trip(counts), counts);
+    EXPECT_EQ(round_trip(wide), wide);
+    auto multi = std::unordered_multimap<std::string, int>{{"a", 1}, {"a", 2}, {"b", 3}};
+    EXPECT_EQ(round_trip(multi).count("a"), 2u);
+}
+
+TEST(serialize, a_corrupt_key_length_in_a_map_throws) {
+    using counts = std::unordered_map<std::string, int>;
+    auto bytes = mp_bytes(std::unordered_map<std::string, int>{{"key", 1}});
+    // count (8 bytes), then the key's length: claim more than follows.
+    std::uint64_t huge = 1'000'000;
+    std::memcpy(bytes.data() + 8, &huge, 8);
+    mp::detail::input_archive in(bytes);
+    EXPECT_THROW((void)mp::detail::load_value<counts>(in), mp::serialization_error);
+    bytes.resize(8 + 8 + 2);  // truncated inside the key
+    std::uint64_t three = 3;
+    std::memcpy(bytes.data() + 8, &three, 8);
+    mp::detail::input_archive cut(bytes);
+    EXPECT_THROW((void)mp::detail::load_value<counts>(cut), mp::serialization_error);
 }
 
 TEST(serialize, functions_travel_with_their_names) {

@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <future>
 #include <latch>
@@ -285,6 +286,32 @@ TEST(thread_pool_executor, idle_thread_reuse) {
     EXPECT_EQ(tx.submit(mul, 6, 7).get(), 42);
     EXPECT_EQ(tx.submit(mul, 3, 14).get(), 42);
     EXPECT_EQ(tx.thread_count(), 1u);
+}
+
+// Sleeping threads are woken for calls that need them: a burst of calls
+// that can only finish together (each waits until all have started) finds
+// every thread asleep, and submit wakes each one, even though the first
+// wakes are still pending when the later calls are queued.
+TEST(thread_pool_executor, sleeping_threads_are_woken_for_calls_that_need_them_all) {
+    constexpr int workers = 4;
+    mp::thread_pool_executor tx(workers);
+    for (int round = 0; round < 3; ++round) {
+        std::latch all_started(workers);
+        std::vector<mp::future<bool>> fs;
+        for (int i = 0; i < workers; ++i)
+            fs.push_back(tx.submit([&] {
+                all_started.count_down();
+                // Generous bound that only catches a thread never woken.
+                auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+                while (!all_started.try_wait())
+                    if (std::chrono::steady_clock::now() > until) return false;
+                return true;
+            }));
+        for (auto& f : fs) EXPECT_TRUE(f.get()) << "round " << round;
+        // Past the idle threads' spin: every thread sleeps before the next burst.
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(tx.thread_count(), static_cast<std::size_t>(workers));
 }
 
 TEST(thread_pool_executor, threads_start_lazily) {

@@ -141,26 +141,43 @@ protected:
     /// wakes waiters and runs callbacks outside the lock. false if done.
     template <class Commit>
     bool complete(future_status to, Commit&& commit) {
-        std::vector<std::shared_ptr<future_waiter>> waiters;
-        std::vector<std::function<void()>> callbacks;
+        std::unique_ptr<extras> taken;
+        std::shared_ptr<task_control> control;
+        bool failed = false;
         {
             std::lock_guard lock(mutex_);
             if (status_ == future_status::cancelled || status_ == future_status::finished) return false;
             std::forward<Commit>(commit)();
+            failed = to == future_status::finished && exception_;
             status_ = to;
             finished_.store(true, std::memory_order_release);
-            control_.reset();
-            stop_request_ = nullptr;
-            waiters.swap(waiters_);
-            callbacks.swap(callbacks_);
+            control.swap(control_);  // released outside the lock
+            taken.swap(extras_);     // its callbacks run, and it is freed, outside the lock
         }
-        notify_all(waiters, callbacks);
+        cv_.notify_all();
+        if (taken) notify_all(*taken, failed);
         return true;
     }
 
 private:
-    void notify_all(std::vector<std::shared_ptr<future_waiter>>& waiters,
-                    std::vector<std::function<void()>>& callbacks) noexcept;
+    /// What few futures need (mp::wait, as_completed, done callbacks, a
+    /// thread pool call's stop request), in one block allocated when first
+    /// needed: the state of a plain submit().get() stays small, and a
+    /// thread pool call (state and task in one allocation) with it.
+    struct extras {
+        std::function<bool()> stop_request;                  // until done
+        std::vector<std::shared_ptr<future_waiter>> waiters;
+        std::vector<std::function<void()>> callbacks;
+    };
+    /// Requires mutex_ held.
+    extras& extras_locked() {
+        if (!extras_) extras_ = std::make_unique<extras>();
+        return *extras_;
+    }
+
+    /// Tells the waiters of `done` (the extras taken from a finished state)
+    /// and runs its callbacks. `failed`: finished with an exception.
+    void notify_all(extras& done, bool failed) noexcept;
 
     /// Spins (without the lock) until the future is done, at most
     /// spin_before_sleep or until `deadline`: true when it is done.
@@ -172,10 +189,8 @@ private:
     std::atomic<bool> finished_{false};  // written under mutex_ with status_: cancelled or finished
     bool spin_when_waited_ = false;      // set once, before the state is shared
     std::shared_ptr<task_control> control_;                      // guarded by mutex_: while dispatched
-    std::function<bool()> stop_request_;                         // guarded by mutex_: until done
     std::exception_ptr exception_;                               // guarded by mutex_; fixed once done
-    std::vector<std::shared_ptr<future_waiter>> waiters_;        // guarded by mutex_
-    std::vector<std::function<void()>> callbacks_;               // guarded by mutex_
+    std::unique_ptr<extras> extras_;                             // guarded by mutex_: null until needed, and once done
 };
 
 /// The shared state with room for the value. The value is written once,

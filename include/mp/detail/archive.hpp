@@ -11,8 +11,9 @@
 
 #include <cereal/cereal.hpp>
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
 #include <memory>
@@ -50,6 +51,23 @@ public:
         if (used_ + size > buffer_.size()) grow(used_ + size);
         if (size) std::memcpy(buffer_.data() + used_, data, size);
         used_ += size;
+    }
+
+    /// A 64-bit element count, then `size` bytes: a string's encoding (the
+    /// same bytes cereal writes: a size tag, then the binary data). A short
+    /// one is written with one room check, as it is the common case of a
+    /// map's keys; a large one is borrowed as saveBinary does.
+    void save_counted(std::uint64_t count, const void* data, std::size_t size) {
+        if (size >= borrow_threshold) {
+            saveBinary(&count, sizeof count);
+            saveBinary(data, size);
+            return;
+        }
+        const std::size_t total = sizeof count + size;
+        if (used_ + total > buffer_.size()) grow(used_ + total);
+        std::memcpy(buffer_.data() + used_, &count, sizeof count);
+        if (size) std::memcpy(buffer_.data() + used_ + sizeof count, data, size);
+        used_ += total;
     }
 
     /// Attaches a file descriptor (borrowed until the message is sent);
@@ -124,6 +142,16 @@ public:
         auto s = data_.subspan(at_, size);
         at_ += size;
         return s;
+    }
+
+    /// A 64-bit element count followed by that many elements of
+    /// `element_size` bytes (a string's encoding): the elements' bytes,
+    /// consumed without copying, after checking that they are all there.
+    std::span<const std::byte> take_counted(std::size_t element_size) {
+        std::uint64_t count = 0;
+        loadBinary(&count, sizeof count);
+        if (count > remaining() / element_size) check_count(count, element_size);  // throws
+        return take(static_cast<std::size_t>(count) * element_size);
     }
 
     /// A length read from the message is only believed if that many bytes
@@ -281,14 +309,19 @@ inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, BinaryData<
 
 // Strings and vectors of numbers are built straight from the message bytes:
 // cereal's generic loads resize first (zero-filling every byte) and copy
-// after, which for a 256 MiB vector means touching it twice.
+// after, which for a 256 MiB vector means touching it twice. A string is
+// written and read in one step (its length, then its bytes), not through
+// cereal's size tag and binary-data wrappers: a map of short words is
+// mostly strings, so their per-string overhead is most of its cost.
+template <class C, class T, class A>
+inline void CEREAL_SAVE_FUNCTION_NAME(mp::detail::output_archive& ar, const std::basic_string<C, T, A>& str) {
+    ar.save_counted(static_cast<std::uint64_t>(str.size()), str.data(), str.size() * sizeof(C));
+}
 template <class C, class T, class A>
 inline void CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::basic_string<C, T, A>& str) {
-    size_type size = 0;
-    ar(make_size_tag(size));
-    auto bytes = ar.take(static_cast<std::size_t>(size) * sizeof(C));
+    auto bytes = ar.take_counted(sizeof(C));
     const auto* first = reinterpret_cast<const C*>(bytes.data());
-    str.assign(first, first + size);
+    str.assign(first, bytes.size() / sizeof(C));
 }
 //
 // A vector is built in one pass into its fresh pages, whatever the

@@ -122,6 +122,11 @@ void load_set(input_archive& ar, Set& s) {
     }
 }
 
+template <class T>
+struct is_std_string : std::false_type {};
+template <class C, class T, class A>
+struct is_std_string<std::basic_string<C, T, A>> : std::true_type {};
+
 template <class Map>
 void load_map(input_archive& ar, Map& m) {
     using key = typename Map::key_type;
@@ -130,10 +135,24 @@ void load_map(input_archive& ar, Map& m) {
     m.clear();
     if constexpr (requires { m.reserve(n); }) m.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
-        key k;
-        mapped v;
-        ar(k, v);  // cereal writes a map item as its key, then its value
-        m.emplace_hint(m.end(), std::move(k), std::move(v));
+        // cereal writes a map item as its key, then its value.
+        if constexpr (is_std_string<key>::value) {
+            // A string key is built once, in the map's node, from the
+            // message bytes (no temporary string to move from).
+            using char_type = typename key::value_type;
+            auto bytes = ar.take_counted(sizeof(char_type));
+            mapped v;
+            ar(v);
+            m.emplace_hint(m.end(), std::piecewise_construct,
+                           std::forward_as_tuple(reinterpret_cast<const char_type*>(bytes.data()),
+                                                 bytes.size() / sizeof(char_type)),
+                           std::forward_as_tuple(std::move(v)));
+        } else {
+            key k;
+            mapped v;
+            ar(k, v);
+            m.emplace_hint(m.end(), std::move(k), std::move(v));
+        }
     }
 }
 
