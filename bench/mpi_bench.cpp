@@ -13,7 +13,9 @@
 // Run without arguments (and without mpiexec) it is the driver: it runs
 // itself under `mpiexec -n 2` over shared memory and over TCP, then
 // mpi4py.futures (bench/python/mpi_bench.py) under `mpiexec -n 2`, and prints
-// every median with the ratios. --quick: tiny sizes.
+// every median with the ratios. --quick: tiny sizes. Under mpiexec with
+// --child, `--only <workload>` (raw, submit, chunk1, chunk1000, big, local;
+// repeatable) runs only those: for profiling one path.
 #include <mpi.h>
 
 #include <cstdio>
@@ -81,12 +83,14 @@ void run_mp(const bench::options& o, const sizes& s) {
     mp::mpi_pool_executor ex({.max_workers = 1});
     (void)ex.submit(inc, 1).get();
     std::vector<double> v;
-    for (int r = 0; r < o.reps; ++r)
-        v.push_back(bench::seconds_of([&] {
-                        for (int i = 0; i < s.rtt_calls; ++i) (void)ex.submit(inc, i).get();
-                    }) /
-                    s.rtt_calls * 1e6);
-    bench::result("submit_rtt_us", bench::median(v));
+    if (o.wants("submit")) {
+        for (int r = 0; r < o.reps; ++r)
+            v.push_back(bench::seconds_of([&] {
+                            for (int i = 0; i < s.rtt_calls; ++i) (void)ex.submit(inc, i).get();
+                        }) /
+                        s.rtt_calls * 1e6);
+        bench::result("submit_rtt_us", bench::median(v));
+    }
 
     auto map_rate = [&](auto& executor, int n, std::size_t chunk) {
         std::vector<int> items(static_cast<std::size_t>(n));
@@ -101,8 +105,8 @@ void run_mp(const bench::options& o, const sizes& s) {
         }
         return bench::median(rates);
     };
-    bench::result("map_chunk1_per_s", map_rate(ex, s.chunk1_items, 1));
-    bench::result("map_chunk1000_per_s", map_rate(ex, s.chunk1000_items, 1000));
+    if (o.wants("chunk1")) bench::result("map_chunk1_per_s", map_rate(ex, s.chunk1_items, 1));
+    if (o.wants("chunk1000")) bench::result("map_chunk1000_per_s", map_rate(ex, s.chunk1000_items, 1000));
     auto big_rate = [&](auto& executor) {
         std::vector<char> big(s.big, 'x');
         std::vector<double> rates;
@@ -113,8 +117,8 @@ void run_mp(const bench::options& o, const sizes& s) {
         }
         return bench::median(rates);
     };
-    bench::result("big_roundtrip_gb_s", big_rate(ex));
-    {
+    if (o.wants("big")) bench::result("big_roundtrip_gb_s", big_rate(ex));
+    if (o.wants("local")) {
         mp::process_pool_executor local(1);
         (void)local.submit(inc, 1).get();
         v.clear();
@@ -183,7 +187,7 @@ int main(int argc, char** argv) {
     int provided = 0, rank = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    raw_ping_pong(o, s, rank);
+    if (o.wants("raw")) raw_ping_pong(o, s, rank);
     mp::mpi::init(argc, argv);  // rank 1 serves from here
     run_mp(o, s);
     return 0;

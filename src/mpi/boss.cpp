@@ -210,7 +210,7 @@ void boss_transport::service_loop() {
         sends_.progress();
         bool got = false;
         try {
-            got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm);
+            got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm, &blocks_);
         } catch (const std::exception& e) {
             detail::log(log_level::error, std::string("mp: mpi_pool_executor: receiving from the worker ranks failed: ") + e.what());
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -219,9 +219,12 @@ void boss_transport::service_loop() {
         if (got) {
             backoff_.activity();
             handle(m);
+            m.block.reset();  // a large result's block goes back to the pool once decoded
             continue;
         }
-        backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0 && sends_.idle());
+        blocks_.trim();
+        // A spare block is let go after a while: poll (napping) until then.
+        backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0 && sends_.idle() && !blocks_.holds_spare());
     }
 }
 

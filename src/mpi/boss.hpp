@@ -118,6 +118,8 @@ private:
     std::atomic<std::size_t> in_flight_{0};
     std::atomic<bool> stop_{false};
     mpi_wire::send_queue sends_;  // tasks and stop_task messages; completed by the service thread
+    // Large results are received into reused, already mapped memory.
+    mpi_wire::block_pool blocks_{mpi_wire::block_pool::kind::private_memory};
     idle_backoff backoff_;
     std::thread service_;
     std::atomic<std::thread::id> service_id_{};

@@ -145,14 +145,28 @@ void send_queue::drain(std::chrono::milliseconds limit) noexcept {
 
 namespace {
 
-void receive_matched(message& out, MPI_Message& handle, const MPI_Status& status, MPI_Comm comm) {
+// Where `size` bytes are received: a pooled block for a large message.
+std::byte* make_room(message& out, std::size_t size, block_pool* large) {
+    out.size = size;
+    if (large && size >= large_message_bytes) {
+        out.bytes.reset();
+        out.block = large->acquire(size);
+        return out.block->data();
+    }
+    out.block.reset();
+    out.bytes = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
+    return out.bytes.get();
+}
+
+void receive_matched(message& out, MPI_Message& handle, const MPI_Status& status, MPI_Comm comm,
+                     block_pool* large) {
     int count = 0;
     check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
-    out.size = static_cast<std::size_t>(count);
-    out.bytes = std::make_unique_for_overwrite<std::byte[]>(out.size == 0 ? 1 : out.size);
     out.source = status.MPI_SOURCE;
     out.tag = status.MPI_TAG;
-    check(MPI_Mrecv(out.bytes.get(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
+    // The small `pieces` header itself never goes into a block.
+    std::byte* at_first = make_room(out, static_cast<std::size_t>(count), out.tag == pieces ? nullptr : large);
+    check(MPI_Mrecv(at_first, count, MPI_BYTE, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
     if (out.tag != pieces) return;
     // A split message (see send): its segments follow from the same sender,
     // in order, with their own tag; they land side by side in one buffer.
@@ -167,28 +181,25 @@ void receive_matched(message& out, MPI_Message& handle, const MPI_Status& status
         total += n;
     }
     if (total > static_cast<std::size_t>(INT_MAX)) too_large(total);
-    auto whole = std::make_unique_for_overwrite<std::byte[]>(total == 0 ? 1 : total);
+    std::byte* whole = make_room(out, total, large);
     std::size_t at = 0;
     for (auto n : sizes) {
-        check(MPI_Recv(whole.get() + at, static_cast<int>(n), MPI_BYTE, out.source, segment_tag, comm,
-                       MPI_STATUS_IGNORE),
+        check(MPI_Recv(whole + at, static_cast<int>(n), MPI_BYTE, out.source, segment_tag, comm, MPI_STATUS_IGNORE),
               "MPI_Recv");
         at += n;
     }
-    out.bytes = std::move(whole);
-    out.size = total;
     out.tag = tag;
 }
 
 }  // namespace
 
-bool try_receive(message& out, int source, MPI_Comm comm) {
+bool try_receive(message& out, int source, MPI_Comm comm, block_pool* large) {
     int flag = 0;
     MPI_Message handle = MPI_MESSAGE_NULL;
     MPI_Status status;
     check(MPI_Improbe(source, MPI_ANY_TAG, comm, &flag, &handle, &status), "MPI_Improbe");
     if (!flag) return false;
-    receive_matched(out, handle, status, comm);
+    receive_matched(out, handle, status, comm, large);
     return true;
 }
 
@@ -197,7 +208,7 @@ message receive(int source, int tag, MPI_Comm comm) {
     MPI_Message handle = MPI_MESSAGE_NULL;
     MPI_Status status;
     check(MPI_Mprobe(source, tag, comm, &handle, &status), "MPI_Mprobe");
-    receive_matched(out, handle, status, comm);
+    receive_matched(out, handle, status, comm, nullptr);
     return out;
 }
 

@@ -35,6 +35,7 @@
 
 #include "mp/detail/archive.hpp"
 #include "mp/mpi.hpp"
+#include "mpi/buffers.hpp"
 
 namespace mp::detail::mpi_wire {
 
@@ -95,17 +96,20 @@ private:
 /// A received message: its bytes, who sent it, its tag.
 struct message {
     std::unique_ptr<std::byte[]> bytes;  // not zero-filled: the receive overwrites it
+    std::shared_ptr<large_block> block;  // instead of `bytes` for a large message (from a block_pool)
     std::size_t size = 0;
     int source = -1;
     int tag = -1;
-    [[nodiscard]] std::span<const std::byte> span() const noexcept { return {bytes.get(), size}; }
+    [[nodiscard]] const std::byte* data() const noexcept { return block ? block->data() : bytes.get(); }
+    [[nodiscard]] std::span<const std::byte> span() const noexcept { return {data(), size}; }
 };
 
 /// Receives one message if one is waiting (MPI_Improbe + MPI_Mrecv), from
 /// `source` (or MPI_ANY_SOURCE); a split message whole, waiting for its
-/// segments. Returns false at once if none is. One receiving thread per
-/// process and communicator.
-bool try_receive(message& out, int source, MPI_Comm comm);
+/// segments. A message of large_message_bytes or more goes into a block of
+/// `large` (when given). Returns false at once if none is. One receiving
+/// thread per process and communicator.
+bool try_receive(message& out, int source, MPI_Comm comm, block_pool* large = nullptr);
 /// Waits for one message from `source` with tag `tag` (start-up only).
 message receive(int source, int tag, MPI_Comm comm);
 

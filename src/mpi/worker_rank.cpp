@@ -39,6 +39,9 @@ struct serving {
     mpi_wire::link link;
     mpi_wire::send_queue sends;  // results, completed by the main thread's polling
     idle_backoff backoff;
+    // Large tasks are received into named shared memory that the local
+    // worker process maps (see run_mapped_task).
+    mpi_wire::block_pool blocks{mpi_wire::block_pool::kind::shared_memory};
 };
 
 serving* current = nullptr;  // set once by serve(), before any local pool exists
@@ -70,8 +73,26 @@ void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) no
     }
 }
 
+/// The entry of a large task, in the local worker process: the task message
+/// ([code_ref entry][payload]) lies in the shared block the rank received it
+/// into; the process maps it and runs the task's own entry on it there (the
+/// arguments are decoded straight from the block, no copy in between).
+void run_mapped_task(input_archive& in, task_result_sink& sink) {
+    std::string name;
+    std::uint64_t offset = 0, size = 0;
+    in(name, offset, size);
+    mpi_wire::mapped_block block(name);
+    if (offset > block.size() || size > block.size() - offset)
+        throw serialization_error("mp: MPI worker: a large task's bounds lie outside its shared block " + name);
+    input_archive task(std::span<const std::byte>(block.data() + offset, size));
+    code_ref ref;
+    task(ref);
+    resolve_as<task_entry>(ref)(task, sink);  // sends the result while `block` is mapped
+}
+
 /// One task from the boss, handed to a local pool as it came: the bytes of
-/// the task message are passed through, and the result message goes back
+/// the task message are passed through (a large one as a reference to the
+/// shared block it was received into), and the result message goes back
 /// with the boss's task id.
 class forwarded_job final : public pool_job {
 public:
@@ -83,7 +104,13 @@ public:
         if (produced_) return step::done;
         produced_ = true;
         seq = 0;
-        out.saveBinary(body_.data(), body_.size());  // borrowed while msg_ lives
+        if (msg_->block && !msg_->block->shm_name().empty()) {
+            const auto offset = static_cast<std::uint64_t>(body_.data() - msg_->block->data());
+            out(code_ref_of(sendable<&run_mapped_task>()), msg_->block->shm_name(), offset,
+                static_cast<std::uint64_t>(body_.size()));
+        } else {
+            out.saveBinary(body_.data(), body_.size());  // borrowed while msg_ lives
+        }
         return step::task;
     }
     void on_value(std::uint64_t, input_archive& in) override {
@@ -275,7 +302,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 state.sends.progress();
                 bool got = false;
                 try {
-                    got = mpi_wire::try_receive(m, link.boss, link.comm);
+                    got = mpi_wire::try_receive(m, link.boss, link.comm, &state.blocks);
                 } catch (const std::exception& e) {
                     lost_boss(e.what());
                 }
@@ -283,6 +310,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
                     state.backoff.activity();
                     srv.handle(m);
                 } else {
+                    state.blocks.trim();
                     state.backoff.idle(ticket);
                 }
             }

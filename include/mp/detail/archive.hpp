@@ -125,6 +125,11 @@ private:
     std::vector<int> fds_;
 };
 
+/// Decoded vectors of at least this many bytes get fresh memory prepared by
+/// prepare_item_buffer (src/queue.cpp) before the copy into it.
+inline constexpr std::size_t large_decode_bytes = std::size_t{1} << 20;
+void prepare_item_buffer(void* data, std::size_t bytes) noexcept;
+
 class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEmptyClassElision> {
 public:
     explicit input_archive(std::span<const std::byte> data, std::vector<unique_fd>* fds = nullptr)
@@ -347,6 +352,14 @@ CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::vector<V, A>& vec)
     }
     if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(V) == 0) {
         const auto* first = reinterpret_cast<const V*>(bytes.data());
+        if (bytes.size() >= mp::detail::large_decode_bytes && vec.capacity() < n) {
+            // Fresh memory for a large vector (a 256 MiB task argument or
+            // result): huge pages where allowed, every page mapped in one
+            // call, then the one copy, with no page fault per 4 KiB.
+            vec.clear();
+            vec.reserve(n);
+            mp::detail::prepare_item_buffer(vec.data(), bytes.size());
+        }
         vec.assign(first, first + n);
     } else {
         mp::detail::unaligned_elements<V> first(bytes.data());

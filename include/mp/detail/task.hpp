@@ -282,6 +282,10 @@ public:
         save_callable(ar, static_cast<const fn&>(f));
         (save_value(ar, args), ...);
         if (!ar.fds().empty()) throw_fd_argument("a task's arguments");
+        if (ar.size() >= large_decode_bytes) {  // a large argument: no page fault per 4 KiB in the copy
+            job->payload_.reserve(ar.size());
+            prepare_item_buffer(job->payload_.data(), ar.size());
+        }
         job->payload_.resize(ar.size());
         ar.copy_to(job->payload_.data());  // flat: the arguments may be gone when it is sent
         job->future_ = job->promise_.get_future();
