@@ -65,18 +65,40 @@ registry& the_registry() {
     return r;
 }
 
+// backtrace_symbols names a frame with dladdr, a scan of its module's
+// symbol table: a millisecond or more per trace in a large binary, paid by a
+// manager server for every request it refuses and by a worker for every task
+// that throws. The same call sites throw again and again, so names are kept
+// by address (bounded; modules are not unloaded while mp runs).
+std::string frame_name(void* address) {
+    struct cache {
+        sys::fork_guarded_mutex mutex;
+        std::unordered_map<void*, std::string> names;  // guarded by mutex
+    };
+    static cache& c = *new cache;  // never destroyed: a thread may throw during exit
+    constexpr std::size_t max_names = 4096;
+    {
+        std::lock_guard guard(c.mutex);
+        if (auto it = c.names.find(address); it != c.names.end()) return it->second;
+    }
+    char** symbols = ::backtrace_symbols(&address, 1);
+    std::string name = symbols ? symbols[0] : "?";
+    std::free(symbols);
+    std::lock_guard guard(c.mutex);
+    if (c.names.size() >= max_names) c.names.clear();
+    c.names.emplace(address, name);
+    return name;
+}
+
 std::string current_trace() {
     void* frames[32];
     int n = ::backtrace(frames, 32);
-    char** symbols = ::backtrace_symbols(frames, n);
-    if (!symbols) return {};
     std::string trace;
     for (int i = 0; i < n; ++i) {
         trace += "  ";
-        trace += symbols[i];
+        trace += frame_name(frames[i]);
         trace += '\n';
     }
-    std::free(symbols);
     return trace;
 }
 

@@ -28,6 +28,9 @@ bool wait_until_ready(std::unique_lock<std::mutex>& lock, std::condition_variabl
     std::optional<clock::time_point> deadline;
     if (timeout_ns > 0) deadline = clock::now() + std::chrono::nanoseconds(timeout_ns);
     const wait_context* ctx = current_call;
+    // A client that has already hung up waits for nothing (one poll, paid
+    // only by a call that must wait).
+    if (ctx && sys::peer_closed(ctx->fd)) throw client_gone{};
     for (;;) {
         auto until = clock::now() + wait_slice;
         if (deadline && *deadline < until) until = *deadline;
