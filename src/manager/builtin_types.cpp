@@ -31,6 +31,7 @@ bool wait_until_ready(std::unique_lock<std::mutex>& lock, std::condition_variabl
     // A client that has already hung up waits for nothing (one poll, paid
     // only by a call that must wait).
     if (ctx && sys::peer_closed(ctx->fd)) throw client_gone{};
+    if (ctx && ctx->observer) ctx->observer->about_to_wait();
     for (;;) {
         auto until = clock::now() + wait_slice;
         if (deadline && *deadline < until) until = *deadline;

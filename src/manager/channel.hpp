@@ -11,6 +11,7 @@
 // oversized length leaves the stream unusable: the caller closes it.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -34,6 +35,13 @@ inline constexpr std::size_t header_size = 8;
 /// costs throughput with many clients. So a reader spins only as its
 /// sys::spin_history allows: a wait that spins in vain turns spinning off for
 /// a growing number of waits, one that succeeds turns it back on.
+/// Whether the machine has a core for a spinner: no more threads are
+/// runnable than there are cores (the spinner and the peer it waits for
+/// included). With more, spinning takes the core from the very peer (or
+/// another client) that would end the wait. Checked every few
+/// milliseconds; every spinning reader here asks it first.
+bool cores_to_spare() noexcept;
+
 /// Thrown when a frame header is bad (magic, length over the limit): the
 /// stream cannot be resynchronised.
 class frame_error : public serialization_error {
