@@ -202,8 +202,6 @@ std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t ma
     return frame_in_buffer(max_body);
 }
 
-bool channel::wait_for_bytes(std::size_t max_body) { return read_once(max_body, true); }
-
 bool channel::spin_for_bytes(std::size_t max_body, clock::duration budget, sys::spin_history& history) {
     if (!cores_to_spare() || !history.should_spin()) return false;
     sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(budget));

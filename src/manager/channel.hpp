@@ -83,10 +83,6 @@ public:
     /// poll_frame() without reading the socket: a frame already buffered
     /// (one the peer sent right behind the last).
     std::optional<std::span<const std::byte>> buffered_frame(std::size_t max_body);
-    /// One blocking read of what arrives next (the socket's receive timeout
-    /// bounds the wait, see sys::set_receive_timeout): false if nothing came
-    /// in time. Throws as receive() does. Then try buffered_frame().
-    bool wait_for_bytes(std::size_t max_body);
     /// Reads without sleeping for at most `budget`, if `history` says
     /// spinning pays off here: true if bytes arrived (then try
     /// buffered_frame()), false if the caller should block. Throws as

@@ -455,17 +455,20 @@ void serve_loop::serve(connection& c) noexcept {
 }
 
 std::optional<std::span<const std::byte>> serve_loop::next_request(connection& c, bool first) {
-    // What has arrived (a report means bytes are there; after a reply, the
-    // client's next request may be too).
-    if (auto request = c.ch->poll_frame(limits_.max_message)) return request;
-    if (first || stopping_) return std::nullopt;
+    // On a report, what has arrived. After a reply, a request already read
+    // with the last one; else, rather than a read that mostly finds nothing,
+    // the connection is re-armed, and epoll reports it at once if the next
+    // request came meanwhile.
+    if (first) return c.ch->poll_frame(limits_.max_message);
+    if (auto request = c.ch->buffered_frame(limits_.max_message)) return request;
+    if (stopping_ || !cores_to_spare()) return std::nullopt;
     {
         // Spin only while another worker is idle: with all busy, a spinner
         // delays the connections that are ready.
         std::lock_guard guard(mutex_);
         if (idle_workers_ == 0) return std::nullopt;
     }
-    if (c.ch->spin_for_bytes(limits_.max_message, request_spin, c.spin)) return c.ch->poll_frame(limits_.max_message);
+    if (c.ch->spin_for_bytes(limits_.max_message, request_spin, c.spin)) return c.ch->buffered_frame(limits_.max_message);
     return std::nullopt;
 }
 
