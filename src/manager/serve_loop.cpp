@@ -36,8 +36,9 @@ std::atomic<int> thread_failures_to_inject{0};
 /// to back is served without a wake-up; a client that pauses costs this much
 /// CPU per call, until its history turns spinning off.
 constexpr auto request_spin = std::chrono::microseconds(20);
-/// Requests served from one connection before its worker takes the next
-/// ready connection (a client that pipelines cannot keep a worker to itself).
+/// Requests served from one connection before its worker stops waiting for
+/// more there and takes the next ready connection (a client calling back to
+/// back cannot keep a worker to itself).
 constexpr int requests_per_turn = 32;
 /// How long every worker may be busy without one finishing a call before
 /// another worker is made (a slow method, a call waiting in a registered
@@ -434,9 +435,10 @@ void serve_loop::about_to_wait() noexcept {
 
 void serve_loop::serve(connection& c) noexcept {
     try {
-        bool first = true;
-        for (int served = 0; served < requests_per_turn; ++served, first = false) {
-            auto request = next_request(c, first);
+        for (int served = 0;; ++served) {
+            // Requests already read are served whatever the count: epoll
+            // would not report them after a re-arm.
+            auto request = next_request(c, served == 0, served < requests_per_turn);
             if (!request) break;
             c.request = *request;
             if (!answer(c)) {
@@ -454,14 +456,14 @@ void serve_loop::serve(connection& c) noexcept {
     close_from_worker(c);
 }
 
-std::optional<std::span<const std::byte>> serve_loop::next_request(connection& c, bool first) {
+std::optional<std::span<const std::byte>> serve_loop::next_request(connection& c, bool first, bool may_spin) {
     // On a report, what has arrived. After a reply, a request already read
     // with the last one; else, rather than a read that mostly finds nothing,
     // the connection is re-armed, and epoll reports it at once if the next
     // request came meanwhile.
     if (first) return c.ch->poll_frame(limits_.max_message);
     if (auto request = c.ch->buffered_frame(limits_.max_message)) return request;
-    if (stopping_ || !cores_to_spare()) return std::nullopt;
+    if (!may_spin || stopping_ || !cores_to_spare()) return std::nullopt;
     {
         // Spin only while another worker is idle: with all busy, a spinner
         // delays the connections that are ready.

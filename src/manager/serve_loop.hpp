@@ -151,7 +151,7 @@ private:
     connection* take(void* key);
     void serve(connection& c) noexcept;
     bool answer(connection& c);
-    std::optional<std::span<const std::byte>> next_request(connection& c, bool first);
+    std::optional<std::span<const std::byte>> next_request(connection& c, bool first, bool may_spin);
     void hand_back(connection& c) noexcept;
     void close_from_worker(connection& c) noexcept;
     void about_to_wait() noexcept override;
