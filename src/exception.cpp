@@ -69,24 +69,31 @@ registry& the_registry() {
 // symbol table: a millisecond or more per trace in a large binary, paid by a
 // manager server for every request it refuses and by a worker for every task
 // that throws. The same call sites throw again and again, so names are kept
-// by address (bounded; modules are not unloaded while mp runs).
+// by address (bounded; modules are not unloaded while mp runs). The lock is
+// only ever tried: a fork child that inherits it held goes without the
+// cache rather than waiting forever.
+struct frame_names {
+    std::mutex mutex;
+    std::unordered_map<void*, std::string> names;  // guarded by mutex
+};
+frame_names* const the_frame_names = new frame_names;  // never destroyed: a thread may throw during exit
+
 std::string frame_name(void* address) {
-    struct cache {
-        sys::fork_guarded_mutex mutex;
-        std::unordered_map<void*, std::string> names;  // guarded by mutex
-    };
-    static cache& c = *new cache;  // never destroyed: a thread may throw during exit
+    auto& c = *the_frame_names;
     constexpr std::size_t max_names = 4096;
     {
-        std::lock_guard guard(c.mutex);
-        if (auto it = c.names.find(address); it != c.names.end()) return it->second;
+        std::unique_lock lock(c.mutex, std::try_to_lock);
+        if (lock.owns_lock())
+            if (auto it = c.names.find(address); it != c.names.end()) return it->second;
     }
     char** symbols = ::backtrace_symbols(&address, 1);
     std::string name = symbols ? symbols[0] : "?";
     std::free(symbols);
-    std::lock_guard guard(c.mutex);
-    if (c.names.size() >= max_names) c.names.clear();
-    c.names.emplace(address, name);
+    std::unique_lock lock(c.mutex, std::try_to_lock);
+    if (lock.owns_lock()) {
+        if (c.names.size() >= max_names) c.names.clear();
+        c.names.emplace(address, name);
+    }
     return name;
 }
 
