@@ -516,23 +516,20 @@ bool serve_loop::answer(connection& c) {
 }
 
 void serve_loop::hand_back(connection& c) noexcept {
-    auto key = reinterpret_cast<void*>(c.key);
-    int fd = c.socket();
-    {
-        std::lock_guard guard(mutex_);
-        c.deadline = clock::now() + limits_.idle_timeout;
-        armed_.emplace(c.key, &c);
-    }
+    std::unique_lock lock(mutex_);
+    c.deadline = clock::now() + limits_.idle_timeout;
+    armed_.emplace(c.key, &c);
     try {
-        // From here on another worker (or the loop, to close it) may own it:
-        // touch nothing after this.
-        sys::epoll_modify(work_epoll_.get(), fd, sys::ready_in | sys::ready_oneshot, key);
+        // Re-armed under the lock: the worker that takes it next, under the
+        // lock too, comes after this in every thread's view (ThreadSanitizer
+        // does not count a re-arm as ordering the fd's later close). From
+        // here on another worker (or the loop, to close it) may own it.
+        sys::epoll_modify(work_epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot,
+                          reinterpret_cast<void*>(c.key));
     } catch (...) {
-        std::unique_lock lock(mutex_);
-        if (armed_.erase(c.key)) {
-            lock.unlock();
-            close_from_worker(c);
-        }
+        armed_.erase(c.key);
+        lock.unlock();
+        close_from_worker(c);
     }
 }
 
