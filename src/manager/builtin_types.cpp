@@ -31,7 +31,6 @@ bool wait_until_ready(std::unique_lock<std::mutex>& lock, std::condition_variabl
     if (timeout_ns == 0) return false;
     std::optional<clock::time_point> deadline;
     if (timeout_ns > 0) deadline = clock::now() + std::chrono::nanoseconds(timeout_ns);
-    if (ctx && ctx->observer) ctx->observer->about_to_wait();
     for (;;) {
         auto until = clock::now() + wait_slice;
         if (deadline && *deadline < until) until = *deadline;

@@ -9,31 +9,6 @@
 
 namespace mp::detail::mgr {
 
-namespace {
-
-/// How long a look at the machine's load stays good. Trade-off: shorter
-/// follows load changes sooner, at one /proc read per period per process.
-constexpr auto load_check_period = std::chrono::milliseconds(5);
-
-std::int64_t ticks(clock::time_point t) { return t.time_since_epoch().count(); }
-
-}  // namespace
-
-bool cores_to_spare() noexcept {
-    // Looked at once per period per process: a spinner then costs nothing
-    // more than the clock read it makes anyway.
-    static std::atomic<std::int64_t> next_check{0};
-    static std::atomic<bool> spare{true};
-    auto now = clock::now();
-    std::int64_t due = next_check.load(std::memory_order_relaxed);
-    if (ticks(now) >= due &&
-        next_check.compare_exchange_strong(due, ticks(now + load_check_period), std::memory_order_relaxed)) {
-        int runnable = sys::runnable_thread_count();
-        spare.store(runnable < 0 || runnable <= sys::usable_cpu_count(), std::memory_order_relaxed);
-    }
-    return spare.load(std::memory_order_relaxed);
-}
-
 channel::channel(unique_fd fd, std::size_t initial_buffer)
     : fd_(std::move(fd)), buf_(initial_buffer), initial_buffer_(initial_buffer) {}
 
@@ -92,7 +67,7 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
         begin_ = 0;
     }
     if (buf_.size() < n) buf_.resize(n);
-    bool spinning = spin > clock::duration::zero() && cores_to_spare() && (!history || history->should_spin());
+    bool spinning = spin > clock::duration::zero() && (!history || history->should_spin());
     sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(spin));  // reported to `history` here
     bool spun = false;
     while (end_ < n) {
@@ -202,8 +177,10 @@ std::optional<std::span<const std::byte>> channel::buffered_frame(std::size_t ma
     return frame_in_buffer(max_body);
 }
 
+bool channel::wait_for_bytes(std::size_t max_body) { return read_once(max_body, true); }
+
 bool channel::spin_for_bytes(std::size_t max_body, clock::duration budget, sys::spin_history& history) {
-    if (!cores_to_spare() || !history.should_spin()) return false;
+    if (!history.should_spin()) return false;
     sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(budget));
     for (bool spun = false;; spun = true) {
         if (read_once(max_body, false)) {

@@ -11,7 +11,6 @@
 // oversized length leaves the stream unusable: the caller closes it.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -35,13 +34,6 @@ inline constexpr std::size_t header_size = 8;
 /// costs throughput with many clients. So a reader spins only as its
 /// sys::spin_history allows: a wait that spins in vain turns spinning off for
 /// a growing number of waits, one that succeeds turns it back on.
-/// Whether the machine has a core for a spinner: no more threads are
-/// runnable than there are cores (the spinner and the peer it waits for
-/// included). With more, spinning takes the core from the very peer (or
-/// another client) that would end the wait. Checked every few
-/// milliseconds; every spinning reader here asks it first.
-bool cores_to_spare() noexcept;
-
 /// Thrown when a frame header is bad (magic, length over the limit): the
 /// stream cannot be resynchronised.
 class frame_error : public serialization_error {
@@ -83,6 +75,10 @@ public:
     /// poll_frame() without reading the socket: a frame already buffered
     /// (one the peer sent right behind the last).
     std::optional<std::span<const std::byte>> buffered_frame(std::size_t max_body);
+    /// One blocking read of what arrives next (the socket's receive timeout
+    /// bounds the wait, see sys::set_receive_timeout): false if nothing came
+    /// in time. Throws as receive() does. Then try buffered_frame().
+    bool wait_for_bytes(std::size_t max_body);
     /// Reads without sleeping for at most `budget`, if `history` says
     /// spinning pays off here: true if bytes arrived (then try
     /// buffered_frame()), false if the caller should block. Throws as

@@ -1,14 +1,11 @@
 // The manager server's event loop and worker set (see serve_loop.hpp).
 //
-// Ownership of a connection: while it waits for authentication the loop owns
-// it. Once authenticated it lives in authenticated_ and, while it waits for
-// a request, is armed (one-shot) in the workers' epoll set under a key
-// listed in armed_. A worker that takes a report claims the connection by
-// removing its key from armed_ (under mutex_); from then on it alone owns
-// it until it re-arms it (hand_back) or closes it. The loop closes an idle
-// connection only by claiming it the same way, so a report naming a key no
-// longer in armed_ is stale and ignored, and no thread touches a connection
-// another one owns.
+// Ownership of a connection: while it waits for authentication, or waits for
+// a request while armed in epoll (one-shot), the loop owns it. Once a whole
+// request has arrived it is `busy`: epoll has disarmed it, and exactly one
+// worker owns it until that worker re-arms it (hand_back) or closes it. So no
+// epoll report can name a connection a worker is using, and a worker can
+// free its connection without telling the loop.
 #include "manager/serve_loop.hpp"
 
 #include <algorithm>
@@ -29,21 +26,21 @@ namespace {
 
 std::atomic<int> thread_failures_to_inject{0};
 
-/// How long a worker reads a connection without sleeping, after a reply,
-/// before it re-arms it and takes another (when the connection's history
-/// says that pays off, see channel.hpp, and another worker is idle, so that
-/// no ready connection waits for the spin). Trade-off: a client calling back
-/// to back is served without a wake-up; a client that pauses costs this much
-/// CPU per call, until its history turns spinning off.
+/// How long a worker stays with its connection after a reply, waiting for
+/// the next request. Trade-off: longer keeps a busy client's calls at one
+/// wake-up each; shorter hands idle connections back to the loop sooner
+/// (a lingering worker lets go at once when others wait for a worker).
+constexpr auto linger_time = std::chrono::milliseconds(200);
+/// How often a lingering worker wakes to check whether others want a
+/// worker. Trade-off: shorter lets go sooner when every worker is taken,
+/// longer costs fewer wake-ups of idle lingering workers.
+constexpr auto linger_slice = std::chrono::milliseconds(10);
+/// How long a lingering worker reads without sleeping before it blocks for
+/// the next request (when the connection's history says that pays off, see
+/// channel.hpp). Trade-off: a client calling back to back is served without
+/// a wake-up; a client that pauses costs this much CPU per call, until its
+/// history turns spinning off.
 constexpr auto request_spin = std::chrono::microseconds(20);
-/// Requests served from one connection before its worker stops waiting for
-/// more there and takes the next ready connection (a client calling back to
-/// back cannot keep a worker to itself).
-constexpr int requests_per_turn = 32;
-/// How long every worker may be busy without one finishing a call before
-/// another worker is made (a slow method, a call waiting in a registered
-/// type), and how often the loop checks while all are busy.
-constexpr auto stall_time = std::chrono::milliseconds(10);
 /// How long accepting pauses when the process is out of fds and no
 /// unauthenticated connection can be dropped to make room.
 constexpr auto accept_backoff = std::chrono::milliseconds(100);
@@ -63,11 +60,7 @@ constexpr std::size_t initial_receive_buffer = 4096;
 /// The largest reply buffer an idle connection keeps for its next reply.
 constexpr std::size_t max_kept_reply_buffer = 64 * 1024;
 
-char listener_tag, wake_tag, nudge_tag;
-
-std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now().time_since_epoch()).count();
-}
+char listener_tag, wake_tag;
 
 int ms_until(clock::time_point t) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(t - clock::now()).count();
@@ -100,7 +93,7 @@ struct serve_loop::connection {
     std::span<const std::byte> request;           // the complete request a worker serves
     std::vector<std::byte> reply_buffer;          // reused between replies
     sys::spin_history spin;                       // do requests come while its worker spins?
-    std::uintptr_t key = 0;                       // its name in the workers' epoll set and armed_
+    bool busy = false;                            // guarded by mutex_: a worker owns it
     bool closed = false;                          // loop-only: freed after this round
 
     [[nodiscard]] int socket() const noexcept { return ch ? ch->fd() : fd.get(); }
@@ -112,12 +105,9 @@ serve_loop::serve_loop(unique_fd listener, const std::string& key, serve_limits 
       limits_(limits),
       handler_(handler),
       epoll_(sys::epoll_open()),
-      work_epoll_(sys::epoll_open()),
-      wake_(sys::flag_open()),
-      nudge_(sys::flag_open()) {
+      wake_(sys::flag_open()) {
     if (limits_.max_pending == 0) limits_.max_pending = 1;
     if (limits_.max_workers == 0) limits_.max_workers = 1;
-    eager_workers_ = std::min(limits_.max_workers, static_cast<std::size_t>(sys::usable_cpu_count()));
     pending_cap_ = limits_.max_pending;
     // Clients reuse a pooled connection used within the last second without
     // checking it (see client.cpp): never close one as idle that soon.
@@ -125,10 +115,6 @@ serve_loop::serve_loop(unique_fd listener, const std::string& key, serve_limits 
     sys::set_nonblocking(listener_.get(), true);
     sys::epoll_add(epoll_.get(), listener_.get(), sys::ready_in, &listener_tag);
     sys::epoll_add(epoll_.get(), wake_.get(), sys::ready_in, &wake_tag);
-    sys::epoll_add(epoll_.get(), nudge_.get(), sys::ready_in, &nudge_tag);
-    // Level-triggered and never cleared once raised: every worker sees it.
-    sys::epoll_add(work_epoll_.get(), wake_.get(), sys::ready_in, nullptr);
-    note_progress();
 }
 
 serve_loop::~serve_loop() { finish(); }
@@ -136,6 +122,11 @@ serve_loop::~serve_loop() { finish(); }
 void serve_loop::stop() noexcept {
     stopping_ = true;
     sys::raise_flag(wake_.get());
+    try {
+        std::lock_guard guard(mutex_);  // no worker can miss the notification between its check and its wait
+        work_ready_.notify_all();
+    } catch (...) {
+    }
 }
 
 serve_loop::counts serve_loop::current_counts() {
@@ -159,21 +150,23 @@ void serve_loop::run() {
             void* data = events[i].data;
             try {
                 if (data == &wake_tag) {
-                    // Raised only by stop(): stays raised for the workers.
-                } else if (data == &nudge_tag) {
-                    sys::clear_flag(nudge_.get());  // next_timeout() now watches the workers
+                    sys::clear_flag(wake_.get());
                 } else if (data == &listener_tag) {
                     on_listener();
                 } else {
                     auto& c = *static_cast<connection*>(data);
-                    if (!c.closed) on_pending(c);
+                    if (c.closed) continue;
+                    if (c.handshake)
+                        on_pending(c);
+                    else
+                        on_authenticated(c);
                 }
             } catch (...) {
                 // One connection's trouble (or a shortage) never ends the loop.
                 if (data == &listener_tag) {
                     sys::epoll_remove(epoll_.get(), listener_.get());
                     listener_paused_until_ = clock::now() + accept_backoff;
-                } else if (data != &wake_tag && data != &nudge_tag) {
+                } else if (data != &wake_tag) {
                     close_in_loop(*static_cast<connection*>(data));
                 }
             }
@@ -195,14 +188,8 @@ int serve_loop::next_timeout() {
     {
         std::lock_guard guard(mutex_);
         if (!authenticated_.empty()) consider(next_idle_sweep_);
-        // Connections with no worker (one could not be made): retry soon.
-        if (!authenticated_.empty() && workers_.empty()) consider(clock::now() + std::chrono::milliseconds(50));
-        // Every worker busy: check soon that one of them makes progress.
-        bool watching = idle_workers_ == 0 && !workers_.empty() && workers_.size() < limits_.max_workers;
-        if (watching) consider(clock::now() + stall_time);
-        // Sleeping longer than a stall: a worker that finds all busy nudges
-        // us (set under the lock take() reads it under, so no nudge is lost).
-        loop_dozing_ = !watching;
+        // Requests queued with no worker (one could not be created): retry soon.
+        if (!jobs_.empty() && idle_workers_ == 0) consider(clock::now() + std::chrono::milliseconds(50));
     }
     return next ? ms_until(*next) : -1;
 }
@@ -276,51 +263,71 @@ void serve_loop::on_pending(connection& c) {
 
 void serve_loop::promote(connection& c) {
     c.handshake.reset();
+    sys::set_receive_timeout(c.fd.get(), linger_slice);
     c.ch = std::make_unique<channel>(std::move(c.fd), initial_receive_buffer);
     c.deadline = clock::now() + limits_.idle_timeout;
-    sys::epoll_remove(epoll_.get(), c.socket());
-    std::unique_lock lock(mutex_);
-    authenticated_.splice(authenticated_.end(), pending_, c.where);
-    c.key = next_key_++;
-    armed_.emplace(c.key, &c);
-    if (workers_.empty()) add_worker(lock);
-    // Armed level-style, so a request that came with the handshake's last
-    // frame is reported at once. From here on the workers own it.
-    try {
-        sys::epoll_add(work_epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot,
-                       reinterpret_cast<void*>(c.key));
-    } catch (...) {
-        armed_.erase(c.key);
-        auto gone = std::move(*c.where);
-        authenticated_.erase(c.where);
-        lock.unlock();
-        gone.reset();
+    {
+        std::lock_guard guard(mutex_);
+        authenticated_.splice(authenticated_.end(), pending_, c.where);
     }
+    // One-shot from now on: a report hands the connection to one worker.
+    // Armed level-style, so a request that came with the handshake's last
+    // frame is reported at once.
+    sys::epoll_modify(epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot, &c);
 }
 
-void serve_loop::add_worker(std::unique_lock<std::mutex>&) noexcept {
-    // Stopping: finish() joins the workers it has taken from workers_.
-    if (workers_.size() >= limits_.max_workers || stopping_) return;
+void serve_loop::on_authenticated(connection& c) {
+    std::optional<std::span<const std::byte>> request;
     try {
-        if (thread_failures_to_inject > 0) {
-            --thread_failures_to_inject;
-            throw std::system_error(EAGAIN, std::generic_category(), "thread creation failure injected by a test");
-        }
-        workers_.emplace_back([this] { worker_main(); });
-        ++idle_workers_;  // it counts as idle until it takes a connection
-    } catch (...) {
-        // No thread now: the connections wait for a worker that is running,
-        // or one made on the loop's next try (see next_timeout).
+        request = c.ch->poll_frame(limits_.max_message);
+    } catch (const frame_error&) {
+        reply_error_nowait(*c.ch);
+        close_in_loop(c);
+        return;
     }
+    if (!request) {
+        // Part of a request: keep it, wait for the rest.
+        c.deadline = clock::now() + limits_.idle_timeout;
+        sys::epoll_modify(epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot, &c);
+        return;
+    }
+    c.request = *request;
+    dispatch(c);
+}
+
+void serve_loop::dispatch(connection& c) {
+    std::unique_lock lock(mutex_);
+    c.busy = true;
+    jobs_.push_back(&c);
+    add_workers(lock);
+    work_ready_.notify_one();
+}
+
+void serve_loop::add_workers(std::unique_lock<std::mutex>&) noexcept {
+    while (idle_workers_ < jobs_.size() && workers_.size() < limits_.max_workers) {
+        try {
+            if (thread_failures_to_inject > 0) {
+                --thread_failures_to_inject;
+                throw std::system_error(EAGAIN, std::generic_category(), "thread creation failure injected by a test");
+            }
+            workers_.emplace_back([this] { worker_main(); });
+            ++idle_workers_;  // it counts as idle until it takes a job
+        } catch (...) {
+            // No thread now: the request waits for a worker that is running
+            // (or one made on the next try, see next_timeout).
+            break;
+        }
+    }
+    // Every worker is busy and no more may be made: lingering ones let go of
+    // their connections (within a linger slice) and come for the queue.
+    if (idle_workers_ < jobs_.size()) workers_wanted_ = true;
 }
 
 void serve_loop::close_in_loop(connection& c) noexcept {
-    // A connection still authenticating, or an idle one the loop claimed.
     if (c.closed) return;
     c.closed = true;
-    bool authenticated = c.ch != nullptr;
-    sys::epoll_remove(authenticated ? work_epoll_.get() : epoll_.get(), c.socket());
-    auto& list = authenticated ? authenticated_ : pending_;
+    sys::epoll_remove(epoll_.get(), c.socket());
+    auto& list = c.ch ? authenticated_ : pending_;
     // The socket goes now (a newcomer may be waiting for its fd); the object
     // after this round, whose later reports may still name it.
     c.ch.reset();
@@ -344,22 +351,14 @@ void serve_loop::sweep() {
     std::vector<connection*> expired;
     {
         std::unique_lock lock(mutex_);
-        if (!authenticated_.empty() && workers_.empty()) add_worker(lock);
-        // Every worker held past a stall (slow calls, calls that wait): one
-        // more serves the connections that are ready meanwhile.
-        auto since = std::chrono::nanoseconds(now_ns() - last_progress_.load(std::memory_order_relaxed));
-        if (idle_workers_ == 0 && !workers_.empty() && since >= stall_time) {
-            add_worker(lock);
-            note_progress();  // the next one only after another stall
-        }
+        if (!jobs_.empty()) add_workers(lock);
         if (now >= next_idle_sweep_) {
             next_idle_sweep_ = now + idle_sweep_interval;
             // Fds may have come back since the cap was lowered: try a few more
             // (the next EMFILE lowers it again).
             pending_cap_ = std::min(limits_.max_pending, pending_cap_ + fd_headroom);
-            // Claimed here, as a worker claims a connection it serves.
             for (auto& c : authenticated_)
-                if (c->deadline <= now && armed_.erase(c->key)) expired.push_back(c.get());
+                if (!c->busy && c->deadline <= now) expired.push_back(c.get());
         }
     }
     for (auto* c : expired) close_in_loop(*c);
@@ -379,7 +378,7 @@ void serve_loop::finish() noexcept {
     for (auto& t : workers)
         if (t.joinable()) t.join();
     std::lock_guard guard(mutex_);
-    armed_.clear();
+    jobs_.clear();
     closed_this_round_.clear();
     pending_.clear();
     authenticated_.clear();
@@ -387,91 +386,39 @@ void serve_loop::finish() noexcept {
 
 // ---- the workers ------------------------------------------------------------------
 
-void serve_loop::note_progress() noexcept { last_progress_.store(now_ns(), std::memory_order_relaxed); }
-
 void serve_loop::worker_main() noexcept {
-    std::array<sys::ready_event, 1> event;
-    while (!stopping_) {
-        std::size_t n = 0;
-        try {
-            n = sys::epoll_ready(work_epoll_.get(), event, -1);
-        } catch (...) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));  // a bad argument: pause rather than spin
-        }
-        if (n == 0 || event[0].data == nullptr) continue;  // EINTR, or stop(): checked above
-        connection* c = take(event[0].data);
-        if (!c) continue;
+    std::unique_lock lock(mutex_);
+    for (;;) {
+        work_ready_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (stopping_) return;  // queued connections are closed by finish()
+        connection* c = jobs_.front();
+        jobs_.pop_front();
+        --idle_workers_;
+        if (jobs_.size() <= idle_workers_) workers_wanted_ = false;
+        lock.unlock();
         serve(*c);
-        note_progress();
-        std::lock_guard guard(mutex_);
+        lock.lock();
         ++idle_workers_;
     }
 }
 
-serve_loop::connection* serve_loop::take(void* key) {
-    std::unique_lock lock(mutex_);
-    auto it = armed_.find(reinterpret_cast<std::uintptr_t>(key));
-    if (it == armed_.end()) return nullptr;  // the loop closed it as idle meanwhile
-    connection* c = it->second;
-    armed_.erase(it);
-    --idle_workers_;
-    if (idle_workers_ == 0) {
-        // Up to one worker per core as soon as all are busy; beyond that the
-        // loop adds one if all stay busy past a stall, so wake it if it dozes.
-        if (workers_.size() < eager_workers_)
-            add_worker(lock);
-        else if (workers_.size() < limits_.max_workers && loop_dozing_.exchange(false))
-            sys::raise_flag(nudge_.get());
-    }
-    return c;
-}
-
-void serve_loop::about_to_wait() noexcept {
-    // A call is about to sleep in the server holding this worker: another
-    // one serves the ready connections meanwhile.
-    std::unique_lock lock(mutex_);
-    if (idle_workers_ == 0) add_worker(lock);
-}
-
 void serve_loop::serve(connection& c) noexcept {
     try {
-        for (int served = 0;; ++served) {
-            // Requests already read are served whatever the count: epoll
-            // would not report them after a re-arm.
-            auto request = next_request(c, served == 0, served < requests_per_turn);
-            if (!request) break;
-            c.request = *request;
-            if (!answer(c)) {
-                close_from_worker(c);  // the client left during a call that waited
+        for (;;) {
+            if (!answer(c)) break;
+            auto next = linger(c);
+            if (!next) {
+                hand_back(c);
                 return;
             }
+            c.request = *next;
         }
-        hand_back(c);
-        return;
     } catch (const frame_error&) {
         reply_error_nowait(*c.ch);
     } catch (...) {
         // The client left, or its socket failed: only this connection ends.
     }
     close_from_worker(c);
-}
-
-std::optional<std::span<const std::byte>> serve_loop::next_request(connection& c, bool first, bool may_spin) {
-    // On a report, what has arrived. After a reply, a request already read
-    // with the last one; else, rather than a read that mostly finds nothing,
-    // the connection is re-armed, and epoll reports it at once if the next
-    // request came meanwhile.
-    if (first) return c.ch->poll_frame(limits_.max_message);
-    if (auto request = c.ch->buffered_frame(limits_.max_message)) return request;
-    if (!may_spin || stopping_ || !cores_to_spare()) return std::nullopt;
-    {
-        // Spin only while another worker is idle: with all busy, a spinner
-        // delays the connections that are ready.
-        std::lock_guard guard(mutex_);
-        if (idle_workers_ == 0) return std::nullopt;
-    }
-    if (c.ch->spin_for_bytes(limits_.max_message, request_spin, c.spin)) return c.ch->buffered_frame(limits_.max_message);
-    return std::nullopt;
 }
 
 bool reply_to(request_handler& handler, std::span<const std::byte> request, const wait_context& ctx,
@@ -504,7 +451,7 @@ bool reply_to(request_handler& handler, std::span<const std::byte> request, cons
 bool serve_loop::answer(connection& c) {
     bool stop_after = false;
     std::optional<output_archive> out;
-    if (!reply_to(handler_, c.request, wait_context{c.ch->fd(), &stopping_, this}, limits_.max_message,
+    if (!reply_to(handler_, c.request, wait_context{c.ch->fd(), &stopping_}, limits_.max_message,
                   std::move(c.reply_buffer), out, stop_after))
         return false;
     // A client that does not read its reply is given the idle timeout.
@@ -515,33 +462,40 @@ bool serve_loop::answer(connection& c) {
     return true;
 }
 
+std::optional<std::span<const std::byte>> serve_loop::linger(connection& c) {
+    // A blocking read, woken by the next request (one system call, as with
+    // a thread per connection) or by the socket's receive timeout every
+    // linger_slice, to let go when others want a worker or time is up.
+    auto until = clock::now() + linger_time;
+    bool spin = true;  // once per wait, before the first blocking read
+    for (;;) {
+        // Also a request that came in one read with the last one.
+        if (auto next = c.ch->buffered_frame(limits_.max_message)) return next;
+        if (stopping_ || workers_wanted_) return std::nullopt;
+        if (std::exchange(spin, false) && c.ch->spin_for_bytes(limits_.max_message, request_spin, c.spin)) continue;
+        if (!c.ch->wait_for_bytes(limits_.max_message) && clock::now() >= until) return std::nullopt;
+    }
+}
+
 void serve_loop::hand_back(connection& c) noexcept {
-    std::unique_lock lock(mutex_);
-    c.deadline = clock::now() + limits_.idle_timeout;
-    armed_.emplace(c.key, &c);
+    {
+        std::lock_guard guard(mutex_);
+        c.busy = false;
+        c.deadline = clock::now() + limits_.idle_timeout;
+    }
     try {
-        // Re-armed under the lock: the worker that takes it next, under the
-        // lock too, comes after this in every thread's view (ThreadSanitizer
-        // does not count a re-arm as ordering the fd's later close). From
-        // here on another worker (or the loop, to close it) may own it.
-        sys::epoll_modify(work_epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot,
-                          reinterpret_cast<void*>(c.key));
+        // From here on the loop owns it again: touch nothing after this.
+        sys::epoll_modify(epoll_.get(), c.socket(), sys::ready_in | sys::ready_oneshot, &c);
     } catch (...) {
-        armed_.erase(c.key);
-        lock.unlock();
         close_from_worker(c);
     }
 }
 
 void serve_loop::close_from_worker(connection& c) noexcept {
-    sys::epoll_remove(work_epoll_.get(), c.socket());
     std::unique_ptr<connection> gone;
-    {
-        std::lock_guard guard(mutex_);
-        gone = std::move(*c.where);
-        authenticated_.erase(c.where);
-    }
-    gone.reset();  // closes the socket, outside the lock
+    std::lock_guard guard(mutex_);
+    gone = std::move(*c.where);
+    authenticated_.erase(c.where);
 }
 
 }  // namespace mp::detail::mgr

@@ -14,16 +14,10 @@
 //   and its receive buffer (4 KiB; grown for a large request, up to
 //   max_message, and shrunk after it), and is closed after `idle_timeout`
 //   of silence;
-// - at most `max_workers` threads run requests. The workers wait on an epoll
-//   set of their own holding every authenticated connection that waits for
-//   a request (one-shot: a report hands a connection to one worker). A
-//   worker serves the requests its connection has ready, then re-arms it and
-//   takes the next ready connection, without sleeping while any is ready: on
-//   a busy server one wake-up serves many calls, and a call costs no
-//   hand-over between threads. As many workers as cores are made as
-//   requests come; more only when all of them are held (a call that waits
-//   in the server, a slow method), so that a ready connection never waits
-//   for a call that waits;
+// - at most `max_workers` threads run requests. A worker stays with its
+//   connection between requests for a moment (so back-to-back calls cost one
+//   wake-up, as with a thread per connection), and gives it back to the loop
+//   within a few milliseconds when other requests wait for a worker;
 // - running out of fds (EMFILE/ENFILE) drops the oldest unauthenticated
 //   connections (a few more than needed, so that the rest of the process
 //   keeps some fds, and fewer wait from then on) or, with none waiting,
@@ -34,7 +28,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -42,7 +38,6 @@
 #include <span>
 #include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "manager/channel.hpp"
@@ -51,25 +46,11 @@
 
 namespace mp::detail::mgr {
 
-class wait_observer;
-
 /// What a call that waits in the server (a lock's acquire, a queue's get)
 /// watches: its client's socket and the server's stopping flag.
 struct wait_context {
     int fd;
     const std::atomic<bool>* stopping;
-    /// Told before the call first sleeps (so that the server can let another
-    /// thread serve meanwhile); may be null.
-    wait_observer* observer = nullptr;
-};
-
-/// Told by a call before it first sleeps in the server.
-class wait_observer {
-public:
-    virtual void about_to_wait() noexcept = 0;
-
-protected:
-    ~wait_observer() = default;
 };
 
 /// Thrown by a waiting call when its client hung up: no reply is sent.
@@ -107,7 +88,7 @@ bool reply_to(request_handler& handler, std::span<const std::byte> request, cons
 /// had no threads left (std::system_error, EAGAIN).
 void inject_thread_creation_failures(int n) noexcept;
 
-class serve_loop final : wait_observer {
+class serve_loop {
 public:
     /// `listener`: a listening socket (made non-blocking here). `key` must
     /// outlive the loop.
@@ -140,35 +121,30 @@ private:
     void on_pending(connection& c);
     bool flush_handshake(connection& c);
     void promote(connection& c);
+    void on_authenticated(connection& c);
     void close_in_loop(connection& c) noexcept;
     void sweep();
     int next_timeout();
-    void add_worker(std::unique_lock<std::mutex>& lock) noexcept;
+    void dispatch(connection& c);
+    void add_workers(std::unique_lock<std::mutex>& lock) noexcept;
     void finish() noexcept;
 
     // The workers' side.
     void worker_main() noexcept;
-    connection* take(void* key);
     void serve(connection& c) noexcept;
     bool answer(connection& c);
-    std::optional<std::span<const std::byte>> next_request(connection& c, bool first, bool may_spin);
+    std::optional<std::span<const std::byte>> linger(connection& c);
     void hand_back(connection& c) noexcept;
     void close_from_worker(connection& c) noexcept;
-    void about_to_wait() noexcept override;
-    void note_progress() noexcept;
 
     unique_fd listener_;
     const std::string& key_;
     serve_limits limits_;
     request_handler& handler_;
-    std::size_t eager_workers_;  // made as soon as requests find every worker busy: one per core
-    unique_fd epoll_;            // the loop's: the listener, connections authenticating
-    unique_fd work_epoll_;       // the workers': authenticated connections waiting for a request
-    unique_fd wake_;             // raised by stop(): wakes the loop and every worker
-    unique_fd nudge_;            // raised by a worker: the loop should watch the workers closely
+    unique_fd epoll_;
+    unique_fd wake_;  // raised by stop(): wakes the loop
     std::atomic<bool> stopping_{false};
-    std::atomic<bool> loop_dozing_{false};  // the loop sleeps long: a worker nudges it when all are busy
-    std::atomic<std::int64_t> last_progress_{0};  // when a worker last finished a call or went idle (ns)
+    std::atomic<bool> workers_wanted_{false};  // requests wait for a worker: lingering ones let go
 
     // Loop-only state (pending_ changes under mutex_ too, for current_counts()).
     connection_list pending_;  // oldest first (so also by handshake deadline)
@@ -178,11 +154,11 @@ private:
     clock::time_point next_idle_sweep_{};
 
     std::mutex mutex_;
-    connection_list authenticated_;                           // guarded by mutex_
-    std::unordered_map<std::uintptr_t, connection*> armed_;  // guarded by mutex_: by key, those in work_epoll_
-    std::uintptr_t next_key_ = 1;                             // guarded by mutex_
-    std::vector<std::thread> workers_;                        // guarded by mutex_
-    std::size_t idle_workers_ = 0;                            // guarded by mutex_: waiting on work_epoll_
+    std::condition_variable work_ready_;
+    connection_list authenticated_;     // guarded by mutex_
+    std::deque<connection*> jobs_;      // guarded by mutex_: connections with a complete request
+    std::vector<std::thread> workers_;  // guarded by mutex_
+    std::size_t idle_workers_ = 0;      // guarded by mutex_
 };
 
 }  // namespace mp::detail::mgr

@@ -122,24 +122,6 @@ int usable_cpu_count() noexcept {
     return 1;
 }
 
-int runnable_thread_count() noexcept {
-    // "0.52 0.58 0.59 3/467 12345": the fourth field is runnable/total.
-    int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char text[128];
-    ssize_t n = ::read(fd, text, sizeof text - 1);
-    ::close(fd);
-    if (n <= 0) return -1;
-    text[n] = '\0';
-    const char* field = text;
-    for (int spaces = 0; spaces < 3; ++spaces) {
-        field = std::strchr(field, ' ');
-        if (!field) return -1;
-        ++field;
-    }
-    return std::atoi(field);
-}
-
 int thread_count() {
     int fd = ::open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 1;

@@ -57,10 +57,6 @@ int current_pid() noexcept;
 int current_tid() noexcept;
 /// CPUs this process may run on (its affinity mask), at least 1.
 int usable_cpu_count() noexcept;
-/// Threads runnable on the whole machine at this moment, the caller
-/// included (the kernel's count in /proc/loadavg); -1 if unknown. One open
-/// and read: for decisions taken now and then, not per operation.
-int runnable_thread_count() noexcept;
 /// Names the calling thread (what ps and a debugger show); cut to the
 /// kernel's 15 characters. Best effort.
 void set_thread_name(const std::string& name) noexcept;
