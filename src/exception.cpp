@@ -144,7 +144,7 @@ private:
 };
 
 std::string current_trace() {
-    static symbol_cache cache;
+    static symbol_cache& cache = *new symbol_cache;  // never destroyed: a thread may throw during exit
     void* frames[32];
     int n = ::backtrace(frames, 32);
     std::string trace;

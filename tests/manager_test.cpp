@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstring>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -304,6 +305,55 @@ TEST(manager, a_blocking_call_does_not_hold_up_other_threads) {
     lk.unlock();
     EXPECT_TRUE(e.wait(30s));
     waiter.join();
+}
+
+// In the server process: callers of Gate::pass wait in the method itself
+// (not in a shared type's wait, which the server sees coming) until a call
+// of Gate::open.
+std::mutex gate_mutex;
+std::condition_variable gate_opened;
+bool gate_open = false;
+std::atomic<int> inside_pass{0};
+
+struct Gate {
+    bool pass() {
+        ++inside_pass;
+        std::unique_lock lock(gate_mutex);
+        // The limit only ends a failed run: the open() call never came.
+        return gate_opened.wait_for(lock, 60s, [] { return gate_open; });
+    }
+    void open() {
+        {
+            std::lock_guard guard(gate_mutex);
+            gate_open = true;
+        }
+        gate_opened.notify_all();
+    }
+    [[nodiscard]] int callers_inside() const { return inside_pass.load(); }
+};
+
+TEST(manager, methods_that_hold_every_worker_do_not_hold_up_other_calls) {
+    // The server makes a worker per core as calls come, and more only when
+    // those are all held: here by calls that wait inside a registered
+    // method, more of them than cores. The calls after them must still be
+    // served, or the gates never open (each gives up after 60 s and fails).
+    mp::base_manager m;
+    m.register_type<Gate>("Gate", mp::methods<&Gate::pass, &Gate::open, &Gate::callers_inside>);
+    m.start();
+    const int held = mp::cpu_count() + 2;
+    std::vector<mp::proxy<Gate>> gates;
+    for (int i = 0; i < held; ++i) gates.push_back(m.make<Gate>("Gate"));
+    auto other = m.make<Gate>("Gate");
+    std::atomic<int> passed{0};
+    std::vector<std::thread> callers;
+    for (auto& g : gates)
+        callers.emplace_back([&g, &passed] {
+            if (g.call<&Gate::pass>()) ++passed;
+        });
+    while (other.call<&Gate::callers_inside>() < held) std::this_thread::sleep_for(1ms);
+    other.call<&Gate::open>();
+    for (auto& t : callers) t.join();
+    EXPECT_EQ(passed.load(), held);
 }
 
 // ---- proxies in children, under every start method ------------------------------

@@ -74,6 +74,10 @@
 
 namespace mp {
 
+namespace detail::mgr {
+struct server_access;
+}
+
 /// A list of methods to register: mp::methods<&Foo::f, &Foo::g>.
 template <auto... Ms>
 struct method_list {
@@ -144,6 +148,7 @@ public:
     explicit manager_server(std::shared_ptr<impl> p) : p_(std::move(p)) {}
 
 private:
+    friend struct detail::mgr::server_access;  // the dispatcher's test hook (src/manager/server.hpp)
     std::shared_ptr<impl> p_;
 };
 

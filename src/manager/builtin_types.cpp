@@ -23,11 +23,14 @@ call_scope::~call_scope() { current_call = previous_; }
 
 bool wait_until_ready(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, std::int64_t timeout_ns,
                       const std::function<bool()>& ready) {
+    const wait_context* ctx = current_call;
+    // A client that hung up before its call was served takes nothing (an
+    // item, the lock) and waits for nothing: one poll per taking call.
+    if (ctx && sys::peer_closed(ctx->fd)) throw client_gone{};
     if (ready()) return true;
     if (timeout_ns == 0) return false;
     std::optional<clock::time_point> deadline;
     if (timeout_ns > 0) deadline = clock::now() + std::chrono::nanoseconds(timeout_ns);
-    const wait_context* ctx = current_call;
     for (;;) {
         auto until = clock::now() + wait_slice;
         if (deadline && *deadline < until) until = *deadline;

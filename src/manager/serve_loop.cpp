@@ -421,19 +421,19 @@ void serve_loop::serve(connection& c) noexcept {
     close_from_worker(c);
 }
 
-bool serve_loop::answer(connection& c) {
-    std::optional<output_archive> out;
-    out.emplace(std::move(c.reply_buffer));
+bool reply_to(request_handler& handler, std::span<const std::byte> request, const wait_context& ctx,
+              std::size_t max_message, std::vector<std::byte> buffer, std::optional<output_archive>& out,
+              bool& stop_after) {
+    out.emplace(std::move(buffer));
     channel::begin(*out);
     save_value(*out, static_cast<std::uint8_t>(status::ok));
-    bool stop_after = false;
     try {
-        input_archive in(c.request);
+        input_archive in(request);
         in.set_data_only();  // SPEC §8: a request never carries code
-        handler_.handle(in, *out, wait_context{c.ch->fd(), &stopping_}, stop_after);
-        if (out->size() - header_size > limits_.max_message)
+        handler.handle(in, *out, ctx, stop_after);
+        if (out->size() - header_size > max_message)
             throw value_error("mp: manager: the result is " + std::to_string(out->size()) +
-                              " bytes, more than max_message_size (" + std::to_string(limits_.max_message) +
+                              " bytes, more than max_message_size (" + std::to_string(max_message) +
                               "); raise the limit or return less per call");
     } catch (const client_gone&) {
         return false;
@@ -445,6 +445,15 @@ bool serve_loop::answer(connection& c) {
         save_value(*out, static_cast<std::uint8_t>(status::error));
         save_value(*out, record);
     }
+    return true;
+}
+
+bool serve_loop::answer(connection& c) {
+    bool stop_after = false;
+    std::optional<output_archive> out;
+    if (!reply_to(handler_, c.request, wait_context{c.ch->fd(), &stopping_}, limits_.max_message,
+                  std::move(c.reply_buffer), out, stop_after))
+        return false;
     // A client that does not read its reply is given the idle timeout.
     c.ch->send_until(*out, clock::now() + limits_.idle_timeout);
     c.reply_buffer = out->take_buffer();

@@ -34,6 +34,8 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -70,6 +72,17 @@ public:
     virtual ~request_handler() = default;
     virtual void handle(input_archive& in, output_archive& out, const wait_context& ctx, bool& stop_after) = 0;
 };
+
+/// What the server replies to one request (a frame's body, read whole):
+/// the whole reply frame in `out`, begun with channel::begin and written
+/// into `buffer`'s memory: status ok and the result, or status error and the
+/// exception record (a result over `max_message` is an error too). False
+/// when a call that waited found its client gone: no reply is due. Sets
+/// `stop_after` when the request asks the server to stop. The one path
+/// every request takes, in the server and in the dispatcher's fuzz target.
+bool reply_to(request_handler& handler, std::span<const std::byte> request, const wait_context& ctx,
+              std::size_t max_message, std::vector<std::byte> buffer, std::optional<output_archive>& out,
+              bool& stop_after);
 
 /// Test hook: the next `n` worker-thread creations fail as if the system
 /// had no threads left (std::system_error, EAGAIN).

@@ -227,3 +227,22 @@ void manager_server::impl::handle(input_archive& in, output_archive& out, const 
 }
 
 }  // namespace mp
+
+namespace mp::detail::mgr {
+
+test_reply serve_request_for_test(manager_server& server, std::span<const std::byte> request,
+                                  const wait_context& ctx) {
+    auto& impl = server_access::of(server);
+    test_reply r;
+    std::optional<output_archive> out;
+    if (reply_to(impl, request, ctx, static_cast<std::size_t>(impl.max_message()), {}, out, r.stop_requested)) {
+        // The bytes the serve loop would send, borrowed blocks included.
+        std::vector<std::byte> frame(out->size());
+        out->copy_to(frame.data());
+        r.body.emplace(frame.begin() + static_cast<std::ptrdiff_t>(header_size), frame.end());
+    }
+    return r;
+}
+
+}  // namespace mp::detail::mgr
+

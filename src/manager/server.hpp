@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -48,6 +50,7 @@ struct manager_server::impl final : detail::mgr::request_handler {
     ~impl() override;
 
     [[nodiscard]] const mp::address& bound() const noexcept { return bound_; }
+    [[nodiscard]] std::uint64_t max_message() const noexcept { return config_.max_message; }
     void serve_forever();
     void stop() noexcept;
 
@@ -74,3 +77,28 @@ private:
 };
 
 }  // namespace mp
+
+namespace mp::detail::mgr {
+
+/// What a server replies to one request, for a test.
+struct test_reply {
+    /// The reply's body (the status byte onward); nullopt if a call that
+    /// waited found its client gone (no reply is due).
+    std::optional<std::vector<std::byte>> body;
+    /// The request asked the server to stop (nothing was stopped).
+    bool stop_requested = false;
+};
+
+/// Test hook (tests/fuzz/manager_request_fuzz.cpp): serves one request body
+/// against `server`'s object table, through the path a request read from a
+/// connection takes (reply_to, manager_server::impl::handle), without a
+/// socket or a thread of the serve loop. A call that must wait watches
+/// `ctx.fd` for its client hanging up, as it watches the client's socket.
+test_reply serve_request_for_test(manager_server& server, std::span<const std::byte> request,
+                                  const wait_context& ctx);
+
+struct server_access {
+    static manager_server::impl& of(manager_server& s) noexcept { return *s.p_; }
+};
+
+}  // namespace mp::detail::mgr

@@ -1,25 +1,31 @@
-// fuzz_manager_request — the manager server's request dispatcher, over a
-// real authenticated connection to a server running in this process.
+// fuzz_manager_request — the manager server's request dispatcher, through
+// its test hook.
 //
-// Entry point: base_manager::get_server().serve_forever() (on a thread) is
-// the server; the target connects with mgr::channel, passes
-// mgr::authenticate_to_server and sends each fuzzed request as one frame
-// (protocol in src/manager/protocol.hpp). The server must answer every
-// request with a reply frame [u8 status][result | exception_record], or
-// close the connection after a bad frame; it must never crash, and a
-// correct client must still be served afterwards (checked after every input).
+// Entry point: mgr::serve_request_for_test (src/manager/server.hpp) on the
+// server of a base_manager (get_server(), never served): each fuzzed request
+// goes through mgr::reply_to and manager_server::impl::handle, the path a
+// request takes in the server once its frame has been read, against the
+// server's object table, with no socket round trip (the frame reader is the
+// manager_handshake and pipe_frame targets' concern). Every request must be
+// answered with [u8 status][result | exception_record]; nothing may crash,
+// leak or hang, and the server must still answer a correct request after
+// every input.
 //
-// Input: frames [u16 length][body], one request each. To reach objects, the
-// u64 object id of call/incref/decref is read as an index into the objects
-// this input created. A shutdown request is not sent (it would stop the
-// server every other input); a request that blocks (a lock acquired twice,
-// get on an empty queue) gets 20 ms, then the connection is dropped, as a
-// client that gives up would. Objects this input created are released after
-// it, so no state carries over to the next input but the connection, which
-// is kept while it works (a handshake per input would cost most of the time).
+// Input: frames [u16 length][body], one request each (protocol in
+// src/manager/protocol.hpp). To reach objects, the u64 object id of
+// call/incref/decref is read as an index into the objects this input
+// created. A call that would wait (a lock acquired twice, get on an empty
+// queue) watches a socket whose peer has hung up, so it ends at once as the
+// server ends it for a client that gave up, and the input ends there (the
+// server would drop that connection); so does a shutdown request (which
+// stops nothing here). Objects this input created are released after it, so
+// no state carries over to the next input.
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include "fuzz_support.hpp"
+#include "manager/server.hpp"
 #include "manager_support.hpp"
 
 namespace {
@@ -27,62 +33,61 @@ namespace {
 namespace mgr = mp::detail::mgr;
 using mp_fuzz::counter;
 
-constexpr auto reply_wait = std::chrono::milliseconds(20);
-// How long a request that must not block (a decref, a ping) may take on a
-// loaded machine before it counts as a hang.
-constexpr auto liveness_wait = std::chrono::seconds(30);
-constexpr std::size_t max_reply = std::size_t{64} << 20;
-
-struct reply {
-    bool arrived = false;
-    std::vector<std::byte> body;
-};
-
-reply round_trip(mgr::channel& ch, std::span<const std::byte> request,
-                 mgr::clock::duration wait = reply_wait) {
-    mp_fuzz::send_request(ch, request);
-    auto body = ch.receive(max_reply, mgr::clock::now() + wait, mgr::clock::duration::zero());
-    return {true, {body.begin(), body.end()}};
-}
-
-std::uint8_t status_of(const reply& r) {
-    if (r.body.empty()) mp_fuzz::fail("the server sent an empty reply");
-    auto s = static_cast<std::uint8_t>(r.body[0]);
+std::uint8_t status_of(const std::vector<std::byte>& body) {
+    if (body.empty()) mp_fuzz::fail("the server sent an empty reply");
+    auto s = static_cast<std::uint8_t>(body[0]);
     if (s > 1) mp_fuzz::fail("the server sent a reply with an unknown status");
     if (s == 1) {  // an error reply carries an exception record
-        mp::detail::input_archive in(std::span(r.body).subspan(1));
+        mp::detail::input_archive in(std::span(body).subspan(1));
         if (!mp_fuzz::decoded([&] { (void)mp::detail::load_value<mp::detail::exception_record>(in); }))
             mp_fuzz::fail("the server's error reply does not hold an exception record");
     }
     return s;
 }
 
-// The connection inputs are sent on; remade after the server closed it or a
-// request blocked.
-std::unique_ptr<mgr::channel> the_connection;
+/// The server whose dispatcher is fuzzed, and the socket its waiting calls
+/// watch: the peer is closed, as a client that gave up.
+struct dispatcher {
+    mp::base_manager manager{mp::manager_options{.authkey = mp_fuzz::authkey}};
+    mp::manager_server server = (mp_fuzz::register_fuzz_types(manager), manager.get_server());
+    mp::detail::unique_fd gone_client = mp::sys::socket_pair().first;  // the other end closed at once
+    std::atomic<bool> stopping{false};
 
-std::unique_ptr<mgr::channel>& connection() {
-    if (!the_connection) the_connection = mp_fuzz::connect_authenticated();
-    return the_connection;
-}
+    [[nodiscard]] mgr::wait_context context() const { return {gone_client.get(), &stopping}; }
 
-void release(const std::vector<std::uint64_t>& ids) {
-    if (ids.empty()) return;
-    auto& ch = connection();
-    for (auto id : ids) {
-        for (int i = 0; i < 300; ++i) {  // every incref of the input, then once more
-            auto req = mp_fuzz::encode(std::make_tuple(static_cast<std::uint8_t>(mgr::op::decref), id));
-            if (status_of(round_trip(*ch, req, liveness_wait)) != 0) break;
-        }
+    mgr::test_reply serve(std::span<const std::byte> request) {
+        return mgr::serve_request_for_test(server, request, context());
     }
+    /// A request that cannot wait: must be answered.
+    std::vector<std::byte> answer(std::span<const std::byte> request) {
+        auto r = serve(request);
+        if (!r.body) mp_fuzz::fail("a request that never waits got no reply");
+        return std::move(*r.body);
+    }
+};
+
+dispatcher* the_dispatcher = nullptr;
+
+// Objects this input created, with the references it holds on each: the
+// create's one, plus every incref answered ok, less every decref answered ok.
+using held_objects = std::vector<std::pair<std::uint64_t, std::int64_t>>;
+
+void count_reference(held_objects& held, std::uint64_t id, std::int64_t delta) {
+    for (auto& [object, refs] : held)
+        if (object == id) refs += delta;
 }
 
-// A correct client is still served: the server is alive and answers, on a
-// loaded machine too (a hang shows as the fuzzer's timeout).
-void check_server_serves() {
-    auto& ch = connection();
-    auto r = round_trip(*ch, mp_fuzz::encode(static_cast<std::uint8_t>(mgr::op::ping)), liveness_wait);
-    if (status_of(r) != 0) mp_fuzz::fail("the server refused a ping after the input");
+/// Drops the references the input still holds: each object must then be
+/// gone (a call on it refused), so the next input starts from an empty table.
+void release(const held_objects& held) {
+    for (auto [id, refs] : held) {
+        for (; refs > 0; --refs) {
+            auto req = mp_fuzz::encode(std::make_tuple(static_cast<std::uint8_t>(mgr::op::decref), id));
+            if (status_of(the_dispatcher->answer(req)) != 0) mp_fuzz::fail("a decref of a held reference was refused");
+        }
+        auto req = mp_fuzz::encode(std::make_tuple(static_cast<std::uint8_t>(mgr::op::decref), id));
+        if (status_of(the_dispatcher->answer(req)) == 0) mp_fuzz::fail("an object outlived every reference to it");
+    }
 }
 
 }  // namespace
@@ -90,58 +95,50 @@ void check_server_serves() {
 namespace mp_fuzz {
 
 void set_up() {
-    (void)mp_fuzz::the_server();
-    // Connect first: the handshake initialises OpenSSL, which registers its
-    // own clean-up at exit; ours, registered after, runs before it.
-    (void)connection();
-    std::atexit([] {
-        the_connection.reset();
-        mp_fuzz::the_server().stop();
-    });
+    the_dispatcher = new dispatcher;
+    // At exit the manager removes its socket directory.
+    std::atexit([] { delete the_dispatcher; });
 }
 
 }  // namespace mp_fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    std::vector<std::uint64_t> created;
-    {
-        auto& ch = connection();
-        std::size_t at = 0;
-        while (at + 2 <= size) {
-            std::size_t n = std::min<std::size_t>(data[at] | (data[at + 1] << 8), size - at - 2);
-            std::vector<std::byte> body(reinterpret_cast<const std::byte*>(data + at + 2),
-                                        reinterpret_cast<const std::byte*>(data + at + 2 + n));
-            at += 2 + n;
-            auto code = body.empty() ? 0 : static_cast<std::uint8_t>(body[0]);
-            if (code == static_cast<std::uint8_t>(mgr::op::shutdown)) continue;
-            bool names_object = code == static_cast<std::uint8_t>(mgr::op::call) ||
-                                code == static_cast<std::uint8_t>(mgr::op::incref) ||
-                                code == static_cast<std::uint8_t>(mgr::op::decref);
-            if (names_object && body.size() >= 9 && !created.empty()) {
-                std::uint64_t index;
-                std::memcpy(&index, body.data() + 1, 8);
-                std::memcpy(body.data() + 1, &created[index % created.size()], 8);
-            }
-            reply r;
-            try {
-                r = round_trip(*ch, body);
-            } catch (const mp::timeout_error&) {
-                ch.reset();  // a blocking call: give up on this connection
-                break;
-            } catch (const mp::eof_error&) {
-                ch.reset();  // the server closed it (a bad frame)
-                break;
-            }
-            if (status_of(r) == 0 && code == static_cast<std::uint8_t>(mgr::op::create)) {
-                if (r.body.size() < 9) mp_fuzz::fail("a create reply without an object id");
-                std::uint64_t id;
-                std::memcpy(&id, r.body.data() + 1, 8);
-                created.push_back(id);
-            }
+    held_objects held;
+    std::size_t at = 0;
+    while (at + 2 <= size) {
+        std::size_t n = std::min<std::size_t>(data[at] | (data[at + 1] << 8), size - at - 2);
+        std::vector<std::byte> body(reinterpret_cast<const std::byte*>(data + at + 2),
+                                    reinterpret_cast<const std::byte*>(data + at + 2 + n));
+        at += 2 + n;
+        auto code = body.empty() ? 0 : static_cast<std::uint8_t>(body[0]);
+        bool names_object = code == static_cast<std::uint8_t>(mgr::op::call) ||
+                            code == static_cast<std::uint8_t>(mgr::op::incref) ||
+                            code == static_cast<std::uint8_t>(mgr::op::decref);
+        std::optional<std::uint64_t> named;
+        if (names_object && body.size() >= 9) {
+            std::uint64_t index;
+            std::memcpy(&index, body.data() + 1, 8);
+            if (!held.empty()) std::memcpy(body.data() + 1, &held[index % held.size()].first, 8);
+            std::memcpy(&index, body.data() + 1, 8);
+            named = index;
         }
+        auto r = the_dispatcher->serve(body);
+        if (!r.body) break;  // a call that waited for a client that is gone: no reply, connection dropped
+        bool ok = status_of(*r.body) == 0;
+        if (ok && code == static_cast<std::uint8_t>(mgr::op::create)) {
+            if (r.body->size() < 9) mp_fuzz::fail("a create reply without an object id");
+            std::uint64_t id;
+            std::memcpy(&id, r.body->data() + 1, 8);
+            held.emplace_back(id, 1);
+        }
+        if (ok && named && code == static_cast<std::uint8_t>(mgr::op::incref)) count_reference(held, *named, +1);
+        if (ok && named && code == static_cast<std::uint8_t>(mgr::op::decref)) count_reference(held, *named, -1);
+        if (r.stop_requested) break;  // the server would stop after this reply
     }
-    release(created);
-    check_server_serves();
+    release(held);
+    // A correct client is still served.
+    if (status_of(the_dispatcher->answer(mp_fuzz::encode(static_cast<std::uint8_t>(mgr::op::ping)))) != 0)
+        mp_fuzz::fail("the server refused a ping after the input");
     return 0;
 }
 

@@ -53,6 +53,14 @@ inline std::vector<int> count_to(int n) {
 
 inline const std::string authkey = "mp-fuzz-authkey";
 
+/// Registers the fuzzed types with `manager`.
+inline void register_fuzz_types(mp::base_manager& manager) {
+    manager.register_type<counter>("counter", mp::methods<&counter::add, &counter::value, &counter::note,
+                                                          &counter::table, &counter::_hidden>);
+    manager.register_functions("functions", mp::functions<&twice, &greet>);
+    manager.register_generator("count_to", &count_to);
+}
+
 /// The server, serving from a thread for the life of the process.
 struct served_manager {
     mp::base_manager manager{mp::manager_options{.authkey = authkey, .handshake_timeout = std::chrono::milliseconds(500)}};
@@ -68,10 +76,7 @@ struct served_manager {
     }
 
     served_manager() {
-        manager.register_type<counter>("counter", mp::methods<&counter::add, &counter::value, &counter::note,
-                                                              &counter::table, &counter::_hidden>);
-        manager.register_functions("functions", mp::functions<&twice, &greet>);
-        manager.register_generator("count_to", &count_to);
+        register_fuzz_types(manager);
         auto server = manager.get_server();
         path = std::get<mp::unix_address>(server.address()).path;
         thread = std::thread([server]() mutable { server.serve_forever(); });
