@@ -184,14 +184,6 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         &r, deadline, true);
 }
 
-void prepare_item_buffer(void* data, std::size_t bytes) noexcept {
-    if (bytes < large_item_bytes) return;
-    // Huge pages where allowed, then every page mapped in one call: the copy
-    // that follows takes no page faults.
-    sys::advise_huge_pages(data, bytes);
-    sys::prefault_for_write(data, bytes);
-}
-
 bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline) {
     return take(read, context, deadline, false);
 }

@@ -156,10 +156,6 @@ inline constexpr bool is_plain_range_v = plain_range<T>::value;
 /// Items of at least this many bytes take the large-item paths (one-pass
 /// writes, prefaulted reads, huge-page buffers).
 inline constexpr std::size_t large_item_bytes = std::size_t{1} << 20;
-/// Prepares freshly allocated, untouched memory of `bytes` that an item is
-/// about to be copied into: a large one gets huge pages where the system
-/// allows and is mapped in one call, so the copy takes no page faults.
-void prepare_item_buffer(void* data, std::size_t bytes) noexcept;
 
 }  // namespace detail
 

@@ -125,9 +125,14 @@ private:
     std::vector<int> fds_;
 };
 
-/// Decoded vectors of at least this many bytes get fresh memory prepared by
-/// prepare_item_buffer (src/queue.cpp) before the copy into it.
+/// Values of at least this many bytes that are decoded into fresh memory
+/// (vectors, a large task's arguments, a queue's large items) get that memory
+/// prepared by prepare_item_buffer before the one copy into it.
 inline constexpr std::size_t large_decode_bytes = std::size_t{1} << 20;
+/// Prepares freshly allocated, untouched memory of `bytes` that a value is
+/// about to be copied into: from large_decode_bytes on, huge pages where the
+/// system allows and every page mapped in one call, so the copy takes no
+/// page faults. Best effort: never fails.
 void prepare_item_buffer(void* data, std::size_t bytes) noexcept;
 
 class input_archive : public cereal::InputArchive<input_archive, cereal::AllowEmptyClassElision> {
@@ -218,15 +223,6 @@ private:
     std::vector<unique_fd>* fds_;
     bool data_only_ = false;
 };
-
-/// Vectors loaded from a message from this size on get their fresh memory
-/// prepared by prepare_fresh_buffer().
-inline constexpr std::size_t fresh_buffer_threshold = std::size_t{1} << 20;
-/// Prepares freshly allocated, untouched memory of `bytes` that a decoded
-/// value is about to be copied into: huge pages where the system allows, and
-/// every page mapped in one call, so the copy takes no page faults. Best
-/// effort: never fails.
-void prepare_fresh_buffer(void* data, std::size_t bytes) noexcept;
 
 /// A random-access iterator over the elements of type V stored at any
 /// alignment in a message's bytes (read with memcpy: no misaligned access).
@@ -347,19 +343,10 @@ CEREAL_LOAD_FUNCTION_NAME(mp::detail::input_archive& ar, std::vector<V, A>& vec)
         vec.reserve(n);
         // Only std::allocator's memory is known to be fresh and ours alone.
         if constexpr (std::is_same_v<A, std::allocator<V>>)
-            if (bytes.size() >= mp::detail::fresh_buffer_threshold)
-                mp::detail::prepare_fresh_buffer(vec.data(), bytes.size());
+            mp::detail::prepare_item_buffer(vec.data(), bytes.size());
     }
     if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(V) == 0) {
         const auto* first = reinterpret_cast<const V*>(bytes.data());
-        if (bytes.size() >= mp::detail::large_decode_bytes && vec.capacity() < n) {
-            // Fresh memory for a large vector (a 256 MiB task argument or
-            // result): huge pages where allowed, every page mapped in one
-            // call, then the one copy, with no page fault per 4 KiB.
-            vec.clear();
-            vec.reserve(n);
-            mp::detail::prepare_item_buffer(vec.data(), bytes.size());
-        }
         vec.assign(first, first + n);
     } else {
         mp::detail::unaligned_elements<V> first(bytes.data());

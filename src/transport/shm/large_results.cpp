@@ -99,11 +99,6 @@ std::optional<std::span<const std::byte>> large_result_area::filled(std::uint32_
     return std::span<const std::byte>(base_ + header_size, size);
 }
 
-void prepare_fresh_buffer(void* data, std::size_t bytes) noexcept {
-    sys::advise_huge_pages(data, bytes);
-    sys::prefault_for_write(data, bytes);
-}
-
 void large_result_area::release(std::uint32_t generation) noexcept {
     // Only the pool's result thread frees an area, so nothing frees it between the check and the store.
     if (state().load(std::memory_order_acquire) != full_by(generation)) return;
