@@ -197,7 +197,9 @@ TEST(connection_frames, an_unsealed_attachment_is_refused_and_the_connection_goe
         int memfd = ::memfd_create("test-unsealed", MFD_CLOEXEC | (seals >= 0 ? MFD_ALLOW_SEALING : 0));
         ASSERT_GE(memfd, 0);
         ASSERT_EQ(::write(memfd, body.data(), body.size()), static_cast<ssize_t>(body.size()));
-        if (seals > 0) ASSERT_EQ(::fcntl(memfd, F_ADD_SEALS, seals), 0);
+        if (seals > 0) {
+            ASSERT_EQ(::fcntl(memfd, F_ADD_SEALS, seals), 0);
+        }
         send_with_fd(a.fileno(), head, memfd);
         ::close(memfd);
         EXPECT_THROW((void)b.recv<std::string>(5s), mp::serialization_error) << "seals " << seals;
