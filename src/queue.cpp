@@ -90,7 +90,9 @@ std::optional<std::uint64_t> hole_end(std::uint64_t stamp, std::uint64_t tail_wo
     if ((stamp & hole_bit) == 0) return std::nullopt;
     const auto tail = end_word::from(tail_word), to = end_word::from(stamp & ~hole_bit);
     const std::uint64_t span = forward(tail.pos, to.pos);
-    if (span == 0 || span > forward(tail.pos, head.pos) || physical(tail.pos) + span > capacity ||
+    // Records start 16-byte aligned: a hole ending elsewhere is corrupt (the
+    // next header could straddle the end of the ring).
+    if (span == 0 || to.pos % 16 != 0 || span > forward(tail.pos, head.pos) || physical(tail.pos) + span > capacity ||
         count_between(tail.count, to.count) > count_between(tail.count, head.count))
         return std::nullopt;
     return stamp & ~hole_bit;

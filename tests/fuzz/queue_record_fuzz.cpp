@@ -23,30 +23,39 @@
 // is checked against a real put and get at start-up, so a change of layout
 // stops this target with a message instead of fuzzing the wrong bytes.
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <variant>
 
 #include "fuzz_support.hpp"
 #include "mp/queue.hpp"
+#include "queue/layout.hpp"
 #include "sys/sys.hpp"
 
 namespace {
 
-constexpr std::size_t header_size = 4096;
-constexpr std::uint64_t capacity = std::uint64_t{8} << 30;
-constexpr std::size_t head_offset = 128, tail_seen_offset = 152, released_offset = 192, tail_offset = 256,
-                      head_seen_offset = 264, dropped_offset = 272, drop_pending_offset = 280;
+using mp::detail::queue_layout::capacity;
+using mp::detail::queue_layout::header_size;
+using mp::detail::queue_layout::forward;
 
-// The head and the tail are end words: a position (in 8-byte units, 33 bits)
-// and an item count modulo 2^31 (queue.cpp's `end_word`). Positions count
-// bytes modulo 2^36.
-constexpr std::uint64_t position_mask = (std::uint64_t{1} << 36) - 1;
-constexpr std::uint64_t end_word(std::uint64_t pos, std::uint64_t count) {
-    return ((count & ((std::uint64_t{1} << 31) - 1)) << 33) | ((pos & position_mask) >> 3);
+// Where the ends of the queue lie in its shared header (src/queue/layout.hpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Winvalid-offsetof"
+using shared_header = mp::detail::queue_core::shared;
+constexpr std::size_t head_offset = offsetof(shared_header, head), tail_seen_offset = offsetof(shared_header, tail_seen),
+                      released_offset = offsetof(shared_header, released_to),
+                      tail_offset = offsetof(shared_header, tail), head_seen_offset = offsetof(shared_header, head_seen),
+                      dropped_offset = offsetof(shared_header, dropped),
+                      drop_word_offset = offsetof(shared_header, drop_word);
+#pragma GCC diagnostic pop
+
+// The head and the tail are end words: a position and an item count.
+std::uint64_t end_word(std::uint64_t pos, std::uint64_t count) {
+    return mp::detail::queue_layout::end_word{pos, count}.word();
 }
-constexpr std::uint64_t pos_of(std::uint64_t word) { return (word & ((std::uint64_t{1} << 33) - 1)) << 3; }
-constexpr std::uint64_t forward(std::uint64_t from, std::uint64_t to) { return (to - from) & position_mask; }
+std::uint64_t pos_of(std::uint64_t word) { return mp::detail::queue_layout::end_word::from(word).pos; }
+std::uint64_t count_of(std::uint64_t word) { return mp::detail::queue_layout::end_word::from(word).count; }
 
 using item_a = std::string;
 using item_b = std::variant<std::int64_t, std::vector<double>, std::map<std::string, std::string>>;
@@ -80,9 +89,10 @@ void check_layout(ring& r) {
     // One record of a header and a few bytes (the string as plain bytes or
     // with its length, whichever the archive uses), counted once.
     std::uint64_t head = r.at(head_offset).load(), tail = r.at(tail_offset).load();
-    bool ok = tail == 0 && head >> 33 == 1 && pos_of(head) > 8 && pos_of(head) <= 64 && pos_of(head) % 8 == 0;
+    bool ok = pos_of(tail) == 0 && count_of(head) == count_of(tail) + 1 && pos_of(head) > 16 &&
+              pos_of(head) <= 64 && pos_of(head) % 16 == 0;
     ok = ok && r.qa.try_get() == std::optional<std::string>("layout");
-    ok = ok && r.at(tail_offset).load() == head && r.at(head_seen_offset).load() == head;
+    ok = ok && r.at(tail_offset).load() == head;
     ok = ok && r.at(dropped_offset).load() == 0;
     if (!ok)
         mp_fuzz::fail("the queue's shared header is not laid out as queue_record_fuzz.cpp expects "
@@ -130,12 +140,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::memcpy(&published, data + 5, 2);
     auto records = mp_fuzz::as_bytes(data + 7, size - 7);
 
-    std::uint64_t phys = (mode & 1) ? capacity - (((where % 65536) + 7) & ~std::uint64_t{7})
-                                    : (where % (4u << 20)) & ~std::uint64_t{7};
+    // Records start 16-byte aligned, as every position a producer writes.
+    std::uint64_t phys = (mode & 1) ? capacity - (((where % 65536) + 16) & ~std::uint64_t{15})
+                                    : (where % (4u << 20)) & ~std::uint64_t{15};
     std::uint64_t pos = capacity + phys;  // the second lap: positions only grow
     std::size_t fits = std::min<std::size_t>(records.size(), capacity - phys);
     std::memcpy(r.data() + phys, records.data(), fits);
-    std::uint64_t head = pos + ((mode & 2) ? published : ((records.size() + 7) & ~std::size_t{7}));
+    std::uint64_t head = pos + ((mode & 2) ? published : ((records.size() + 15) & ~std::size_t{15}));
 
     // A thousand items claimed published; the reader's cached head is the
     // tail, so it reads the head first.
@@ -145,7 +156,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     r.at(released_offset).store(pos);
     r.at(head_offset).store(end_word(head, 1000));
     r.at(dropped_offset).store(0);
-    r.at(drop_pending_offset).store(0);
+    r.at(drop_word_offset).store(0);
     if ((mode >> 2) & 1)
         drain(r.qb, r);
     else
