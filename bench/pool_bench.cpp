@@ -4,6 +4,9 @@
 //   map_default     pool.map(inc, 1,000,000 ints), default chunksize   items/s
 //   map_chunk1      pool.map(inc, 100,000 ints, chunksize=1)           tasks/s
 //   apply_rtt       pool.apply_async(inc, i).get(), one at a time      µs
+//   idle_cpu        after apply_rtt, the pool left idle for 0.5 s: CPU
+//                   used by the parent and its workers, % of one core
+//                   (spinning for results must stop when nobody waits)
 //   submit_rtt      executor.submit(inc, i).get(), one at a time       µs
 //   exmap_chunk1000 executor.map(inc, 1,000,000 ints, chunksize=1000)  items/s
 //   cpu_speedup     8 tasks of 2e7 multiply-adds: sequential time / pool time
@@ -20,9 +23,13 @@
 #include <mp/process_pool_executor.hpp>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
 #include <map>
 #include <numeric>
 #include <string>
@@ -63,6 +70,33 @@ double memcpy_fresh_gbps(std::size_t bytes, int reps) {
         gbps.push_back(static_cast<double>(bytes) / t / bench::gigabyte);
     }
     return bench::median(gbps);
+}
+
+// CPU time (user + system) a process has used so far, in seconds (/proc).
+double cpu_seconds_of(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = text.rfind(')');  // the name may hold spaces
+    if (close == std::string::npos) return 0;
+    std::istringstream fields(text.substr(close + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i)
+        if (i == 14 || i == 15) ticks += std::stod(field);
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// Percent of one core the parent and `workers` use while the program sleeps.
+double idle_cpu_percent(const std::vector<int>& workers, std::chrono::milliseconds span) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the last spins end
+    auto total = [&] {
+        double t = cpu_seconds_of(::getpid());
+        for (int pid : workers) t += cpu_seconds_of(pid);
+        return t;
+    };
+    double before = total();
+    double wall = bench::seconds_of([&] { std::this_thread::sleep_for(span); });
+    return (total() - before) / wall * 100;
 }
 
 struct sizes {
@@ -114,6 +148,7 @@ std::map<std::string, double> run_mp(const bench::options& o, const sizes& s) {
                 us.push_back(t / s.rtt_calls * 1e6);
             }
             r["apply_rtt_us"] = bench::best_low(us);
+            r["idle_cpu_percent"] = idle_cpu_percent(pool.worker_pids(), std::chrono::milliseconds(500));
         }
         if (o.wants("cpu_speedup")) {
             std::vector<long> ns(static_cast<std::size_t>(s.cpu_tasks), s.cpu_n);

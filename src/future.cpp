@@ -112,7 +112,18 @@ bool future_state_base::spin_until_done(steady_deadline deadline) const noexcept
     return finished_.load(std::memory_order_acquire);
 }
 
+void future_state_base::help_producer(steady_deadline deadline) const noexcept {
+    if (finished_.load(std::memory_order_acquire)) return;
+    std::shared_ptr<task_control> control;
+    {
+        std::lock_guard lock(mutex_);
+        control = control_;
+    }
+    if (control) control->help_wait(finished_, deadline);
+}
+
 void future_state_base::wait() const {
+    help_producer(std::nullopt);
     if (spin_until_done(std::nullopt)) return;
     std::unique_lock lock(mutex_);
     cv_.wait(lock, [&] { return status_ == future_status::cancelled || status_ == future_status::finished; });
@@ -123,6 +134,7 @@ bool future_state_base::wait_until(steady_deadline deadline) const {
         wait();
         return true;
     }
+    help_producer(deadline);
     if (spin_until_done(deadline)) return true;
     std::unique_lock lock(mutex_);
     return cv_.wait_until(lock, *deadline,

@@ -120,6 +120,31 @@ TEST_P(pool_crash_test, worker_killed_after_storing_a_large_result_fails_only_it
     std::filesystem::remove(gate);
 }
 
+void arm_kill_after_result_sent() { hooks::kill_at_take = static_cast<int>(hooks::take_kill::result_sent); }
+
+// A worker dies right after its result went into the result queue, before
+// its slot let go of the task: the pool reports the task lost behind the
+// result, and the result wins. Here the thread that took the result (the
+// caller, receiving in get()) reports it slowly, while the result thread
+// takes the loss report behind it: the loss must wait for the result.
+TEST_P(pool_crash_test, worker_killed_right_after_sending_its_result_still_delivers_it) {
+    const std::string gate = hooks::kill_at_take_gate(::getpid());
+    {
+        mp::pool p({.processes = 1, .initializer = arm_kill_after_result_sent, .context = ctx()});
+        // Warm: the caller receives its results itself from now on.
+        for (int i = 0; i < 200; ++i) ASSERT_EQ(p.apply_async(sqr, i).get(30s), i * i);
+        std::ofstream(gate) << "x";
+        hooks::result_report_delay_ms = 300;
+        int got = -1;
+        EXPECT_NO_THROW(got = p.apply_async(sqr, 12).get(30s));
+        hooks::result_report_delay_ms = 0;
+        EXPECT_EQ(got, 144);
+        EXPECT_FALSE(std::filesystem::exists(gate)) << "no worker died: the hook did not fire";
+        EXPECT_EQ(p.apply(sqr, 5), 25);  // the replacement works
+    }
+    std::filesystem::remove(gate);
+}
+
 // ---- a pool inherited by a fork child (11.8) ----
 
 std::optional<mp::pool> g_inherited_pool;  // a static: std::exit() in a fork child destroys its copy

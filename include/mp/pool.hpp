@@ -35,8 +35,11 @@
 // - Workers are named "ForkPoolWorker-N", "SpawnPoolWorker-N" or
 //   "ForkServerPoolWorker-N" and ignore SIGINT: Ctrl-C reaches the parent,
 //   and workers die with the parent however it ends.
-// - Future callbacks (add_done_callback) run on the pool's result thread:
-//   they must not wait for other results of the same pool.
+// - Future callbacks (add_done_callback) run on the thread that receives the
+//   result: the pool's result thread, or a thread of the program that was
+//   waiting in get() or wait() for a result of the same pool (it receives
+//   results itself while it waits briefly, which spares a wake-up per round
+//   trip). They must not wait for other results of the same pool.
 // Thread-safety: every member may be called from several threads at once.
 #pragma once
 

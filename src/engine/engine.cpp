@@ -13,13 +13,15 @@
 //                                      hands the task to the workers; a
 //                                      worker *takes* it with one claim
 //     -> worker (src/worker)           runs the entry, sends the result
-//     -> transport                     its event thread reads the result and
-//                                      decodes nothing under its locks
+//     -> transport                     its event thread (or a thread that
+//                                      waits in future::get, for a moment:
+//                                      receive_while_waiting) reads the
+//                                      result and decodes nothing under its locks
 //     -> engine: on_result()           finds the job by id, refills the
 //                                      transport, then outside every lock
 //     -> job: decodes the value        into the future or the map's results
 //     -> future                        wakes waiters, runs done-callbacks
-//                                      (on the transport's event thread)
+//                                      (on the thread that received it)
 //
 // Locks: the engine's mutex_ guards its tables only; no user code (input
 // ranges, result decoding, callbacks) runs under it or under the
@@ -108,6 +110,9 @@ public:
     bool withdraw(std::uint64_t id) noexcept;
     bool taken(std::uint64_t id, transport::ticket ticket) const noexcept { return transport_->taken(ticket, id); }
     bool stop_task(std::uint64_t id) noexcept;
+    void receive_while_waiting(const std::atomic<bool>& done, steady_deadline deadline) noexcept {
+        if (!inherited()) transport_->receive_while_waiting(done, deadline);
+    }
 
     // transport_events
     void on_result(std::uint64_t task, bool ok, input_archive& body) noexcept override;
@@ -181,6 +186,10 @@ public:
     bool stop() noexcept override {
         auto e = engine_.lock();
         return e && e->stop_task(id_);
+    }
+    void help_wait(const std::atomic<bool>& done, steady_deadline deadline) noexcept override {
+        // Holds the engine while the waiting thread receives for it.
+        if (auto e = engine_.lock()) e->receive_while_waiting(done, deadline);
     }
 
 private:

@@ -15,6 +15,7 @@
 // then withdraw() succeeds and the task never runs.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -86,6 +87,16 @@ public:
     /// Identifiers of the current workers, for diagnostics and tests (for
     /// local processes: their pids).
     [[nodiscard]] virtual std::vector<int> worker_ids() const = 0;
+    /// A thread of the engine's user waits for a task's result: the
+    /// transport may let it receive and report results itself (events are
+    /// then reported from that thread too) until `done` is set, `deadline`
+    /// passes or it prefers to stop; it then returns and the thread waits to
+    /// be woken. Saves a wake-up per result on a round trip. Optional.
+    virtual void receive_while_waiting(const std::atomic<bool>& done,
+                                       std::optional<std::chrono::steady_clock::time_point> deadline) noexcept {
+        (void)done;
+        (void)deadline;
+    }
 };
 
 }  // namespace mp::detail

@@ -203,6 +203,7 @@ bool shm_worker_channel::receive(received_task& task) {
 void shm_worker_channel::send(const output_archive& result) {
     if (result.size() < large_result_threshold) {
         results_.put(result, std::nullopt);
+        test_hooks::maybe_die_at_take(test_hooks::take_kill::result_sent);
         return;
     }
     // Into this worker's area, where the pool decodes it without copying it

@@ -17,6 +17,7 @@ enum class take_kill : int {
     while_reading = 1,   // the task's message is read, the queue has not moved past it yet
     before_claim = 2,    // the queue moved past the message, the task is not claimed yet
     large_result_stored = 3,  // the task's large result is in the worker's area, its notice not sent
+    result_sent = 4,          // the task's result is in the result queue, its slot still names the task
 };
 
 /// Set in a worker (by a pool initializer). The worker dies at that point of
@@ -29,5 +30,10 @@ std::string kill_at_take_gate(int pool_pid);
 /// In the pool's process: when n > 0, the n-th helper thread an engine starts
 /// from now fails as if the system refused to create it (EAGAIN).
 extern std::atomic<int> refuse_thread_start;
+
+/// In the pool's process: milliseconds the thread that took a task's result
+/// from the result queue waits before it reports it (0: none), so that
+/// another receiving thread takes the messages behind it meanwhile.
+extern std::atomic<int> result_report_delay_ms;
 
 }  // namespace mp::detail::test_hooks

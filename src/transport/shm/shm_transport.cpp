@@ -286,110 +286,6 @@ bool shm_transport::stop_task(ticket t, std::uint64_t id, std::exception_ptr why
     return true;
 }
 
-// ---- the result thread -----------------------------------------------------------
-
-namespace {
-// The message is copied out under the queue's lock and decoded after it is
-// released: decoding runs user types' code (and the engine then runs done-callbacks).
-struct collected {
-    std::vector<std::byte>* buffer;
-};
-void copy_message(void* context, input_archive& ar) {
-    auto* c = static_cast<collected*>(context);
-    auto bytes = ar.take(ar.remaining());
-    c->buffer->resize(bytes.size());
-    if (!bytes.empty()) std::memcpy(c->buffer->data(), bytes.data(), bytes.size());
-}
-}  // namespace
-
-void shm_transport::collect_loop() {
-    std::vector<std::byte> buffer;
-    for (;;) {
-        collected ctx{&buffer};
-        try {
-            results_->get(&copy_message, &ctx, std::nullopt);
-        } catch (const std::exception& e) {
-            detail::log(log_level::error, std::string("mp: pool: a result could not be read and was dropped: ") + e.what());
-            continue;
-        }
-        bool stop = false;
-        try {
-            input_archive ar(buffer);
-            std::uint8_t kind = 0;
-            ar(kind);
-            switch (static_cast<w::result_kind>(kind)) {
-                case w::result_kind::done: {
-                    std::uint64_t id = 0;
-                    std::uint8_t status = 0;
-                    std::uint32_t claim = 0;
-                    ar(id, status, claim);
-                    if (claim < depth_) retire(claim, id, false);
-                    if (stop_asked_.load(std::memory_order_relaxed)) (void)take_stop_why(id);  // finished first
-                    events_->on_result(id, status == static_cast<std::uint8_t>(w::result_status::ok), ar);
-                    break;
-                }
-                case w::result_kind::lost: {
-                    std::uint64_t id = 0;
-                    std::uint8_t reason = 0;
-                    std::string text;
-                    ar(id, reason, text);
-                    std::exception_ptr why = take_stop_why(id);
-                    if (reason != static_cast<std::uint8_t>(w::lost_reason::stopped)) why = nullptr;
-                    if (!why)
-                        why = reason == static_cast<std::uint8_t>(w::lost_reason::timed_out)
-                                  ? std::make_exception_ptr(timeout_error(text))
-                                  : std::make_exception_ptr(worker_crashed(text));
-                    events_->on_task_lost(id, why);
-                    break;
-                }
-                case w::result_kind::done_large: collect_large(ar); break;
-                case w::result_kind::worker_gone: {
-                    std::uint32_t slot = 0, generation = 0;
-                    ar(slot, generation);
-                    // Behind every notice of that worker: an area it left full has no reader.
-                    if (slot < large_.size()) large_[slot]->release(generation);
-                    break;
-                }
-                case w::result_kind::stop: stop = true; break;
-                default: throw serialization_error("mp: pool: a message of unknown kind arrived on the result queue");
-            }
-        } catch (const std::exception& e) {
-            detail::log(log_level::error, std::string("mp: pool: a result could not be read and was dropped: ") + e.what());
-        }
-        if (stop) break;
-    }
-    auto* events = events_;
-    events->on_events_end();  // may destroy this transport: nothing of it is touched after
-}
-
-// A result in its worker's area: decoded where it lies, with no lock held,
-// then the area goes back to the worker.
-void shm_transport::collect_large(input_archive& notice) {
-    std::uint32_t slot = 0, generation = 0;
-    std::uint64_t size = 0;
-    notice(slot, generation, size);
-    if (slot >= large_.size()) throw serialization_error("mp: pool: a large-result notice names no worker slot");
-    auto& area = *large_[slot];
-    auto bytes = area.filled(generation, static_cast<std::size_t>(size));
-    if (!bytes) throw serialization_error("mp: pool: a large-result notice names an area that holds no result");
-    struct release_after {
-        large_result_area& area;
-        std::uint32_t generation;
-        ~release_after() { area.release(generation); }
-    } release{area, generation};
-    input_archive ar(*bytes);
-    std::uint8_t kind = 0;
-    std::uint64_t id = 0;
-    std::uint8_t status = 0;
-    std::uint32_t claim = 0;
-    ar(kind, id, status, claim);
-    if (kind != static_cast<std::uint8_t>(w::result_kind::done))
-        throw serialization_error("mp: pool: a worker's large-result area holds no result");
-    if (claim < depth_) retire(claim, id, false);
-    if (stop_asked_.load(std::memory_order_relaxed)) (void)take_stop_why(id);
-    events_->on_result(id, status == static_cast<std::uint8_t>(w::result_status::ok), ar);
-}
-
 // ---- the supervisor --------------------------------------------------------------
 
 void shm_transport::supervise_loop() {
@@ -638,6 +534,7 @@ void shm_transport::finish_threads() noexcept {
     output_archive stop;
     stop(static_cast<std::uint8_t>(w::result_kind::stop));
     post_result_queue(stop);
+    call_collector();  // parked while waiting threads received: the stop message is its to take
     if (collector_.joinable()) {
         if (on_event_thread()) {
             // Called from a done-callback: the result thread reads the stop

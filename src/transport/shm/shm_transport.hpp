@@ -8,7 +8,8 @@
 // took it; worker/protocol.hpp): taking a task is one compare-and-swap, so a
 // task runs at most once, a withdrawn task never runs, and a dead worker's
 // task is known. Two threads: the result thread reads results and reports
-// them (decoded outside the queue's lock); the supervisor watches the
+// them (decoded outside the queue's lock; a thread waiting in future::get
+// may receive instead for a moment, result_receiver.cpp); the supervisor watches the
 // workers, reports a dead worker's task behind its results, starts
 // replacements and stops workers whose task is past its deadline or was
 // stopped by stop_task(). Under the fork method only the first workers are
@@ -20,6 +21,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -34,6 +36,7 @@
 #include "mp/function.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
+#include "sys/sys.hpp"
 #include "transport/shm/large_results.hpp"
 #include "worker/shm_channel.hpp"
 
@@ -49,6 +52,8 @@ struct shm_transport_config {
 
 class shm_transport final : public transport {
 public:
+    using steady = std::chrono::steady_clock;
+
     explicit shm_transport(shm_transport_config cfg);
     ~shm_transport() override;
 
@@ -65,9 +70,10 @@ public:
     void stop_now() noexcept override;
     bool on_event_thread() const noexcept override { return std::this_thread::get_id() == collector_id_; }
     std::vector<int> worker_ids() const override;
+    void receive_while_waiting(const std::atomic<bool>& done,
+                               std::optional<steady::time_point> deadline) noexcept override;
 
 private:
-    using steady = std::chrono::steady_clock;
 
     struct worker_rec {
         std::unique_ptr<process> proc;
@@ -90,7 +96,25 @@ private:
     // whoever retires it frees it.
     bool retire(ticket t, std::uint64_t id, bool only_if_queued) noexcept;
     void free_claim(ticket t) noexcept;
+    // The receiving side (result_receiver.cpp).
+    struct taken_result {
+        std::uint8_t kind = 0;
+        std::uint64_t seq = 0;  // in taking order
+    };
+    struct hand_entry {
+        std::uint64_t seq = 0;
+        std::vector<std::byte> deferred;  // a message waiting for the ones taken before it
+        bool is_deferred = false;
+    };
     void collect_loop();
+    // Under receive_mutex_: takes the next message; false when there is none by `deadline`.
+    bool take_result(std::vector<std::byte>& buffer, std::optional<steady::time_point> deadline, taken_result& taken);
+    void handle_taken(std::vector<std::byte>& buffer, const taken_result& taken) noexcept;
+    void handle_message(std::vector<std::byte>& buffer) noexcept;
+    // The result thread waits while waiting threads receive; false once receiving ended.
+    bool park_while_helped();
+    void call_collector() noexcept;
+    void end_receiving() noexcept;
     void supervise_loop();
     void handle_exit(std::uint32_t slot);
     bool lost_by(std::uint64_t task, std::uint32_t claim, std::uint32_t worker);
@@ -130,6 +154,20 @@ private:
     std::atomic<bool> terminating_{false};  // the supervisor kills every worker and ends
     std::atomic<bool> stop_requested_{false};  // stop_task() marked a claim: the supervisor looks
     std::atomic<bool> stop_asked_{false};      // stop_task() was ever called: results clear stop_whys_
+
+    // Receiving (result_receiver.cpp).
+    std::mutex receive_mutex_;                 // held by the one thread taking from results_
+    std::atomic<bool> stop_taken_{false};      // written under receive_mutex_: nothing more to take
+    std::mutex hand_mutex_;
+    std::vector<hand_entry> in_hand_;          // guarded by hand_mutex_: taken, being handled, in order
+    std::uint64_t next_hand_seq_ = 0;          // guarded by hand_mutex_
+    std::atomic<int> helpers_{0};              // waiting threads receiving now
+    std::atomic<std::int64_t> helped_at_{0};   // steady ns: a waiting thread last received its result
+    sys::spin_history help_spins_;             // does a waiting thread's spin pay off?
+    std::mutex gate_mutex_;
+    std::condition_variable gate_cv_;          // the parked result thread waits here
+    bool collector_called_ = false;            // guarded by gate_mutex_: a waiting thread gave up
+    bool receiving_ended_ = false;             // guarded by gate_mutex_: the stop message was taken
 
     std::mutex shutdown_mutex_;
     bool finished_ = false;  // guarded by shutdown_mutex_: threads joined, workers gone
