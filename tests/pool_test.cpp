@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "mp/queue.hpp"
+#include "worker/test_hooks.hpp"
 #include <cstdio>
 
 using namespace std::chrono_literals;
@@ -213,6 +214,28 @@ TEST_P(pool_test, large_results_of_changing_sizes_arrive_whole) {
 TEST_P(pool_test, map_chunksize) {
     mp::pool p(opts());
     for (std::size_t cs : {1u, 3u, 7u, 1000u}) EXPECT_EQ(p.map(sqr, iota_vec(37), cs), squares(37)) << cs;
+}
+
+// Tiny tasks in bursts, and single calls between them: every ring of the
+// workers' doorbell that skipped its wake-up (one was pending) must be made
+// up for, or a task waits in the queue with every worker asleep (a pending
+// mark left by a ring that woke nobody hung map_chunk1 of pool_bench).
+void slow_to_leave_the_doorbell() { mp::detail::test_hooks::doorbell_leave_delay_us = 300; }
+
+TEST_P(pool_test, bursts_of_tiny_tasks_never_leave_a_task_with_every_worker_asleep) {
+    // Workers that linger as counted sleepers after they woke: rings then
+    // count them and wake nobody.
+    auto o = opts();
+    o.initializer = slow_to_leave_the_doorbell;
+    mp::pool p(o);
+    for (int round = 0; round < 30; ++round) {
+        auto r = p.map_async(sqr, iota_vec(3000), 1);
+        ASSERT_TRUE(r.wait_for(60s)) << "round " << round << ": a task was stranded";
+        EXPECT_EQ(r.get(), squares(3000));
+        auto one = p.apply_async(sqr, round);
+        ASSERT_TRUE(one.wait_for(60s)) << "round " << round << ": a single task was stranded";
+        std::this_thread::sleep_for(std::chrono::microseconds(200 * (round % 4)));  // workers fall asleep
+    }
 }
 
 TEST_P(pool_test, map_async) {

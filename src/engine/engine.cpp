@@ -27,6 +27,7 @@
 // ranges, result decoding, callbacks) runs under it or under the
 // transport's. A worker lost with its task comes back as on_task_lost(),
 // behind every result that worker sent, so a finished task is never failed.
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -75,6 +76,12 @@ int own_pid() noexcept {
     }
     return pid;
 }
+
+// How many tasks a result's arrival waits for room for before the engine
+// refills the transport. Trade-off: larger makes fewer, bigger bursts (fewer
+// wake-ups of sleeping workers per task); the workers keep the rest of the
+// depth queued meanwhile, so they never starve.
+constexpr std::size_t refill_batch(std::size_t depth) noexcept { return std::max<std::size_t>(1, depth / 4); }
 
 std::exception_ptr terminated_error() {
     return std::make_exception_ptr(
@@ -144,6 +151,8 @@ private:
     }
     // Removes a task that has its outcome; refills. Null job when unknown.
     running_task finish_locked(std::uint64_t id);
+    // Whether a result's arrival refills the transport now (see refill_batch).
+    bool refill_due_locked() const noexcept;
 
     const int workers_;
     const int owner_pid_ = own_pid();
@@ -532,13 +541,22 @@ engine_core::running_task engine_core::finish_locked(std::uint64_t id) {
     return t;
 }
 
+bool engine_core::refill_due_locked() const noexcept {
+    // Refilled a batch at a time: tasks put in a burst wake a sleeping worker
+    // once for the batch, where one task per result woke it for each (the
+    // parent, the slower side for tiny tasks, paid a system call per task).
+    return running_.size() + producing_ + refill_batch(depth_) <= depth_;
+}
+
 void engine_core::on_result(std::uint64_t id, bool ok, input_archive& body) noexcept {
     running_task t;
+    bool refill = false;
     {
         std::lock_guard lock(mutex_);
         t = finish_locked(id);
+        refill = refill_due_locked();
     }
-    dispatch(false);  // refill first: the workers do not wait for the decoding
+    if (refill) dispatch(false);  // refill first: the workers do not wait for the decoding
     if (!t.job) return;
     if (ok) {
         try {
@@ -561,11 +579,13 @@ void engine_core::on_result(std::uint64_t id, bool ok, input_archive& body) noex
 
 void engine_core::on_task_lost(std::uint64_t id, std::exception_ptr why) noexcept {
     running_task t;
+    bool refill = false;
     {
         std::lock_guard lock(mutex_);
         t = finish_locked(id);
+        refill = refill_due_locked();
     }
-    dispatch(false);
+    if (refill) dispatch(false);
     if (t.job) t.job->on_error(t.seq, std::move(why));
 }
 

@@ -93,6 +93,11 @@ struct alignas(64) task_doorbell {
     std::atomic<std::uint32_t> seq;       // bumped by each ring (the futex word)
     std::atomic<std::uint32_t> sleepers;  // workers between announcing a sleep and leaving it
     std::atomic<std::uint32_t> spinner;   // slot + 1 of the worker spinning for a task; 0: none
+    // 1 from a ring that woke one worker until a worker enters or leaves the
+    // sleeping path (and then looks at the queue): further rings meanwhile
+    // make no system call, and the woken worker, finding more tasks behind
+    // the one it takes, rings for them.
+    std::atomic<std::uint32_t> wake_pending;
 };
 
 /// One per task in flight, in shared memory: who has taken it. The word holds

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 #include "mp/context.hpp"
 #include "sys/sys.hpp"
@@ -19,6 +20,7 @@
 namespace mp::detail::test_hooks {
 
 std::atomic<int> kill_at_take{0};
+std::atomic<int> doorbell_leave_delay_us{0};
 
 std::string kill_at_take_gate(int pool_pid) { return "/tmp/mp-kill-at-take-" + std::to_string(pool_pid); }
 
@@ -86,6 +88,9 @@ void slot_table::ring(std::size_t tasks_waiting, bool all) noexcept {
     // The spinning worker takes one task; more need another worker.
     if (!all && tasks_waiting <= 1 && bell.spinner.load(std::memory_order_relaxed) != 0) return;
     if (bell.sleepers.load(std::memory_order_relaxed) == 0) return;
+    // One system call per sleep: a worker woken but not yet running (a tiny
+    // task's refill comes in bursts) rings for the rest itself (receive()).
+    if (!all && bell.wake_pending.exchange(1, std::memory_order_seq_cst) != 0) return;
     bell.seq.fetch_add(1, std::memory_order_seq_cst);
     sys::futex_wake(reinterpret_cast<std::uint32_t*>(&bell.seq), all ? INT_MAX : 1);
 }
@@ -163,6 +168,10 @@ void shm_worker_channel::wait_for_task() {
         if (seen) return;
     }
     bell.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    // A ring that counted this worker among the sleepers after it last left
+    // may have woken nobody: its pending mark must not outlive this look at
+    // the queue (a later ring would skip this worker's wake-up for ever).
+    bell.wake_pending.store(0, std::memory_order_seq_cst);
     const std::uint32_t seq = bell.seq.load(std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with slot_table::ring
     if (tasks_.size() == 0) {
@@ -174,6 +183,11 @@ void shm_worker_channel::wait_for_task() {
         else if (!sys::futex_wait(word, seq, sys::clock::now() + idle_shrink_after))
             large_.shrink_when_idle();
     }
+    // Whether woken or not: a ring that found this worker among the sleepers
+    // made no further wake-up, and this worker now looks at the queue.
+    bell.wake_pending.store(0, std::memory_order_seq_cst);
+    if (int delay = test_hooks::doorbell_leave_delay_us.load(std::memory_order_relaxed); delay > 0)
+        std::this_thread::sleep_for(std::chrono::microseconds(delay));
     bell.sleepers.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -194,8 +208,12 @@ bool shm_worker_channel::receive(received_task& task) {
         std::uint64_t expected = claim_word(task.id, claim_queued);
         mine_.started_ns.store(steady_now_ns(), std::memory_order_relaxed);
         if (slots_.claim(task.claim).word.compare_exchange_strong(expected, claim_word(task.id, claim_taken_by(index_)),
-                                                                    std::memory_order_acq_rel))
+                                                                    std::memory_order_acq_rel)) {
+            // Tasks behind this one, whose rings found a wake-up pending: wake
+            // a sleeping worker for them (no system call if none sleeps).
+            if (const std::size_t waiting = tasks_.size(); waiting > 0) slots_.ring(waiting, false);
             return true;
+        }
         mine_.task.store(0, std::memory_order_release);
     }
 }

@@ -27,6 +27,11 @@ enum class take_kill : int {
 extern std::atomic<int> kill_at_take;
 std::string kill_at_take_gate(int pool_pid);
 
+/// Set in a worker (by a pool initializer): microseconds a worker leaving
+/// its sleep at the doorbell waits while still counted as a sleeper, so
+/// that rings meanwhile count it and wake nobody.
+extern std::atomic<int> doorbell_leave_delay_us;
+
 /// In the pool's process: when n > 0, the n-th helper thread an engine starts
 /// from now fails as if the system refused to create it (EAGAIN).
 extern std::atomic<int> refuse_thread_start;

@@ -416,8 +416,12 @@ void shm_transport::handle_exit(std::uint32_t slot) {
     }
     // A worker that died spinning for a task leaves no spinner: the others
     // sleep, and tasks put since (which woke nobody) need one of them.
+    // Nor a pending wake-up (it may have been the one woken, dead before it
+    // looked at the queue).
     std::uint32_t spinner = slot + 1;
-    if (slots_->doorbell().spinner.compare_exchange_strong(spinner, 0)) slots_->ring(0, true);
+    slots_->doorbell().spinner.compare_exchange_strong(spinner, 0);
+    slots_->doorbell().wake_pending.store(0);
+    slots_->ring(0, true);
     {
         // The worker may have left its large-result area full without a
         // notice: freed once the result thread has read what it sent.
