@@ -186,9 +186,16 @@ bool shm_transport::park_while_helped() {
     for (;;) {
         if (receiving_ended_) return false;
         if (std::exchange(collector_called_, false)) return true;
-        if (helpers_.load(std::memory_order_acquire) == 0 &&
-            now_ns() - helped_at_.load(std::memory_order_relaxed) >= std::chrono::nanoseconds(help_linger).count())
-            return true;
+        if (helpers_.load(std::memory_order_acquire) == 0) {
+            // The clock is read only while a waiting thread received lately
+            // (not once per result of a map).
+            std::int64_t helped = helped_at_.load(std::memory_order_relaxed);
+            if (helped == 0) return true;
+            if (now_ns() - helped >= std::chrono::nanoseconds(help_linger).count()) {
+                helped_at_.compare_exchange_strong(helped, 0, std::memory_order_relaxed);
+                return true;
+            }
+        }
         gate_cv_.wait_for(lock, help_linger);
     }
 }
