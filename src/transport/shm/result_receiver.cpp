@@ -14,11 +14,11 @@
 // before its result came.
 //
 // One thread at a time takes from the queue (receive_mutex_), and none holds
-// a lock while it decodes or reports. Messages are numbered as they are
-// taken; the two whose meaning depends on what came before them (a worker's
-// loss behind its results, a worker's end behind its large results) are
-// handled only once every message taken before them was, by whichever
-// thread finishes the last of those.
+// a lock while it decodes or reports. Messages being handled are counted
+// (no lock per message); the two whose meaning depends on what came before
+// them (a worker's loss behind its results, a worker's end behind its large
+// results) are handled only when no other message is being handled, by
+// whichever thread finishes the last of those.
 #include <cstring>
 #include <thread>
 
@@ -81,39 +81,39 @@ bool shm_transport::take_result(std::vector<std::byte>& buffer, std::optional<st
         stop_taken_.store(true, std::memory_order_relaxed);
         return true;
     }
-    std::lock_guard lock(hand_mutex_);
-    taken.seq = next_hand_seq_++;
-    in_hand_.push_back(hand_entry{taken.seq, {}, false});
+    // Counted before the next message is taken: a message that must come
+    // after it sees it.
+    handling_.fetch_add(1, std::memory_order_seq_cst);
     return true;
 }
 
 void shm_transport::handle_taken(std::vector<std::byte>& buffer, const taken_result& taken) noexcept {
     if (ordered_after_earlier(taken.kind)) {
-        std::lock_guard lock(hand_mutex_);
-        if (in_hand_.front().seq != taken.seq) {
-            // An earlier message is still being handled: whoever finishes
-            // the last of those handles this one.
-            for (auto& e : in_hand_)
-                if (e.seq == taken.seq) {
-                    e.deferred = std::move(buffer);
-                    e.is_deferred = true;
-                }
+        std::unique_lock lock(hand_mutex_);
+        if (handling_.load(std::memory_order_seq_cst) != 1) {
+            // Other messages are being handled (some taken before this
+            // one): the last of them to finish handles this one.
+            deferred_.push_back(std::move(buffer));
+            any_deferred_.store(true, std::memory_order_seq_cst);
+            const bool last = handling_.fetch_sub(1, std::memory_order_seq_cst) == 1;
+            lock.unlock();
+            if (last) handle_deferred();
             return;
         }
     }
     handle_message(buffer);
+    if (handling_.fetch_sub(1, std::memory_order_seq_cst) == 1 && any_deferred_.load(std::memory_order_seq_cst))
+        handle_deferred();
+}
+
+void shm_transport::handle_deferred() noexcept {
     std::vector<std::vector<std::byte>> ready;
     {
         std::lock_guard lock(hand_mutex_);
-        for (auto it = in_hand_.begin(); it != in_hand_.end(); ++it)
-            if (it->seq == taken.seq) {
-                in_hand_.erase(it);
-                break;
-            }
-        while (!in_hand_.empty() && in_hand_.front().is_deferred) {
-            ready.push_back(std::move(in_hand_.front().deferred));
-            in_hand_.erase(in_hand_.begin());
-        }
+        // A message taken meanwhile is being handled: its handler comes here when done.
+        if (handling_.load(std::memory_order_seq_cst) != 0) return;
+        ready.swap(deferred_);
+        any_deferred_.store(false, std::memory_order_seq_cst);
     }
     for (auto& message : ready) handle_message(message);
 }

@@ -99,18 +99,13 @@ private:
     // The receiving side (result_receiver.cpp).
     struct taken_result {
         std::uint8_t kind = 0;
-        std::uint64_t seq = 0;  // in taking order
-    };
-    struct hand_entry {
-        std::uint64_t seq = 0;
-        std::vector<std::byte> deferred;  // a message waiting for the ones taken before it
-        bool is_deferred = false;
     };
     void collect_loop();
     // Under receive_mutex_: takes the next message; false when there is none by `deadline`.
     bool take_result(std::vector<std::byte>& buffer, std::optional<steady::time_point> deadline, taken_result& taken);
     void handle_taken(std::vector<std::byte>& buffer, const taken_result& taken) noexcept;
     void handle_message(std::vector<std::byte>& buffer) noexcept;
+    void handle_deferred() noexcept;
     // The result thread waits while waiting threads receive; false once receiving ended.
     bool park_while_helped();
     void call_collector() noexcept;
@@ -158,9 +153,10 @@ private:
     // Receiving (result_receiver.cpp).
     std::mutex receive_mutex_;                 // held by the one thread taking from results_
     std::atomic<bool> stop_taken_{false};      // written under receive_mutex_: nothing more to take
+    std::atomic<std::uint32_t> handling_{0};  // taken (counted under receive_mutex_), being handled
+    std::atomic<bool> any_deferred_{false};
     std::mutex hand_mutex_;
-    std::vector<hand_entry> in_hand_;          // guarded by hand_mutex_: taken, being handled, in order
-    std::uint64_t next_hand_seq_ = 0;          // guarded by hand_mutex_
+    std::vector<std::vector<std::byte>> deferred_;  // guarded by hand_mutex_: waiting for those handled
     std::atomic<int> helpers_{0};              // waiting threads receiving now
     std::atomic<std::int64_t> helped_at_{0};   // steady ns: a waiting thread last received its result
     sys::spin_history help_spins_;             // does a waiting thread's spin pay off?
