@@ -113,7 +113,8 @@ bool future_state_base::spin_until_done(steady_deadline deadline) const noexcept
 }
 
 void future_state_base::help_producer(steady_deadline deadline) const noexcept {
-    if (finished_.load(std::memory_order_acquire)) return;
+    // A thread pool's states spin instead (no lock taken for them here).
+    if (spin_when_waited_ || finished_.load(std::memory_order_acquire)) return;
     std::shared_ptr<task_control> control;
     {
         std::lock_guard lock(mutex_);
