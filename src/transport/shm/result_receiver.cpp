@@ -170,7 +170,7 @@ void shm_transport::end_receiving() noexcept {
         std::lock_guard lock(gate_mutex_);
         receiving_ended_ = true;
     }
-    gate_cv_.notify_all();
+    gate_cv_->notify_all();
 }
 
 void shm_transport::call_collector() noexcept {
@@ -178,7 +178,7 @@ void shm_transport::call_collector() noexcept {
         std::lock_guard lock(gate_mutex_);
         collector_called_ = true;
     }
-    gate_cv_.notify_all();
+    gate_cv_->notify_all();
 }
 
 bool shm_transport::park_while_helped() {
@@ -196,7 +196,7 @@ bool shm_transport::park_while_helped() {
                 return true;
             }
         }
-        gate_cv_.wait_for(lock, help_linger);
+        gate_cv_->wait_for(lock, help_linger);
     }
 }
 

@@ -90,6 +90,8 @@ shm_transport::~shm_transport() {
     if (collector_.joinable()) collector_.detach();
     if (supervisor_.joinable()) supervisor_.detach();
     for (auto& rec : workers_) keep_inherited(std::move(rec.proc));
+    // The result thread may have been parked on it at the fork: kept, never used.
+    static_cast<void>(gate_cv_.release());
 }
 
 void shm_transport::start(transport_events& events) {

@@ -161,7 +161,10 @@ private:
     std::atomic<std::int64_t> helped_at_{0};   // steady ns: a waiting thread last received its result
     sys::spin_history help_spins_;             // does a waiting thread's spin pay off?
     std::mutex gate_mutex_;
-    std::condition_variable gate_cv_;          // the parked result thread waits here
+    // The parked result thread waits here. On the heap: a fork child that
+    // inherited the transport must not destroy it (the parent's waiter is
+    // recorded in it, and destroying it would wait for that waiter for ever).
+    std::unique_ptr<std::condition_variable> gate_cv_ = std::make_unique<std::condition_variable>();
     bool collector_called_ = false;            // guarded by gate_mutex_: a waiting thread gave up
     bool receiving_ended_ = false;             // guarded by gate_mutex_: the stop message was taken
 
