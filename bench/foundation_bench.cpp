@@ -2,7 +2,12 @@
 // bench/python/foundation.py times CPython's multiprocessing:
 //
 //   queue_msgs_per_s        one producer process puts 1,000,000 64-byte strings
-//                           on an mp::queue, the parent gets them
+//                           on an mp::queue, the parent gets them (CPython's
+//                           workload: bytes objects of 64 B)
+//   queue_fixed_msgs_per_s  the same with a fixed 64-byte message
+//                           (mp::queue<std::array<std::byte, 64>>), copied into
+//                           the caller's memory: Boost.Interprocess
+//                           message_queue's workload (bench/baselines.cpp)
 //   pipe_rtt_us             100,000 ping-pongs of an int over mp::pipe()
 //   start_<method>_ms       start + join of a no-op child, per start method
 //   big_result_gbps         a child returns 256 MiB (std::vector<double>) through
@@ -15,6 +20,8 @@
 //
 // Each figure is the median over several repetitions. The fork method is used
 // where the start method does not matter (as CPython 3.11 on Linux does).
+#include <array>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <stdexcept>
@@ -34,6 +41,14 @@ constexpr std::size_t message_size = 64;
 
 void produce(mp::queue<std::string> q, int count) {
     const std::string message(message_size, 'x');
+    for (int i = 0; i < count; ++i) q.put(message);
+}
+
+using fixed_message = std::array<std::byte, message_size>;
+
+void produce_fixed(mp::queue<fixed_message> q, int count) {
+    fixed_message message;
+    message.fill(std::byte{'x'});
     for (int i = 0; i < count; ++i) q.put(message);
 }
 
@@ -76,6 +91,25 @@ void queue_throughput(const bench::options& o) {
         rates.push_back(count / s);
     }
     bench::result("queue_msgs_per_s", bench::median(rates));
+}
+
+void queue_fixed_throughput(const bench::options& o) {
+    const int count = o.quick ? 10000 : 1000000;
+    std::vector<double> rates;
+    for (int rep = 0; rep < o.reps; ++rep) {
+        mp::queue<fixed_message> q;
+        mp::process producer(with(mp::start_method::fork), produce_fixed, q, count);
+        double s = bench::seconds_of([&] {
+            producer.start();
+            for (int i = 0; i < count; ++i) {
+                fixed_message m = q.get();
+                if (m[message_size - 1] != std::byte{'x'}) throw std::runtime_error("queue bench: wrong message");
+            }
+        });
+        producer.join();
+        rates.push_back(count / s);
+    }
+    bench::result("queue_fixed_msgs_per_s", bench::median(rates));
 }
 
 void pipe_round_trip(const bench::options& o) {
@@ -168,6 +202,10 @@ int run(const bench::options& o) {
     if (o.wants("queue")) {
         bench::progress("mp: queue throughput, 64-byte strings");
         queue_throughput(o);
+    }
+    if (o.wants("queue_fixed")) {
+        bench::progress("mp: queue throughput, fixed 64-byte messages");
+        queue_fixed_throughput(o);
     }
     if (o.wants("pipe")) {
         bench::progress("mp: pipe round trip");

@@ -255,13 +255,16 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         after_tail_moved(end_word::from(to).pos);
         return true;
     };
-    sys::spinner spin(get_spin, &local_->spin);
+    // Made when the queue is first found empty: a get that finds an item
+    // waiting (a steady stream) pays nothing for it.
+    std::optional<sys::spinner> spin;
     std::optional<sys::spinner> stamp_spin;  // its own budget: a stamp is due any moment
     std::uint64_t slept_on = no_claim;        // the unstamped claim this get() slept on last
     for (;;) {
         if (!has_data()) {
             if (deadline && clock::now() >= *deadline) return false;
-            if (spin.step()) continue;
+            if (!spin) spin.emplace(get_spin, &local_->spin);
+            if (spin->step()) continue;
             sleep_until(s.data, has_data, deadline);
             continue;
         }

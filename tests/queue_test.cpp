@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -17,6 +18,7 @@
 #include "mp/process.hpp"
 #include "mp/shared_memory.hpp"
 #include "mp/detail/archive.hpp"
+#include "queue/layout.hpp"
 #include "queue_hooks.hpp"
 #include "sys/memory.hpp"
 #include "sys/sys.hpp"
@@ -303,7 +305,9 @@ TEST_P(queue_test, a_consumer_killed_while_the_queue_jumps_back_leaves_it_usable
     // Issue 11.3: the jump back to the start of the ring was two stores (tail,
     // then head); a consumer killed between them left producers asleep forever.
     mp::queue<std::string> q;
-    const std::string first = pattern(3 << 20, 1), second = pattern(3 << 20, 2), third = pattern(1000, 3);
+    using mp::detail::queue_layout::jump_from;
+    const std::string first = pattern(jump_from + (1 << 20), 1), second = pattern(3 << 20, 2),
+                      third = pattern(1000, 3);
     q.put(first);  // far enough into the ring that the next empty moment jumps back
     ASSERT_EQ(q.get(10s), first);
     q.put(second);
@@ -430,13 +434,41 @@ TEST(queue, memory_is_given_back_as_the_queue_drains) {
             return static_cast<std::uint64_t>(st.st_blocks) * 512;
         }
     } q;
+    using mp::detail::queue_layout::warm_window;
     std::string item(100'000, 'q');
+    const int items = static_cast<int>(2 * warm_window / item.size());
     for (int round = 0; round < 5; ++round) {
-        for (int i = 0; i < 100; ++i) q.put(item);
-        EXPECT_GT(q.bytes_in_memory(), 100u * item.size());
-        for (int i = 0; i < 100; ++i) ASSERT_EQ(q.get().size(), item.size());
-        EXPECT_LT(q.bytes_in_memory(), 6u << 20) << "round " << round;
+        for (int i = 0; i < items; ++i) q.put(item);
+        EXPECT_GT(q.bytes_in_memory(), items * item.size());
+        for (int i = 0; i < items; ++i) ASSERT_EQ(q.get().size(), item.size());
+        EXPECT_LT(q.bytes_in_memory(), warm_window + (4 << 20)) << "round " << round;
     }
+}
+
+TEST(queue, a_stream_that_keeps_running_empty_stays_in_the_warm_window) {
+    // Producer and consumer taking turns (64 items put, then taken): the
+    // queue is empty at the first put of each turn only, not at the puts
+    // that cross a page. It must jump back to the start at those empty
+    // moments and never reserve a page beyond the warm window (a jump asked
+    // for only at page crossings ran into fresh pages).
+    using mp::detail::queue_layout::warm_window;
+    struct probe : mp::queue<std::array<std::byte, 64>> {
+        std::uint64_t bytes_in_memory() const {
+            struct stat st {};
+            ::fstat(core().fd(), &st);
+            return static_cast<std::uint64_t>(st.st_blocks) * 512;
+        }
+    } q;
+    std::array<std::byte, 64> item{};
+    const std::uint64_t turns = 4 * warm_window / (64 * 80);
+    for (std::uint64_t turn = 0; turn < turns; ++turn) {
+        for (int i = 0; i < 64; ++i) {
+            item[0] = static_cast<std::byte>(i);
+            q.put(item);
+        }
+        for (int i = 0; i < 64; ++i) ASSERT_EQ(q.get()[0], static_cast<std::byte>(i));
+    }
+    EXPECT_LE(q.bytes_in_memory(), warm_window);
 }
 
 TEST(queue, a_large_item_put_while_readers_give_pages_back_arrives_whole) {

@@ -261,8 +261,9 @@ private:
             const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
                     if (bytes.size() != sizeof(T)) detail::throw_wrong_item_size(bytes.size(), sizeof(T), "value");
-                    auto& o = static_cast<std::optional<T>*>(context)->emplace();
-                    std::memcpy(&o, bytes.data(), sizeof(T));
+                    T v;  // default-initialised: not zero-filled before the copy
+                    std::memcpy(&v, bytes.data(), sizeof(T));
+                    static_cast<std::optional<T>*>(context)->emplace(v);
                 },
                 &out, deadline);
             if (!got) return std::nullopt;  // out may hold an item another consumer took
@@ -273,14 +274,20 @@ private:
                     using element = typename T::value_type;
                     if (bytes.size() % sizeof(element) != 0)
                         detail::throw_wrong_item_size(bytes.size(), sizeof(element), "element");
-                    auto& o = static_cast<std::optional<T>*>(context)->emplace();
+                    auto& out = *static_cast<std::optional<T>*>(context);
                     const std::size_t n = bytes.size() / sizeof(element);
                     if constexpr (alignof(element) <= 8) {  // items are 8-byte aligned: construct from them, once
                         const auto* first = reinterpret_cast<const element*>(bytes.data());
+                        if (bytes.size() < detail::large_item_bytes) {
+                            out.emplace(first, first + n);  // one allocation (none for a short string), one copy
+                            return;
+                        }
+                        auto& o = out.emplace();
                         o.reserve(n);  // untouched memory: prepared before the one copy into it
-                        if (bytes.size() >= detail::large_item_bytes) detail::prepare_item_buffer(o.data(), bytes.size());
+                        detail::prepare_item_buffer(o.data(), bytes.size());
                         o.assign(first, first + n);
                     } else {
+                        auto& o = out.emplace();
                         o.resize(n);
                         if (n) std::memcpy(o.data(), bytes.data(), bytes.size());
                     }

@@ -116,6 +116,19 @@ bool queue_core::put_claimed_fast(const record_job& job, int own) {
             needs_lock = ahead < job.need || phys + ahead > capacity;
         }
         needs_lock = needs_lock || forward(s.tail_seen.load(std::memory_order_relaxed), advance(pos, job.need)) > capacity;
+        // An empty queue jumps back to the warm start (under put_lock) before
+        // it leaves the warm window: beyond it every page is fresh memory
+        // (reserved, zero-filled by the kernel, given back behind the
+        // readers). Asked for every item from jump_from on, not once per
+        // page: consumers that keep up leave the queue empty for moments
+        // only, and a stream that misses them runs through fresh pages.
+        if (!needs_lock && phys > jump_from && job.need <= phys) {
+            const std::uint64_t tail_word = s.tail.load(std::memory_order_acquire);
+            if (tail_word == head_word) {
+                s.tail_seen.store(pos, std::memory_order_relaxed);
+                needs_lock = true;
+            }
+        }
         if (needs_lock) {
             if (!guessed) return false;
             guessed = false;
@@ -158,7 +171,7 @@ bool queue_core::put_claimed(const record_job& job, int own, std::optional<clock
         // An empty queue jumps only if the item ends before the wrap record;
         // whether it is empty is asked once per page of new data.
         const bool new_page = phys % local_->page + job.need > local_->page;
-        const bool may_jump = phys > warm_window && job.need <= phys && (new_page || tail == pos);
+        const bool may_jump = phys > jump_from && job.need <= phys && (new_page || tail == pos);
         if (may_jump && tail != pos) look_at_tail();
         if ((may_jump && tail == pos) || phys + job.need > capacity) {
             ensure_reserved(s, fd_.get(), data_, pos, sizeof(record_header));
