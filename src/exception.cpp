@@ -5,6 +5,7 @@
 #include <link.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 
 #include "mp/serialize.hpp"
 #include "sys/after_fork.hpp"
+#include "sys/process.hpp"
 
 namespace mp::detail {
 namespace {
@@ -148,13 +150,34 @@ private:
         return generation;
     }
 
-    sys::fork_guarded_mutex mutex_;
+    std::mutex mutex_;
     std::unordered_map<void*, std::string> lines_;  // guarded by mutex_
     generation_t generation_{};                     // of lines_, guarded by mutex_
 };
 
+// Each process has a cache of its own: a fork child may inherit the
+// parent's with its lock held by a thread the child does not have, so the
+// child leaves that copy alone (never freed) and makes its own. Never
+// destroyed: a thread may throw during exit.
+struct process_cache {
+    int pid;
+    symbol_cache cache;
+};
+std::atomic<process_cache*> the_process_cache{nullptr};
+
+symbol_cache& cache_of_this_process() {
+    const int pid = sys::current_pid();
+    auto* c = the_process_cache.load(std::memory_order_acquire);
+    while (!c || c->pid != pid) {
+        auto* mine = new process_cache{pid, {}};
+        if (the_process_cache.compare_exchange_strong(c, mine, std::memory_order_acq_rel)) return mine->cache;
+        delete mine;  // another thread of this process made one first (c is now that one)
+    }
+    return c->cache;
+}
+
 std::string current_trace() {
-    static symbol_cache& cache = *new symbol_cache;  // never destroyed: a thread may throw during exit
+    auto& cache = cache_of_this_process();
     void* frames[32];
     int n = ::backtrace(frames, 32);
     std::string trace;
