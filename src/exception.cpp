@@ -5,7 +5,9 @@
 #include <link.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <span>
@@ -16,6 +18,7 @@
 
 #include "mp/serialize.hpp"
 #include "sys/after_fork.hpp"
+#include "sys/process.hpp"
 
 namespace mp::detail {
 namespace {
@@ -79,11 +82,13 @@ registry& the_registry() {
 // that failed before now costs a lookup per frame.
 class symbol_cache {
 public:
-    // Appends "  <line>\n" for each frame to `trace`.
+    // Appends "  <line>\n" for each frame to `trace`. Known lines are
+    // appended straight from the cache, under its lock: a trace that was
+    // seen before costs no allocation per frame (a manager server builds one
+    // for every error it replies, most of a fuzzed dispatcher's time).
     void append(std::span<void* const> frames, std::string& trace) {
         const auto generation = loaded_objects_generation();
         std::vector<std::size_t> missing;  // indices into frames
-        std::vector<std::string> lines(frames.size());
         {
             std::lock_guard guard(mutex_);
             if (generation != generation_ || lines_.size() + frames.size() > max_entries) {
@@ -92,29 +97,36 @@ public:
                 lines_.clear();
                 generation_ = generation;
             }
-            for (std::size_t i = 0; i < frames.size(); ++i) {
-                auto it = lines_.find(frames[i]);
-                if (it != lines_.end())
-                    lines[i] = it->second;
-                else
-                    missing.push_back(i);
-            }
+            for (std::size_t i = 0; i < frames.size(); ++i)
+                if (!lines_.contains(frames[i])) missing.push_back(i);
         }
+        std::vector<std::string> fresh(missing.size());  // the lines of `missing`
         if (!missing.empty()) {
             // Outside the lock: this is the slow part.
             std::vector<void*> wanted;
             for (auto i : missing) wanted.push_back(frames[i]);
             char** symbols = ::backtrace_symbols(wanted.data(), static_cast<int>(wanted.size()));
             if (!symbols) return;
-            for (std::size_t k = 0; k < missing.size(); ++k) lines[missing[k]] = symbols[k];
+            for (std::size_t k = 0; k < missing.size(); ++k) fresh[k] = symbols[k];
             std::free(symbols);
-            std::lock_guard guard(mutex_);
-            if (generation == generation_)
-                for (auto i : missing) lines_.emplace(frames[i], lines[i]);
         }
-        for (auto& line : lines) {
+        std::lock_guard guard(mutex_);
+        if (generation == generation_)
+            for (std::size_t k = 0; k < missing.size(); ++k) lines_.emplace(frames[missing[k]], fresh[k]);
+        trace.reserve(trace.size() + frames.size() * 128);  // one allocation for a usual trace
+        std::size_t k = 0;
+        for (std::size_t i = 0; i < frames.size(); ++i) {
             trace += "  ";
-            trace += line;
+            if (k < missing.size() && missing[k] == i) {
+                trace += fresh[k++];
+            } else if (auto it = lines_.find(frames[i]); it != lines_.end()) {
+                trace += it->second;
+            } else {
+                // Forgotten meanwhile (another thread started the cache afresh).
+                char raw[32];
+                std::snprintf(raw, sizeof raw, "[%p]", frames[i]);
+                trace += raw;
+            }
             trace += '\n';
         }
     }
@@ -138,13 +150,34 @@ private:
         return generation;
     }
 
-    sys::fork_guarded_mutex mutex_;
+    std::mutex mutex_;
     std::unordered_map<void*, std::string> lines_;  // guarded by mutex_
     generation_t generation_{};                     // of lines_, guarded by mutex_
 };
 
+// Each process has a cache of its own: a fork child may inherit the
+// parent's with its lock held by a thread the child does not have, so the
+// child leaves that copy alone (never freed) and makes its own. Never
+// destroyed: a thread may throw during exit.
+struct process_cache {
+    int pid;
+    symbol_cache cache;
+};
+std::atomic<process_cache*> the_process_cache{nullptr};
+
+symbol_cache& cache_of_this_process() {
+    const int pid = sys::current_pid();
+    auto* c = the_process_cache.load(std::memory_order_acquire);
+    while (!c || c->pid != pid) {
+        auto* mine = new process_cache{pid, {}};
+        if (the_process_cache.compare_exchange_strong(c, mine, std::memory_order_acq_rel)) return mine->cache;
+        delete mine;  // another thread of this process made one first (c is now that one)
+    }
+    return c->cache;
+}
+
 std::string current_trace() {
-    static symbol_cache& cache = *new symbol_cache;  // never destroyed: a thread may throw during exit
+    auto& cache = cache_of_this_process();
     void* frames[32];
     int n = ::backtrace(frames, 32);
     std::string trace;

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -21,7 +22,9 @@
 
 #include "manager/auth.hpp"
 #include "manager/channel.hpp"
+#include "manager/protocol.hpp"
 #include "manager/serve_loop.hpp"
+#include "manager/server.hpp"
 #include "sys/net.hpp"
 #include "mp/manager.hpp"
 #include "mp/process.hpp"
@@ -482,6 +485,54 @@ TEST(serve_loop, connections_waiting_for_authentication_are_capped) {
     EXPECT_GE(closed, 400u);
     loop.stop();
     serving.join();
+}
+
+/// One request body, as a client writes it.
+template <class... T>
+std::vector<std::byte> request_body(const T&... fields) {
+    mp::detail::output_archive ar;
+    (mp::detail::save_value(ar, fields), ...);
+    std::vector<std::byte> body(ar.size());
+    ar.copy_to(body.data());
+    return body;
+}
+
+TEST(serve_request_for_test, a_call_that_would_wait_is_answered_at_once_under_never_wait) {
+    // The dispatcher's fuzz target serves requests one after another on one
+    // thread, for a client that is still there: a call that waited would
+    // wait for a request that never comes.
+    using namespace mp::detail::mgr;
+    mp::base_manager m;
+    auto server = m.get_server();
+    auto client = mp::sys::socket_pair();  // both ends open: the client is there
+    std::atomic<bool> stopping{false};
+    const wait_context ctx{.fd = client.first.get(), .stopping = &stopping, .never_wait = true};
+    auto serve = [&](const std::vector<std::byte>& body) {
+        auto reply = serve_request_for_test(server, body, ctx);
+        EXPECT_TRUE(reply.body.has_value()) << "no reply for a client that is still there";
+        mp::detail::input_archive in(*reply.body);
+        if (mp::detail::load_value<std::uint8_t>(in) != static_cast<std::uint8_t>(status::ok))
+            ADD_FAILURE() << mp::detail::load_value<mp::detail::exception_record>(in).what;
+        return *reply.body;
+    };
+    auto created = serve(request_body(static_cast<std::uint8_t>(op::create), std::string("mp.lock"),
+                                      mp::detail::type_tag<mp::lock_proxy>(), mp::detail::type_tag<std::tuple<>>(),
+                                      std::tuple<>()));
+    mp::detail::input_archive in(created);
+    (void)mp::detail::load_value<std::uint8_t>(in);
+    auto id = mp::detail::load_value<std::uint64_t>(in);
+    auto acquire = [&] {
+        auto reply = serve(request_body(static_cast<std::uint8_t>(op::call), id, std::string("acquire"),
+                                        mp::detail::type_tag<std::tuple<std::int64_t>>(), std::uint64_t{0},
+                                        std::make_tuple(std::int64_t{-1})));  // no timeout
+        mp::detail::input_archive r(reply);
+        (void)mp::detail::load_value<std::uint8_t>(r);
+        return mp::detail::load_value<bool>(r);
+    };
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(acquire());
+    EXPECT_FALSE(acquire()) << "the lock is held: the second acquire fails at once";
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "a call waited";
 }
 
 INSTANTIATE_TEST_SUITE_P(each_start_method, remote_manager_test,

@@ -28,7 +28,7 @@ bool wait_until_ready(std::unique_lock<std::mutex>& lock, std::condition_variabl
     // item, the lock) and waits for nothing: one poll per taking call.
     if (ctx && sys::peer_closed(ctx->fd)) throw client_gone{};
     if (ready()) return true;
-    if (timeout_ns == 0) return false;
+    if (timeout_ns == 0 || (ctx && ctx->never_wait)) return false;
     std::optional<clock::time_point> deadline;
     if (timeout_ns > 0) deadline = clock::now() + std::chrono::nanoseconds(timeout_ns);
     for (;;) {

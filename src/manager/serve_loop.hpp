@@ -51,6 +51,12 @@ namespace mp::detail::mgr {
 struct wait_context {
     int fd;
     const std::atomic<bool>* stopping;
+    /// Every call is served as if its timeout were 0 (a get on an empty
+    /// queue is empty at once, an acquire of a held lock fails at once), as
+    /// a client asking not to block is served. For the dispatcher's fuzz
+    /// target, which serves requests one after another on one thread: a call
+    /// that waited there would wait for a request that never comes.
+    bool never_wait = false;
 };
 
 /// Thrown by a waiting call when its client hung up: no reply is sent.

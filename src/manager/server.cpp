@@ -232,15 +232,25 @@ namespace mp::detail::mgr {
 
 test_reply serve_request_for_test(manager_server& server, std::span<const std::byte> request,
                                   const wait_context& ctx) {
+    // Reused from reply to reply, as a connection's reply buffer is.
+    thread_local std::vector<std::byte> reply_buffer;
     auto& impl = server_access::of(server);
     test_reply r;
     std::optional<output_archive> out;
-    if (reply_to(impl, request, ctx, static_cast<std::size_t>(impl.max_message()), {}, out, r.stop_requested)) {
-        // The bytes the serve loop would send, borrowed blocks included.
-        std::vector<std::byte> frame(out->size());
-        out->copy_to(frame.data());
-        r.body.emplace(frame.begin() + static_cast<std::ptrdiff_t>(header_size), frame.end());
+    if (reply_to(impl, request, ctx, static_cast<std::size_t>(impl.max_message()), std::move(reply_buffer), out,
+                 r.stop_requested)) {
+        // The bytes the serve loop would send after the frame header,
+        // borrowed blocks included.
+        auto& body = r.body.emplace();
+        body.reserve(out->size() - header_size);
+        std::size_t skip = header_size;
+        out->for_each_piece([&](const std::byte* p, std::size_t n) {
+            std::size_t s = std::min(skip, n);
+            skip -= s;
+            body.insert(body.end(), p + s, p + n);
+        });
     }
+    if (out) reply_buffer = out->take_buffer();
     return r;
 }
 

@@ -92,8 +92,9 @@ struct test_reply {
 /// Test hook (tests/fuzz/manager_request_fuzz.cpp): serves one request body
 /// against `server`'s object table, through the path a request read from a
 /// connection takes (reply_to, manager_server::impl::handle), without a
-/// socket or a thread of the serve loop. A call that must wait watches
-/// `ctx.fd` for its client hanging up, as it watches the client's socket.
+/// socket or a thread of the serve loop. A taking call checks `ctx.fd` for
+/// its client hanging up, as it checks the client's socket; with
+/// `ctx.never_wait` no call waits.
 test_reply serve_request_for_test(manager_server& server, std::span<const std::byte> request,
                                   const wait_context& ctx);
 

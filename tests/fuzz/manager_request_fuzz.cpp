@@ -14,12 +14,14 @@
 // Input: frames [u16 length][body], one request each (protocol in
 // src/manager/protocol.hpp). To reach objects, the u64 object id of
 // call/incref/decref is read as an index into the objects this input
-// created. A call that would wait (a lock acquired twice, get on an empty
-// queue) watches a socket whose peer has hung up, so it ends at once as the
-// server ends it for a client that gave up, and the input ends there (the
-// server would drop that connection); so does a shutdown request (which
-// stops nothing here). Objects this input created are released after it, so
-// no state carries over to the next input.
+// created. Calls are served for a client that is still there (its socket's
+// peer is open) and never wait (wait_context::never_wait): a get on an empty
+// queue is empty, an acquire of a held lock fails, an event's wait times
+// out, at once, as for a client that asked not to block; every request is
+// answered and the input goes on. A shutdown request (which stops nothing
+// here) ends the input, as the server would stop after it. Objects this
+// input created are released after it, so no state carries over to the
+// next input.
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -45,25 +47,25 @@ std::uint8_t status_of(const std::vector<std::byte>& body) {
     return s;
 }
 
-/// The server whose dispatcher is fuzzed, and the socket its waiting calls
-/// watch: the peer is closed, as a client that gave up.
+/// The server whose dispatcher is fuzzed, and the socket a taking call
+/// checks its client on: both ends open, as a client waiting for its reply.
 struct dispatcher {
     mp::base_manager manager{mp::manager_options{.authkey = mp_fuzz::authkey}};
     mp::manager_server server = (mp_fuzz::register_fuzz_types(manager), manager.get_server());
-    mp::detail::unique_fd gone_client = mp::sys::socket_pair().first;  // the other end closed at once
+    std::pair<mp::detail::unique_fd, mp::detail::unique_fd> client = mp::sys::socket_pair();
     std::atomic<bool> stopping{false};
 
-    [[nodiscard]] mgr::wait_context context() const { return {gone_client.get(), &stopping}; }
+    [[nodiscard]] mgr::wait_context context() const {
+        return {.fd = client.first.get(), .stopping = &stopping, .never_wait = true};
+    }
 
+    /// Every request must be answered: its client is there and no call waits.
     mgr::test_reply serve(std::span<const std::byte> request) {
-        return mgr::serve_request_for_test(server, request, context());
+        auto r = mgr::serve_request_for_test(server, request, context());
+        if (!r.body) mp_fuzz::fail("a request of a client that is still there got no reply");
+        return r;
     }
-    /// A request that cannot wait: must be answered.
-    std::vector<std::byte> answer(std::span<const std::byte> request) {
-        auto r = serve(request);
-        if (!r.body) mp_fuzz::fail("a request that never waits got no reply");
-        return std::move(*r.body);
-    }
+    std::vector<std::byte> answer(std::span<const std::byte> request) { return std::move(*serve(request).body); }
 };
 
 dispatcher* the_dispatcher = nullptr;
@@ -123,7 +125,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             named = index;
         }
         auto r = the_dispatcher->serve(body);
-        if (!r.body) break;  // a call that waited for a client that is gone: no reply, connection dropped
         bool ok = status_of(*r.body) == 0;
         if (ok && code == static_cast<std::uint8_t>(mgr::op::create)) {
             if (r.body->size() < 9) mp_fuzz::fail("a create reply without an object id");
