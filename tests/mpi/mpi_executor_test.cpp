@@ -93,6 +93,12 @@ std::vector<char> flip_bytes(std::vector<char> v) {
     return v;
 }
 
+// A large argument whose task then crashes its process.
+std::size_t segfault_with(std::vector<char> v) {
+    if (!v.empty()) ::raise(SIGSEGV);
+    return v.size();
+}
+
 // Several large blocks with small values between them: a message that
 // travels as several segments (src/mpi/wire.cpp) comes back whole, in order.
 std::tuple<std::string, std::vector<int>, int, std::vector<int>, std::string> swap_blocks(
@@ -399,6 +405,34 @@ TEST(mpi_executor, several_large_blocks_in_one_message) {
         EXPECT_EQ(x2, x);
         EXPECT_EQ(y2, y);
     }
+}
+
+// Large tasks are received into a reused shared block that the rank's local
+// process maps (src/mpi/buffers.hpp): tasks of growing and shrinking sizes
+// back to back, several in flight on each rank, a crash while one is mapped;
+// each comes back whole and the next one is not confused with it.
+TEST(mpi_executor, large_tasks_back_to_back_through_reused_blocks) {
+    mp::mpi_pool_executor ex;
+    for (std::size_t mib : {3u, 1u, 9u, 2u}) {
+        std::vector<mp::future<std::vector<char>>> fs;
+        std::vector<std::vector<char>> sent;
+        for (int k = 0; k < 4; ++k) {
+            std::vector<char> v((mib << 20) + static_cast<std::size_t>(k) * 4093, static_cast<char>(k + 1));
+            v[v.size() / 2] = static_cast<char>(mib);
+            fs.push_back(ex.submit(flip_bytes, v));
+            sent.push_back(std::move(v));
+        }
+        auto dead = ex.submit(segfault_with, std::vector<char>(mib << 20, 'x'));
+        for (int k = 0; k < 4; ++k) {
+            auto back = fs[static_cast<std::size_t>(k)].get(120s);
+            ASSERT_EQ(back.size(), sent[static_cast<std::size_t>(k)].size());
+            for (std::size_t i = 0; i < back.size(); i += 997)
+                ASSERT_EQ(back[i], static_cast<char>(~sent[static_cast<std::size_t>(k)][i])) << mib << " MiB, at " << i;
+            EXPECT_EQ(back[back.size() / 2], static_cast<char>(~static_cast<char>(mib)));
+        }
+        EXPECT_THROW((void)dead.get(120s), mp::worker_crashed);
+    }
+    EXPECT_EQ(ex.submit(sqr, 4).get(), 16);
 }
 
 TEST(mpi_executor, build_ids_match) {
