@@ -67,7 +67,8 @@ struct progress_bar::state {
                 std::string eta = done >= total ? "ETA 0:00"
                                   : rate > 0    ? "ETA " + clock_text(static_cast<double>(total - done) / rate)
                                                 : "ETA --:--";
-                std::string tail = " " + std::string(pct) + " " + rate_text(rate) + " " + eta;
+                std::string tail(" ");
+                tail.append(pct).append(" ").append(rate_text(rate)).append(" ").append(eta);
                 int room = sys::terminal_width(options.fd) - 1 -
                            static_cast<int>(head.size() + counts.size() + tail.size() + 3);
                 int width = std::clamp(room, 0, 30);

@@ -75,8 +75,11 @@ struct program {
         for (const auto& entry : fs::directory_iterator("/dev/shm")) {
             std::string name = entry.path().filename();
             bool ours = name == shm_name;
-            for (int p : pids)
-                if (name.find("-" + std::to_string(p) + "-") != std::string::npos) ours = true;
+            for (int p : pids) {
+                std::string tag("-");
+                tag.append(std::to_string(p)).append("-");
+                if (name.find(tag) != std::string::npos) ours = true;
+            }
             if (ours) left.push_back(name);
         }
         return left;
