@@ -36,7 +36,9 @@
 //   those through a pipe or as process arguments; for large arrays use
 //   mp::shared_array, which a queue carries.
 // Capacity: an unbounded queue holds up to 8 GiB of unread data (memory is
-// only used for data actually waiting); a single item may be up to 2 GiB.
+// used for data actually waiting, plus the first 8 MiB of the queue's region
+// once a stream has passed through them: kept so that a busy queue reuses
+// warm pages); a single item may be up to 2 GiB.
 #pragma once
 
 #include <array>
