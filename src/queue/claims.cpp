@@ -148,11 +148,39 @@ std::uint64_t open_claim(shared& s, std::byte* data, const producer_slot& slot) 
 
 /// Makes the open claim of dead slot `slot` a hole; false if that is not
 /// decided yet (then the slot must not be reused).
-bool settle_dead_slot(shared& s, std::byte* data, producer_slot& slot) {
+bool settle_dead_claim(shared& s, std::byte* data, const producer_slot& slot) {
     const std::uint64_t from = open_claim(s, data, slot);
-    if (from != no_claim && settle_at(s, data, from) == claim_state::in_progress && open_claim(s, data, slot) != no_claim)
-        return false;
+    return from == no_claim || settle_at(s, data, from) != claim_state::in_progress ||
+           open_claim(s, data, slot) == no_claim;
+}
+
+/// Takes slot `slot` for this process if it is free, or if its owner died
+/// and that owner's last claim is settled. Only the process that wins the
+/// slot writes its claim_from: a loser that cleared it could erase the live
+/// claim the winner has made meanwhile, and a claim that no slot names is
+/// taken for corruption once it stays unstamped.
+bool take_slot(shared& s, std::byte* data, producer_slot& slot) {
+    std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
+    if (owner == 0) {
+        // A free slot is "being registered" (owner set, start 0) once won.
+        if (!slot.owner.compare_exchange_strong(owner, me.pid, std::memory_order_acq_rel)) return false;
+    } else {
+        const std::uint64_t start = slot.owner_start.load(std::memory_order_acquire);
+        if (start == 0 || alive(slot) || !settle_dead_claim(s, data, slot)) return false;
+        // Start 0 marks the slot as being registered, so every other
+        // process leaves it alone from here on.
+        std::uint64_t expected = start;
+        if (!slot.owner_start.compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) return false;
+        // A live owner started in the same clock tick as the dead one would
+        // also match `start`: then the slot is not ours; give its start back.
+        if (!slot.owner.compare_exchange_strong(owner, me.pid, std::memory_order_acq_rel)) {
+            slot.owner_start.store(start, std::memory_order_release);
+            return false;
+        }
+    }
     slot.claim_from.store(no_claim, std::memory_order_release);
+    slot.next_head.store(no_claim, std::memory_order_relaxed);
+    slot.owner_start.store(me.start, std::memory_order_release);
     return true;
 }
 
@@ -170,17 +198,8 @@ int own_slot(shared& s, std::uint64_t serial) {
         if (r.serial == serial && r.thread == thread) found = r.slot;
     if (found < 0) {
         auto* data = reinterpret_cast<std::byte*>(&s) + header_size;
-        for (unsigned k = 1; k < slot_count && found < 0; ++k) {
-            auto& slot = s.slots[k];
-            std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
-            // A slot of a process that ended is free once its last claim is settled.
-            if (owner != 0 && (alive(slot) || !settle_dead_slot(s, data, slot))) continue;
-            slot.claim_from.store(no_claim, std::memory_order_release);
-            if (!slot.owner.compare_exchange_strong(owner, me.pid, std::memory_order_acq_rel)) continue;
-            slot.next_head.store(no_claim, std::memory_order_relaxed);
-            slot.owner_start.store(me.start, std::memory_order_release);
-            found = static_cast<int>(k);
-        }
+        for (unsigned k = 1; k < slot_count && found < 0; ++k)
+            if (take_slot(s, data, s.slots[k])) found = static_cast<int>(k);
         registrations.push_back({serial, thread, found});
     }
     cache = {serial, generation, found};
@@ -225,7 +244,8 @@ void settle_locked_slot(shared& s, std::byte* data) {
     auto& slot = s.slots[locked_slot];
     // The dead holder's claim must not lose its owner's record before it is
     // settled: rarely undecided for a moment (a live loser of the same race).
-    while (!settle_dead_slot(s, data, slot)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (!settle_dead_claim(s, data, slot)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    slot.claim_from.store(no_claim, std::memory_order_release);  // the slot is the lock holder's
 }
 
 claim_state settle_unstamped(shared& s, std::byte* data, std::uint64_t tail_word, std::uint64_t) {
