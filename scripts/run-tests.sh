@@ -78,7 +78,7 @@ run_preset asan --label-exclude '^(install|docs)$'
 
 # ---- ThreadSanitizer and fuzzing ----------------------------------------------
 # The tsan presets build and run the thread-heavy tests only: future_test,
-# thread_pool_executor_test, manager_test, pool_test (about 3 minutes).
+# thread_pool_executor_test, thread_pool_shutdown_test, manager_test, pool_test (about 3 minutes).
 # die_after_fork=0: by default TSan ends a child forked from a threaded
 # parent as soon as the child starts a thread, because its own state may be
 # inconsistent there. Forking from a threaded parent is what mp's fork start
