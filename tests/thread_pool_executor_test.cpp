@@ -26,31 +26,12 @@
 #include "mp/context.hpp"
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
+#include "support/thread_pool_helpers.hpp"
 
 using namespace std::chrono_literals;
+using namespace mp_test;
 
 namespace {
-
-int mul(int x, int y) { return x * y; }
-
-std::vector<int> iota_vector(int from, int to) {
-    std::vector<int> v(static_cast<std::size_t>(to - from));
-    std::iota(v.begin(), v.end(), from);
-    return v;
-}
-
-std::string this_thread_name() {
-    char buf[32] = {};
-    ::pthread_getname_np(::pthread_self(), buf, sizeof buf);
-    return buf;
-}
-
-/// A gate that tasks wait at until the test opens it.
-struct gate {
-    std::latch open_{1};
-    void open() { open_.count_down(); }
-    void wait() { open_.wait(); }
-};
 
 // ---- executor.py ----
 
