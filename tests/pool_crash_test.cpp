@@ -145,6 +145,33 @@ TEST_P(pool_crash_test, worker_killed_right_after_sending_its_result_still_deliv
     std::filesystem::remove(gate);
 }
 
+int sleep_then_return(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+}
+
+// The supervisor that stops a task past its deadline may not get to run
+// before the task ends (on a loaded machine; the 10-minute executor soak saw
+// late tasks deliver their results so). A run past its deadline fails with
+// timeout_error all the same; a run within it keeps its result.
+TEST_P(pool_crash_test, task_ending_past_its_deadline_before_it_is_stopped_still_times_out) {
+    mp::pool p({.processes = 1, .context = ctx()});
+    hooks::deadline_scan_paused = true;
+    auto late = p.submit_with({.timeout = 50ms}, sleep_then_return, 300);
+    auto on_time = p.submit_with({.timeout = 30s}, sleep_then_return, 1);
+    EXPECT_THROW((void)late.get(30s), mp::timeout_error);
+    EXPECT_EQ(on_time.get(30s), 1);
+    hooks::deadline_scan_paused = false;
+    EXPECT_EQ(p.apply(sqr, 4), 16);  // the same worker goes on: nothing was stopped
+
+    mp::process_pool_executor ex({.max_workers = 1, .context = ctx()});
+    hooks::deadline_scan_paused = true;
+    auto late_too = ex.submit_with({.timeout = 50ms}, sleep_then_return, 300);
+    EXPECT_THROW((void)late_too.get(30s), mp::timeout_error);
+    hooks::deadline_scan_paused = false;
+    EXPECT_EQ(ex.submit(sqr, 5).get(30s), 25);
+}
+
 // ---- a pool inherited by a fork child (11.8) ----
 
 std::optional<mp::pool> g_inherited_pool;  // a static: std::exit() in a fork child destroys its copy

@@ -110,6 +110,9 @@ struct alignas(64) task_doorbell {
 /// after a crash the parent reads who had it.
 struct alignas(64) task_claim {
     std::atomic<std::uint64_t> word;
+    // How long the worker ran the task, written before its result is sent:
+    // the parent fails a result of a run past its deadline.
+    std::atomic<std::int64_t> ran_ns;
 };
 constexpr std::uint64_t claim_queued = 0;
 constexpr std::uint64_t claim_withdrawn = 0xFFFF;

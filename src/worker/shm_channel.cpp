@@ -219,6 +219,9 @@ bool shm_worker_channel::receive(received_task& task) {
 }
 
 void shm_worker_channel::send(const output_archive& result) {
+    // Before the result (the queue's put publishes it): the parent reads it with the result.
+    slots_.claim(mine_.claim.load(std::memory_order_relaxed))
+        .ran_ns.store(steady_now_ns() - mine_.started_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
     if (result.size() < large_result_threshold) {
         results_.put(result, std::nullopt);
         test_hooks::maybe_die_at_take(test_hooks::take_kill::result_sent);

@@ -41,4 +41,8 @@ extern std::atomic<int> refuse_thread_start;
 /// another receiving thread takes the messages behind it meanwhile.
 extern std::atomic<int> result_report_delay_ms;
 
+/// In the pool's process: while true, the supervisor does not look for tasks
+/// past their deadline, as when it does not get to run on a loaded machine.
+extern std::atomic<bool> deadline_scan_paused;
+
 }  // namespace mp::detail::test_hooks

@@ -15,6 +15,7 @@
 
 namespace mp::detail::test_hooks {
 std::atomic<int> refuse_thread_start{0};
+std::atomic<bool> deadline_scan_paused{false};
 }  // namespace mp::detail::test_hooks
 
 namespace mp::detail {
@@ -450,6 +451,7 @@ void shm_transport::handle_exit(std::uint32_t slot) {
 }
 
 void shm_transport::check_deadlines() {
+    if (test_hooks::deadline_scan_paused.load(std::memory_order_relaxed)) return;
     const auto now = steady::now();
     const std::int64_t now_ns = w::steady_now_ns();
     const bool look = timed_.load(std::memory_order_relaxed) > 0 || stop_requested_.exchange(false);

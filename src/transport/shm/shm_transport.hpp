@@ -121,6 +121,9 @@ private:
     void wake() noexcept;
     void post_result_queue(const output_archive& ar) noexcept;
     void collect_large(input_archive& notice);
+    // Reports a task's result (its header read; `ar` at its value), or a
+    // timeout_error when its worker ran it past its deadline.
+    void deliver_result(std::uint64_t id, std::uint8_t status, std::uint32_t claim, input_archive& ar);
     void finish_threads() noexcept;
 
     const shm_transport_config cfg_;
