@@ -11,8 +11,11 @@
 // result message a local worker sends.
 //
 // Threads: the main thread receives (tasks and control messages) and feeds
-// the local pools; each local pool's result thread sends its results to the
-// boss itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
+// the local pools; when no message waits and tasks are out, it receives the
+// local pools' results itself for a moment (the engine's leader/follower,
+// task_control::help_wait), so a short task's result needs no wake-up of the
+// pool's result thread; otherwise that thread sends the results to the boss
+// itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
 // thread to wake up.
 #include <algorithm>
 #include <atomic>
@@ -42,7 +45,18 @@ struct serving {
     // Large tasks are received into named shared memory that the local
     // worker process maps (see run_mapped_task).
     mpi_wire::block_pool blocks{mpi_wire::block_pool::kind::shared_memory};
+    // Tasks handed to the local pools without an outcome yet, and whether an
+    // outcome came since the main thread last looked (it helps receive them).
+    std::atomic<std::size_t> outstanding{0};
+    std::atomic<bool> result_seen{false};
 };
+
+// How long the main thread receives the local pools' results before it
+// polls MPI again. Trade-off: a tiny task's result comes within a few
+// microseconds; a longer help delays a message from rank 0 (a stop_task, a
+// task for another executor) by as much. The engine's spin history makes a
+// help end at once where results keep coming later than that.
+constexpr auto local_help = std::chrono::microseconds(50);
 
 serving* current = nullptr;  // set once by serve(), before any local pool exists
 
@@ -114,6 +128,7 @@ public:
         return step::task;
     }
     void on_value(std::uint64_t, input_archive& in) override {
+        finished();
         output_archive out;
         out(exec_);
         w::write_result_header(out, id_, 0, w::result_status::ok);
@@ -123,6 +138,7 @@ public:
         msg_.reset();
     }
     void on_error(std::uint64_t, std::exception_ptr e) noexcept override {
+        finished();
         send_failure(exec_, id_, std::move(e));
         msg_.reset();
     }
@@ -135,6 +151,19 @@ public:
         control_ = control;
         return true;
     }
+
+    /// The main thread receives the local pool's results until one comes
+    /// (any task's) or `deadline`.
+    void help(std::chrono::steady_clock::time_point deadline) noexcept {
+        std::shared_ptr<task_control> control;
+        {
+            std::lock_guard lock(mutex_);
+            control = control_;
+        }
+        if (control) control->help_wait(current->result_seen, deadline);
+    }
+
+    [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
 
     /// Rank 0 asked to stop the task (future.terminate()): the local engine
     /// withdraws it if its process has not taken it, else stops that process
@@ -152,8 +181,15 @@ public:
     }
 
 private:
+    void finished() noexcept {
+        if (done_.exchange(true, std::memory_order_acq_rel)) return;
+        current->outstanding.fetch_sub(1, std::memory_order_relaxed);
+        current->result_seen.store(true, std::memory_order_release);
+    }
+
     const std::uint32_t exec_;
     const std::uint64_t id_;
+    std::atomic<bool> done_{false};
     std::shared_ptr<mpi_wire::message> msg_;
     std::span<const std::byte> body_;
     bool produced_ = false;  // local engine only
@@ -170,6 +206,7 @@ struct local_executor {
     // one expires (the pool lets go of it) and is swept out as more come.
     std::unordered_map<std::uint64_t, std::weak_ptr<forwarded_job>> jobs;
     std::size_t sweep_at = 64;
+    std::weak_ptr<forwarded_job> last;  // the task handed last: whose control the main thread helps through
 };
 
 class server {
@@ -188,6 +225,21 @@ public:
         }
     }
     [[nodiscard]] bool stopped() const noexcept { return stopped_; }
+
+    /// Receives the local pools' results for a moment (see local_help):
+    /// true when one came.
+    bool help_local_pools() noexcept {
+        if (current->outstanding.load(std::memory_order_relaxed) == 0) return false;
+        current->result_seen.store(false, std::memory_order_relaxed);
+        const auto deadline = std::chrono::steady_clock::now() + local_help;
+        for (auto& [id, ex] : executors_) {
+            auto job = ex.last.lock();
+            if (!job || job->done()) continue;
+            job->help(deadline);
+            if (current->result_seen.load(std::memory_order_acquire)) return true;
+        }
+        return current->result_seen.load(std::memory_order_acquire);
+    }
 
     void terminate_all() noexcept {
         for (auto& [id, ex] : executors_)
@@ -240,10 +292,12 @@ private:
             ex.sweep_at = std::max<std::size_t>(64, 2 * ex.jobs.size());
         }
         ex.jobs[id] = job;
+        ex.last = job;
+        current->outstanding.fetch_add(1, std::memory_order_relaxed);
         try {
             ex.pool->add(job, "task");
         } catch (...) {
-            send_failure(exec, id, std::current_exception());
+            job->on_error(0, std::current_exception());
         }
     }
 
@@ -309,6 +363,8 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 if (got) {
                     state.backoff.activity();
                     srv.handle(m);
+                } else if (srv.help_local_pools()) {
+                    continue;  // a result went out (send_to_boss counts it as activity)
                 } else {
                     state.blocks.trim();
                     state.backoff.idle(ticket);
