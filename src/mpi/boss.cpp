@@ -345,8 +345,20 @@ void boss_transport::service_loop() {
 }
 
 void boss_transport::handle(mpi_wire::message& m) {
-    if (m.tag != mpi_wire::result) return;  // a late hello: every report was read at start-up
-    input_archive in(m.span());
+    if (m.tag == mpi_wire::result) return handle_result(m.span());
+    if (m.tag != mpi_wire::results) return;  // a late hello: every report was read at start-up
+    input_archive batch(m.span());
+    while (batch.remaining() > 0) {
+        std::uint64_t size = 0;
+        batch(size);
+        if (size > batch.remaining())
+            throw serialization_error("mp: mpi_pool_executor: a batch of results from a worker rank is cut short");
+        handle_result(batch.take(static_cast<std::size_t>(size)));
+    }
+}
+
+void boss_transport::handle_result(std::span<const std::byte> bytes) {
+    input_archive in(bytes);
     std::uint32_t exec = 0;  // the envelope: task ids are numbered per executor
     std::uint8_t kind = 0, status = 0;
     std::uint64_t id = 0;

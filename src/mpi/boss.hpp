@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -101,6 +102,7 @@ private:
     bool park_while_helped();
     void call_service() noexcept;
     void handle(mpi_wire::message& m);
+    void handle_result(std::span<const std::byte> bytes);
     void drain_locked();
     struct source_entry;
     void send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, const output_archive& message);

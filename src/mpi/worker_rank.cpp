@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -38,6 +39,60 @@ namespace {
 
 namespace w = worker;
 
+/// Small results that the main thread receives from the local pools back to
+/// back leave together, as one `results` message: over shared memory each
+/// MPI message costs rank 0's service thread a receive and its map consumer
+/// a wake-up, so a map of tiny tasks (chunksize 1) paid them per result.
+/// A batch leaves as soon as no task is out on this rank (a round trip
+/// never waits), when it is full or max_age old, or when no result came
+/// within a help. Main thread only.
+class result_batch {
+public:
+    static constexpr std::size_t max_item = std::size_t{4} << 10;  // a larger result goes alone
+    static constexpr std::size_t max_items = 32;
+    static constexpr auto max_age = std::chrono::microseconds(20);
+
+    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+    [[nodiscard]] bool takes(const output_archive& ar) const noexcept {
+        return ar.size() <= max_item && ar.borrowed_blocks().empty();
+    }
+    void add(const output_archive& ar) {
+        if (count_ == 0) first_ = std::chrono::steady_clock::now();
+        (*bytes_)(static_cast<std::uint64_t>(ar.size()));
+        ar.for_each_piece([&](const std::byte* p, std::size_t n) { bytes_->saveBinary(p, n); });
+        ++count_;
+    }
+    [[nodiscard]] std::chrono::steady_clock::time_point due_at() const noexcept { return first_ + max_age; }
+    [[nodiscard]] bool due() const noexcept {
+        return count_ >= max_items || (count_ > 0 && std::chrono::steady_clock::now() >= due_at());
+    }
+    /// The bytes to send (one item goes as a plain `result`) and their tag;
+    /// the batch is empty again once the caller has sent them.
+    template <class Send>
+    void flush(Send&& send) {
+        if (count_ == 0) return;
+        if (count_ == 1) {
+            input_archive in(bytes_->buffer());
+            std::uint64_t size = 0;
+            in(size);
+            output_archive one;
+            auto item = in.take(static_cast<std::size_t>(size));
+            one.saveBinary(item.data(), item.size());
+            send(one, mpi_wire::result);
+        } else {
+            send(*bytes_, mpi_wire::results);
+        }
+        auto keep = bytes_->take_buffer();  // its memory serves the next batch
+        bytes_.emplace(std::move(keep));
+        count_ = 0;
+    }
+
+private:
+    std::optional<output_archive> bytes_{std::in_place};
+    std::size_t count_ = 0;
+    std::chrono::steady_clock::time_point first_{};
+};
+
 struct serving {
     mpi_wire::link link;
     mpi_wire::send_queue sends;  // results, completed by the main thread's polling
@@ -49,6 +104,8 @@ struct serving {
     // outcome came since the main thread last looked (it helps receive them).
     std::atomic<std::size_t> outstanding{0};
     std::atomic<bool> result_seen{false};
+    std::thread::id main_thread{};
+    result_batch batch;  // main thread only
 };
 
 // How long the main thread receives the local pools' results before it
@@ -66,13 +123,37 @@ serving* current = nullptr;  // set once by serve(), before any local pool exist
     std::_Exit(1);
 }
 
-void send_to_boss(const output_archive& ar) noexcept {
+void send_now(const output_archive& ar, int tag) noexcept {
     try {
-        current->sends.send(ar, current->link.boss, mpi_wire::result, current->link.comm);
+        current->sends.send(ar, current->link.boss, tag, current->link.comm);
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }
     current->backoff.activity();
+}
+
+void flush_results() noexcept {
+    try {
+        current->batch.flush([](const output_archive& ar, int tag) { send_now(ar, tag); });
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+}
+
+void send_to_boss(const output_archive& ar) noexcept {
+    if (std::this_thread::get_id() != current->main_thread) return send_now(ar, mpi_wire::result);
+    try {
+        if (current->batch.takes(ar)) {
+            current->batch.add(ar);
+            // The last task out: nobody waits for more (a round trip goes at once).
+            if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) flush_results();
+            return;
+        }
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+    flush_results();
+    send_now(ar, mpi_wire::result);
 }
 
 void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) noexcept {
@@ -231,7 +312,8 @@ public:
     bool help_local_pools() noexcept {
         if (current->outstanding.load(std::memory_order_relaxed) == 0) return false;
         current->result_seen.store(false, std::memory_order_relaxed);
-        const auto deadline = std::chrono::steady_clock::now() + local_help;
+        auto deadline = std::chrono::steady_clock::now() + local_help;
+        if (!current->batch.empty()) deadline = std::min(deadline, current->batch.due_at());
         for (auto& [id, ex] : executors_) {
             auto job = ex.last.lock();
             if (!job || job->done()) continue;
@@ -249,6 +331,7 @@ public:
 
 private:
     void open(input_archive& in) {
+        flush_results();  // starting a pool takes a while: what is batched goes first
         std::uint32_t id = 0;
         std::int32_t max_tasks = 0;
         mp::function<void()> initializer;
@@ -314,6 +397,7 @@ private:
     }
 
     void close(input_archive& in) {
+        flush_results();  // joining a pool may take a while: what is batched goes first
         std::uint32_t exec = 0;
         std::uint8_t terminate = 0;
         in(exec, terminate);
@@ -342,6 +426,7 @@ private:
 
 void serve(const mpi_wire::link& link, int my_rank) {
     static serving state{link, {}, {}};
+    state.main_thread = std::this_thread::get_id();
     current = &state;
     int status = 0;
     {
@@ -363,9 +448,12 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 if (got) {
                     state.backoff.activity();
                     srv.handle(m);
+                    if (state.batch.due()) flush_results();
                 } else if (srv.help_local_pools()) {
-                    continue;  // a result went out (send_to_boss counts it as activity)
+                    if (state.batch.due()) flush_results();
+                    continue;  // a result came (send_to_boss counts it as activity)
                 } else {
+                    flush_results();
                     state.blocks.trim();
                     state.backoff.idle(ticket);
                 }
@@ -375,6 +463,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
             status = 1;
         }
         srv.terminate_all();
+        flush_results();
     }
     state.sends.drain(std::chrono::seconds(1));  // rank 0 is finalizing: it takes what is sent by now
     if (link.comm != MPI_COMM_WORLD) {
