@@ -8,6 +8,9 @@
 //   map_chunk1000_per_s  ex.map(inc, 1,000,000 ints, chunksize 1000)     items/s
 //   big_roundtrip_gb_s   a 256 MiB vector<char> argument, returned       GB/s (both directions;
 //                        after one untimed round trip)
+//   idle_rank_cpu_pct    CPU of the worker rank (all its threads) over 3 s with an executor
+//                        open and no task, % of one core (read from /proc by two tiny
+//                        tasks, which run in the rank's local worker process)
 //   local_*              the same on mp::process_pool_executor(1) on rank 0: a worker rank
 //                        runs each task in such a local pool, so these bound the mp figures
 //
@@ -22,7 +25,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
+#include <sstream>
+#include <thread>
+#include <unistd.h>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -38,6 +45,37 @@
 namespace {
 
 int inc(int x) { return x + 1; }
+
+// The parent of a process, from /proc/<pid>/stat (0 if unreadable).
+long parent_of(long pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    auto close = line.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(line.substr(close + 2));
+    char state = 0;
+    long ppid = 0;
+    rest >> state >> ppid;
+    return ppid;
+}
+
+// In a worker rank's local worker process: the CPU seconds the rank has used
+// so far (the process's parent is mp's forkserver, whose parent is the rank).
+double rank_cpu_seconds() {
+    const long rank = parent_of(parent_of(static_cast<long>(::getpid())));
+    std::ifstream in("/proc/" + std::to_string(rank) + "/stat");
+    std::string line;
+    std::getline(in, line);
+    auto close = line.rfind(')');
+    if (rank <= 0 || close == std::string::npos) return -1;
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    unsigned long utime = 0, stime = 0;
+    for (int i = 3; i <= 13; ++i) rest >> field;  // state .. cmajflt
+    rest >> utime >> stime;
+    return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 std::vector<char> echo(std::vector<char> v) { return v; }
 
 struct sizes {
@@ -123,6 +161,12 @@ void run_mp(const bench::options& o, const sizes& s) {
         return bench::median(rates);
     };
     if (o.wants("big")) bench::result("big_roundtrip_gb_s", big_rate(ex));
+    if (o.wants("idle")) {
+        const double before = ex.submit(rank_cpu_seconds).get();
+        const double t = bench::seconds_of([] { std::this_thread::sleep_for(std::chrono::seconds(3)); });
+        const double after = ex.submit(rank_cpu_seconds).get();
+        if (before >= 0 && after >= 0) bench::result("idle_rank_cpu_pct", 100.0 * (after - before) / t);
+    }
     if (o.wants("local")) {
         mp::process_pool_executor local(1);
         (void)local.submit(inc, 1).get();
@@ -159,7 +203,7 @@ int drive(const char* self, bool quick) {
                           q);
     std::printf("%-24s %14s %14s %14s %10s\n", "median", "mp shm", "mp tcp", "mpi4py shm", "mp/mpi4py");
     for (const char* key : {"raw_rtt_us", "raw_gb_s", "submit_rtt_us", "map_chunk1_per_s", "map_chunk1000_per_s",
-                            "big_roundtrip_gb_s", "local_submit_rtt_us", "local_chunk1_per_s",
+                            "big_roundtrip_gb_s", "idle_rank_cpu_pct", "local_submit_rtt_us", "local_chunk1_per_s",
                             "local_chunk1000_per_s", "local_big_roundtrip_gb_s"}) {
         double a = shm[key], b = tcp[key], c = py.count(key) ? py[key] : 0;
         std::string ratio = "";

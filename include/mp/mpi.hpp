@@ -36,6 +36,14 @@
 // - An idle worker rank polls briefly after its last message, then sleeps
 //   between polls (under 5% of a core); tasks sent back to back never wait
 //   for a sleep.
+// - As with process_pool_executor, a thread waiting in future::get (or on a
+//   map iterator) receives results itself for a moment, so done-callbacks
+//   may run on it; a round trip then needs no thread wake-up on rank 0.
+// - A large std::vector argument or result crosses ranks with MPI's single
+//   copy, but is built in fresh memory where it is decoded (the local worker
+//   process, then rank 0): fresh pages cost about 2 GB/s on a typical host,
+//   about a quarter of MPI's, which bounds a round trip of a few hundred
+//   MiB (bench/mpi_bench.cpp: big_roundtrip_gb_s).
 // Thread-safety: every member of mpi_pool_executor may be called from several
 // threads at once. mp::mpi::init is called once, from main.
 #pragma once

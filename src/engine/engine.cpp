@@ -619,6 +619,10 @@ void pool_job::drop() noexcept {
     if (auto e = engine_.lock()) e->drop(this);
 }
 
+void pool_job::help_receive(const std::atomic<bool>& done, steady_deadline deadline) noexcept {
+    if (auto e = engine_.lock()) e->receive_while_waiting(done, deadline);
+}
+
 namespace {
 std::unique_ptr<transport> local_transport(const engine_config& cfg) {
     if (cfg.workers < 1)

@@ -1,5 +1,6 @@
 #include "mpi/boss.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -14,6 +15,29 @@ namespace {
 // fewer keeps more tasks queued here, where they can still be withdrawn
 // (cancel), and spreads uneven tasks better across ranks.
 constexpr std::size_t depth_per_rank = 16;
+
+// How long a thread waiting in future::get polls MPI for results before it
+// sleeps and leaves them to the service thread. Trade-off: a tiny task's
+// result comes back within tens of microseconds (a TCP round trip between
+// hosts is over 10); longer burns a core for a slow task (the spin history
+// then skips the spin for a while).
+constexpr auto help_spin = std::chrono::microseconds(100);
+// How long the service thread stays parked after a waiting thread received
+// its result: the next get() of a caller waiting for each result comes
+// within microseconds. A result nobody waits for with get() (a callback, a
+// map) waits at most this long once waiting threads stop coming.
+constexpr auto help_linger = std::chrono::milliseconds(1);
+
+std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+// The executors whose results this thread is delivering (nested when a
+// done-callback waits for another result and receives it): close() waits
+// for the deliveries of other threads only.
+thread_local std::vector<std::uint32_t> delivering_here;
 
 boss_transport* instance = nullptr;  // guarded by instance_mutex
 std::mutex instance_mutex;
@@ -43,6 +67,7 @@ void boss_transport::stop_at_exit() {
     if (!instance) return;
     instance->stop_ = true;
     instance->backoff_.activity();
+    instance->call_service();
     if (instance->service_.joinable()) instance->service_.join();
     // The worker ranks are still polling (they stop after this): what is
     // still on its way reaches them.
@@ -84,11 +109,12 @@ std::uint32_t boss_transport::open(task_source* source, int workers, std::int32_
 
 void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
     std::unique_lock lock(mutex_);
-    // A result being delivered outside the lock finishes first (unless this
-    // is the delivering thread itself: a done-callback that shuts down).
-    if (!on_service_thread()) delivered_.wait(lock, [&] {
+    // A result being delivered outside the lock finishes first (but not
+    // one this thread delivers: a done-callback that shuts down).
+    const auto own = static_cast<std::size_t>(std::count(delivering_here.begin(), delivering_here.end(), exec));
+    delivered_.wait(lock, [&] {
         auto* e = find_locked(exec);
-        return !e || e->delivering == 0;
+        return !e || e->delivering <= own;
     });
     auto* entry = find_locked(exec);
     if (!entry) return;
@@ -202,15 +228,106 @@ void boss_transport::drain_locked() {
     if (sent_any) backoff_.activity();
 }
 
+bool boss_transport::receive_one(mpi_wire::message& m, bool wait_for_turn) {
+    std::unique_lock lock(receive_mutex_, std::defer_lock);
+    if (wait_for_turn)
+        lock.lock();
+    else if (!lock.try_lock())
+        return false;
+    return mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm, &blocks_);
+}
+
+void boss_transport::handle_counted(mpi_wire::message& m) noexcept {
+    try {
+        handle(m);
+    } catch (const std::exception& e) {
+        detail::log(log_level::error, std::string("mp: mpi_pool_executor: a result could not be read: ") + e.what());
+    }
+    m.block.reset();  // a large result's block goes back to the pool once decoded
+}
+
+void boss_transport::call_service() noexcept {
+    {
+        std::lock_guard lock(park_mutex_);
+        service_called_ = true;
+    }
+    park_cv_.notify_all();
+}
+
+bool boss_transport::park_while_helped() {
+    if (helpers_.load(std::memory_order_seq_cst) == 0 && helped_at_ns_.load(std::memory_order_relaxed) == 0)
+        return !stop_.load(std::memory_order_seq_cst);
+    std::unique_lock lock(park_mutex_);
+    for (;;) {
+        if (stop_.load(std::memory_order_seq_cst)) return false;
+        if (std::exchange(service_called_, false)) return true;
+        if (helpers_.load(std::memory_order_seq_cst) == 0) {
+            std::int64_t helped = helped_at_ns_.load(std::memory_order_relaxed);
+            if (helped == 0) return true;
+            if (now_ns() - helped >= std::chrono::nanoseconds(help_linger).count()) {
+                helped_at_ns_.compare_exchange_strong(helped, 0, std::memory_order_relaxed);
+                return true;
+            }
+        }
+        park_cv_.wait_for(lock, help_linger);
+    }
+}
+
+void boss_transport::receive_while_waiting(const std::atomic<bool>& done,
+                                           std::optional<std::chrono::steady_clock::time_point> deadline) noexcept {
+    if (done.load(std::memory_order_acquire) || stop_.load(std::memory_order_seq_cst)) return;
+    auto budget = help_spin;
+    if (deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::microseconds>(*deadline - std::chrono::steady_clock::now());
+        if (left < budget) budget = left;
+        if (budget.count() <= 0) return;
+    }
+    mpi_wire::message m;  // not reused across waits: a done-callback run here may wait (and receive) too
+    helpers_.fetch_add(1, std::memory_order_seq_cst);
+    {
+        sys::spinner spin(budget, &help_spins_);
+        while (!done.load(std::memory_order_acquire) && !stop_.load(std::memory_order_relaxed)) {
+            sends_.progress();
+            bool got = false;
+            try {
+                got = receive_one(m, false);
+            } catch (const std::exception& e) {
+                detail::log(log_level::error, std::string("mp: mpi_pool_executor: receiving from the worker ranks failed: ") + e.what());
+                break;
+            }
+            if (got) {
+                // Not counted as receiving while it delivers (a done-callback
+                // may block): the service thread may take over meanwhile.
+                helpers_.fetch_sub(1, std::memory_order_seq_cst);
+                handle_counted(m);
+                helpers_.fetch_add(1, std::memory_order_seq_cst);
+                continue;
+            }
+            if (!spin.step()) break;
+            // Yields the core at each poll: on a 2-core machine the process
+            // that must answer may be waiting for it.
+            std::this_thread::yield();
+        }
+    }
+    helpers_.fetch_sub(1, std::memory_order_seq_cst);
+    if (done.load(std::memory_order_acquire)) {
+        helped_at_ns_.store(now_ns(), std::memory_order_relaxed);
+    } else {
+        call_service();       // this thread now sleeps until its result is delivered
+        backoff_.activity();  // a result is expected: poll eagerly
+    }
+}
+
 void boss_transport::service_loop() {
     mpi_wire::message m;
     for (;;) {
+        if (!park_while_helped()) return;
         const auto ticket = backoff_.ticket();
         if (stop_.load(std::memory_order_seq_cst)) return;
         sends_.progress();
         bool got = false;
         try {
-            got = mpi_wire::try_receive(m, MPI_ANY_SOURCE, view_.link.comm, &blocks_);
+            got = receive_one(m, true);
         } catch (const std::exception& e) {
             detail::log(log_level::error, std::string("mp: mpi_pool_executor: receiving from the worker ranks failed: ") + e.what());
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -218,8 +335,7 @@ void boss_transport::service_loop() {
         }
         if (got) {
             backoff_.activity();
-            handle(m);
-            m.block.reset();  // a large result's block goes back to the pool once decoded
+            handle_counted(m);
             continue;
         }
         blocks_.trim();
@@ -229,8 +345,20 @@ void boss_transport::service_loop() {
 }
 
 void boss_transport::handle(mpi_wire::message& m) {
-    if (m.tag != mpi_wire::result) return;  // a late hello: every report was read at start-up
-    input_archive in(m.span());
+    if (m.tag == mpi_wire::result) return handle_result(m.span());
+    if (m.tag != mpi_wire::results) return;  // a late hello: every report was read at start-up
+    input_archive batch(m.span());
+    while (batch.remaining() > 0) {
+        std::uint64_t size = 0;
+        batch(size);
+        if (size > batch.remaining())
+            throw serialization_error("mp: mpi_pool_executor: a batch of results from a worker rank is cut short");
+        handle_result(batch.take(static_cast<std::size_t>(size)));
+    }
+}
+
+void boss_transport::handle_result(std::span<const std::byte> bytes) {
+    input_archive in(bytes);
     std::uint32_t exec = 0;  // the envelope: task ids are numbered per executor
     std::uint8_t kind = 0, status = 0;
     std::uint64_t id = 0;
@@ -255,6 +383,7 @@ void boss_transport::handle(mpi_wire::message& m) {
         }
         source = entry->source;
         ++entry->delivering;
+        delivering_here.push_back(exec);
         drain_locked();  // the rank gets its next queued task while this result is decoded
     }
     if (stopped)
@@ -263,6 +392,7 @@ void boss_transport::handle(mpi_wire::message& m) {
         source->on_result(id, status == static_cast<std::uint8_t>(worker::result_status::ok), in);
     {
         std::lock_guard lock(mutex_);
+        delivering_here.pop_back();
         if (auto* entry = find_locked(exec)) --entry->delivering;
     }
     delivered_.notify_all();

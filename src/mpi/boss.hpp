@@ -7,6 +7,8 @@
 //            room; queued tasks of several executors leave in turn
 //          → worker rank → local worker process → worker rank
 //          → service thread (MPI_Improbe/MPI_Mrecv) → engine → future
+//            (or the thread waiting in future::get, for a moment:
+//            receive_while_waiting)
 //
 // It knows nothing of jobs or futures: each executor is mp's engine
 // (src/engine) over an mpi_transport (mpi_transport.cpp), which hands its
@@ -22,12 +24,14 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "mpi/idle_backoff.hpp"
 #include "mpi/mpi_runtime.hpp"
+#include "sys/sys.hpp"
 
 namespace mp::detail {
 
@@ -76,11 +80,29 @@ public:
     /// Whether the task was sent to a worker rank and has no result yet.
     [[nodiscard]] bool sent(std::uint32_t exec, std::uint64_t id) noexcept;
     [[nodiscard]] bool on_service_thread() const noexcept { return std::this_thread::get_id() == service_id_.load(); }
+    /// A thread waiting for a task's result receives results itself (any
+    /// executor's) until `done` is set, `deadline` passes or a short spin
+    /// ends; the service thread steps aside meanwhile. A round trip then
+    /// needs no wake-up on rank 0: the service thread would otherwise be
+    /// woken by the submit and would wake the waiting thread with the result
+    /// (two cross-core wake-ups of many microseconds each on a virtual
+    /// machine). Gives the results back to the service thread when it stops.
+    void receive_while_waiting(const std::atomic<bool>& done,
+                               std::optional<std::chrono::steady_clock::time_point> deadline) noexcept;
 
 private:
     explicit boss_transport(const mpi_runtime::boss_view& view);
     void service_loop();
+    // Receives one message if one is waiting (one receiving thread at a
+    // time: a split message's segments must not be taken by another's probe).
+    bool receive_one(mpi_wire::message& m, bool wait_for_turn);
+    // Delivers a received message; counted as this thread's delivery.
+    void handle_counted(mpi_wire::message& m) noexcept;
+    // The service thread: waits while waiting threads receive (false: stop).
+    bool park_while_helped();
+    void call_service() noexcept;
     void handle(mpi_wire::message& m);
+    void handle_result(std::span<const std::byte> bytes);
     void drain_locked();
     struct source_entry;
     void send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, const output_archive& message);
@@ -121,6 +143,16 @@ private:
     // Large results are received into reused, already mapped memory.
     mpi_wire::block_pool blocks_{mpi_wire::block_pool::kind::private_memory};
     idle_backoff backoff_;
+    std::mutex receive_mutex_;  // held by the one thread receiving a message
+    // Leader/follower (receive_while_waiting): threads receiving while they
+    // wait, when one last received its result (0: not lately), and where the
+    // service thread parks meanwhile.
+    std::atomic<int> helpers_{0};
+    std::atomic<std::int64_t> helped_at_ns_{0};
+    sys::spin_history help_spins_;
+    std::mutex park_mutex_;
+    std::condition_variable park_cv_;
+    bool service_called_ = false;  // guarded by park_mutex_
     std::thread service_;
     std::atomic<std::thread::id> service_id_{};
 };

@@ -76,6 +76,12 @@ public:
 
     bool on_event_thread() const noexcept override { return boss_.on_service_thread(); }
 
+    // Rank 0's leader/follower: see boss_transport::receive_while_waiting.
+    void receive_while_waiting(const std::atomic<bool>& done,
+                               std::optional<std::chrono::steady_clock::time_point> deadline) noexcept override {
+        boss_.receive_while_waiting(done, deadline);
+    }
+
     std::vector<int> worker_ids() const override {
         const auto& workers = boss_.view().link.workers;
         return {workers.begin(), workers.begin() + workers_};

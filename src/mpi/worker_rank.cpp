@@ -11,8 +11,11 @@
 // result message a local worker sends.
 //
 // Threads: the main thread receives (tasks and control messages) and feeds
-// the local pools; each local pool's result thread sends its results to the
-// boss itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
+// the local pools; when no message waits and tasks are out, it receives the
+// local pools' results itself for a moment (the engine's leader/follower,
+// task_control::help_wait), so a short task's result needs no wake-up of the
+// pool's result thread; otherwise that thread sends the results to the boss
+// itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
 // thread to wake up.
 #include <algorithm>
 #include <atomic>
@@ -22,6 +25,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -35,6 +39,60 @@ namespace {
 
 namespace w = worker;
 
+/// Small results that the main thread receives from the local pools back to
+/// back leave together, as one `results` message: over shared memory each
+/// MPI message costs rank 0's service thread a receive and its map consumer
+/// a wake-up, so a map of tiny tasks (chunksize 1) paid them per result.
+/// A batch leaves as soon as no task is out on this rank (a round trip
+/// never waits), when it is full or max_age old, or when no result came
+/// within a help. Main thread only.
+class result_batch {
+public:
+    static constexpr std::size_t max_item = std::size_t{4} << 10;  // a larger result goes alone
+    static constexpr std::size_t max_items = 32;
+    static constexpr auto max_age = std::chrono::microseconds(20);
+
+    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
+    [[nodiscard]] bool takes(const output_archive& ar) const noexcept {
+        return ar.size() <= max_item && ar.borrowed_blocks().empty();
+    }
+    void add(const output_archive& ar) {
+        if (count_ == 0) first_ = std::chrono::steady_clock::now();
+        (*bytes_)(static_cast<std::uint64_t>(ar.size()));
+        ar.for_each_piece([&](const std::byte* p, std::size_t n) { bytes_->saveBinary(p, n); });
+        ++count_;
+    }
+    [[nodiscard]] std::chrono::steady_clock::time_point due_at() const noexcept { return first_ + max_age; }
+    [[nodiscard]] bool due() const noexcept {
+        return count_ >= max_items || (count_ > 0 && std::chrono::steady_clock::now() >= due_at());
+    }
+    /// The bytes to send (one item goes as a plain `result`) and their tag;
+    /// the batch is empty again once the caller has sent them.
+    template <class Send>
+    void flush(Send&& send) {
+        if (count_ == 0) return;
+        if (count_ == 1) {
+            input_archive in(bytes_->buffer());
+            std::uint64_t size = 0;
+            in(size);
+            output_archive one;
+            auto item = in.take(static_cast<std::size_t>(size));
+            one.saveBinary(item.data(), item.size());
+            send(one, mpi_wire::result);
+        } else {
+            send(*bytes_, mpi_wire::results);
+        }
+        auto keep = bytes_->take_buffer();  // its memory serves the next batch
+        bytes_.emplace(std::move(keep));
+        count_ = 0;
+    }
+
+private:
+    std::optional<output_archive> bytes_{std::in_place};
+    std::size_t count_ = 0;
+    std::chrono::steady_clock::time_point first_{};
+};
+
 struct serving {
     mpi_wire::link link;
     mpi_wire::send_queue sends;  // results, completed by the main thread's polling
@@ -42,7 +100,20 @@ struct serving {
     // Large tasks are received into named shared memory that the local
     // worker process maps (see run_mapped_task).
     mpi_wire::block_pool blocks{mpi_wire::block_pool::kind::shared_memory};
+    // Tasks handed to the local pools without an outcome yet, and whether an
+    // outcome came since the main thread last looked (it helps receive them).
+    std::atomic<std::size_t> outstanding{0};
+    std::atomic<bool> result_seen{false};
+    std::thread::id main_thread{};
+    result_batch batch;  // main thread only
 };
+
+// How long the main thread receives the local pools' results before it
+// polls MPI again. Trade-off: a tiny task's result comes within a few
+// microseconds; a longer help delays a message from rank 0 (a stop_task, a
+// task for another executor) by as much. The engine's spin history makes a
+// help end at once where results keep coming later than that.
+constexpr auto local_help = std::chrono::microseconds(50);
 
 serving* current = nullptr;  // set once by serve(), before any local pool exists
 
@@ -52,13 +123,37 @@ serving* current = nullptr;  // set once by serve(), before any local pool exist
     std::_Exit(1);
 }
 
-void send_to_boss(const output_archive& ar) noexcept {
+void send_now(const output_archive& ar, int tag) noexcept {
     try {
-        current->sends.send(ar, current->link.boss, mpi_wire::result, current->link.comm);
+        current->sends.send(ar, current->link.boss, tag, current->link.comm);
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }
     current->backoff.activity();
+}
+
+void flush_results() noexcept {
+    try {
+        current->batch.flush([](const output_archive& ar, int tag) { send_now(ar, tag); });
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+}
+
+void send_to_boss(const output_archive& ar) noexcept {
+    if (std::this_thread::get_id() != current->main_thread) return send_now(ar, mpi_wire::result);
+    try {
+        if (current->batch.takes(ar)) {
+            current->batch.add(ar);
+            // The last task out: nobody waits for more (a round trip goes at once).
+            if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) flush_results();
+            return;
+        }
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+    flush_results();
+    send_now(ar, mpi_wire::result);
 }
 
 void send_failure(std::uint32_t exec, std::uint64_t id, std::exception_ptr e) noexcept {
@@ -114,6 +209,7 @@ public:
         return step::task;
     }
     void on_value(std::uint64_t, input_archive& in) override {
+        finished();
         output_archive out;
         out(exec_);
         w::write_result_header(out, id_, 0, w::result_status::ok);
@@ -123,6 +219,7 @@ public:
         msg_.reset();
     }
     void on_error(std::uint64_t, std::exception_ptr e) noexcept override {
+        finished();
         send_failure(exec_, id_, std::move(e));
         msg_.reset();
     }
@@ -135,6 +232,19 @@ public:
         control_ = control;
         return true;
     }
+
+    /// The main thread receives the local pool's results until one comes
+    /// (any task's) or `deadline`.
+    void help(std::chrono::steady_clock::time_point deadline) noexcept {
+        std::shared_ptr<task_control> control;
+        {
+            std::lock_guard lock(mutex_);
+            control = control_;
+        }
+        if (control) control->help_wait(current->result_seen, deadline);
+    }
+
+    [[nodiscard]] bool done() const noexcept { return done_.load(std::memory_order_acquire); }
 
     /// Rank 0 asked to stop the task (future.terminate()): the local engine
     /// withdraws it if its process has not taken it, else stops that process
@@ -152,8 +262,15 @@ public:
     }
 
 private:
+    void finished() noexcept {
+        if (done_.exchange(true, std::memory_order_acq_rel)) return;
+        current->outstanding.fetch_sub(1, std::memory_order_relaxed);
+        current->result_seen.store(true, std::memory_order_release);
+    }
+
     const std::uint32_t exec_;
     const std::uint64_t id_;
+    std::atomic<bool> done_{false};
     std::shared_ptr<mpi_wire::message> msg_;
     std::span<const std::byte> body_;
     bool produced_ = false;  // local engine only
@@ -170,6 +287,7 @@ struct local_executor {
     // one expires (the pool lets go of it) and is swept out as more come.
     std::unordered_map<std::uint64_t, std::weak_ptr<forwarded_job>> jobs;
     std::size_t sweep_at = 64;
+    std::weak_ptr<forwarded_job> last;  // the task handed last: whose control the main thread helps through
 };
 
 class server {
@@ -189,6 +307,22 @@ public:
     }
     [[nodiscard]] bool stopped() const noexcept { return stopped_; }
 
+    /// Receives the local pools' results for a moment (see local_help):
+    /// true when one came.
+    bool help_local_pools() noexcept {
+        if (current->outstanding.load(std::memory_order_relaxed) == 0) return false;
+        current->result_seen.store(false, std::memory_order_relaxed);
+        auto deadline = std::chrono::steady_clock::now() + local_help;
+        if (!current->batch.empty()) deadline = std::min(deadline, current->batch.due_at());
+        for (auto& [id, ex] : executors_) {
+            auto job = ex.last.lock();
+            if (!job || job->done()) continue;
+            job->help(deadline);
+            if (current->result_seen.load(std::memory_order_acquire)) return true;
+        }
+        return current->result_seen.load(std::memory_order_acquire);
+    }
+
     void terminate_all() noexcept {
         for (auto& [id, ex] : executors_)
             if (ex.pool) ex.pool->terminate();
@@ -197,6 +331,7 @@ public:
 
 private:
     void open(input_archive& in) {
+        flush_results();  // starting a pool takes a while: what is batched goes first
         std::uint32_t id = 0;
         std::int32_t max_tasks = 0;
         mp::function<void()> initializer;
@@ -240,10 +375,12 @@ private:
             ex.sweep_at = std::max<std::size_t>(64, 2 * ex.jobs.size());
         }
         ex.jobs[id] = job;
+        ex.last = job;
+        current->outstanding.fetch_add(1, std::memory_order_relaxed);
         try {
             ex.pool->add(job, "task");
         } catch (...) {
-            send_failure(exec, id, std::current_exception());
+            job->on_error(0, std::current_exception());
         }
     }
 
@@ -260,6 +397,7 @@ private:
     }
 
     void close(input_archive& in) {
+        flush_results();  // joining a pool may take a while: what is batched goes first
         std::uint32_t exec = 0;
         std::uint8_t terminate = 0;
         in(exec, terminate);
@@ -288,6 +426,7 @@ private:
 
 void serve(const mpi_wire::link& link, int my_rank) {
     static serving state{link, {}, {}};
+    state.main_thread = std::this_thread::get_id();
     current = &state;
     int status = 0;
     {
@@ -309,7 +448,12 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 if (got) {
                     state.backoff.activity();
                     srv.handle(m);
+                    if (state.batch.due()) flush_results();
+                } else if (srv.help_local_pools()) {
+                    if (state.batch.due()) flush_results();
+                    continue;  // a result came (send_to_boss counts it as activity)
                 } else {
+                    flush_results();
                     state.blocks.trim();
                     state.backoff.idle(ticket);
                 }
@@ -319,6 +463,7 @@ void serve(const mpi_wire::link& link, int my_rank) {
             status = 1;
         }
         srv.terminate_all();
+        flush_results();
     }
     state.sends.drain(std::chrono::seconds(1));  // rank 0 is finalizing: it takes what is sent by now
     if (link.comm != MPI_COMM_WORLD) {

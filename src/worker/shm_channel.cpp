@@ -160,9 +160,13 @@ void shm_worker_channel::wait_for_task() {
         {
             // Spins only while spinning pays: on a loaded machine the next
             // task rarely comes within the budget, and the spin steals CPU.
+            // Yields the core at each look: the thread that sends the next
+            // task may share this core (an MPI worker rank's main thread
+            // receives it from rank 0 and hands it over; measured on 2
+            // cores: a pure spin kept it off the core, so the spin failed,
+            // stopped paying and every task needed a wake-up).
             sys::spinner spin(task_spin, &spin_history_);
-            while (!(seen = tasks_.size() > 0) && spin.step()) {
-            }
+            while (!(seen = tasks_.size() > 0) && spin.step()) std::this_thread::yield();
         }
         bell.spinner.store(0, std::memory_order_seq_cst);
         if (seen) return;

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -362,6 +363,43 @@ TEST(mpi_executor, wait_as_completed_and_progress) {
     int sum = 0;
     for (int y : mp::progress(ex.map(sqr, xs), xs.size())) sum += y;
     EXPECT_EQ(sum, 14);
+}
+
+// A thread waiting in get() receives results itself for a moment (and runs
+// their done-callbacks there): a callback that shuts the executor down and
+// waits must not wait for its own delivery.
+TEST(mpi_executor, done_callback_shutting_down_on_the_waiting_thread) {
+    for (int i = 0; i < 20; ++i) {
+        mp::mpi_pool_executor ex({.max_workers = 1});
+        auto f = ex.submit(sqr, i);
+        std::atomic<bool> ran{false};
+        f.add_done_callback([&](mp::future<int>&) {
+            try {
+                ex.shutdown(true);
+            } catch (const mp::value_error&) {  // on the service thread: refused (it would wait for itself)
+            }
+            ran = true;
+        });
+        EXPECT_EQ(f.get(), i * i);
+        ex.shutdown(true);  // returns once every delivery, and so the callback, is over
+        EXPECT_TRUE(ran);
+    }
+}
+
+// After a run of get() calls (the waiting thread receives, the service
+// thread steps aside), results that no thread waits for still arrive.
+TEST(mpi_executor, results_nobody_waits_for_after_waiting_threads_received) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(ex.submit(sqr, i).get(), i * i);
+    std::atomic<int> seen{0};
+    std::vector<mp::future<int>> fs;
+    for (int i = 0; i < 10; ++i) {
+        fs.push_back(ex.submit(sqr, i));
+        fs.back().add_done_callback([&](mp::future<int>&) { ++seen; });
+    }
+    const auto until = std::chrono::steady_clock::now() + 60s;  // only catches a hang
+    while (seen.load() < 10 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(1ms);
+    EXPECT_EQ(seen.load(), 10);
 }
 
 TEST(mpi_executor, executors_share_the_ranks) {

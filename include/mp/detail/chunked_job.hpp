@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -165,6 +166,7 @@ protected:
     void notify(std::unique_lock<std::mutex>& lock) noexcept {
         bool wake = std::exchange(wake_producer_, false);
         const bool wake_consumers = consumers_waiting_for_this_locked();
+        if (wake_consumers) consumer_can_go_.store(true, std::memory_order_release);
         lock.unlock();
         if (wake_consumers) cv_.notify_all();
         if (wake) room_available();
@@ -178,6 +180,9 @@ protected:
 
     std::mutex m_;
     std::condition_variable cv_;  // consumers wait here for results
+    // Set when a consumer waiting on cv_ can use what changed: a consumer
+    // receiving results itself (help_receive) stops then.
+    std::atomic<bool> consumer_can_go_{false};
     bool input_done_ = false;     // guarded by m_: nothing more will be read
 
 private:

@@ -126,6 +126,7 @@ public:
 
     bool take(result_block<R>& out, steady_deadline deadline) override {
         std::unique_lock lock(this->m_);
+        bool helped = false;
         for (;;) {
             if (abandoned_) return false;
             if (order_.ready()) {
@@ -138,6 +139,16 @@ public:
             if (this->input_done_ && taken_ == this->chunks_read_locked()) {
                 if (input_error_) std::rethrow_exception(std::exchange(input_error_, nullptr));
                 return false;
+            }
+            if (!helped) {
+                // Receives results itself for a moment rather than being
+                // woken for each (a map of tiny tasks), then waits as usual.
+                helped = true;
+                this->consumer_can_go_.store(false, std::memory_order_relaxed);
+                lock.unlock();
+                this->help_receive(this->consumer_can_go_, deadline);
+                lock.lock();
+                continue;
             }
             if (!deadline) {
                 this->cv_.wait(lock);

@@ -215,6 +215,10 @@ protected:
     void room_available() noexcept;
     /// The job's consumer is gone: produce nothing more, drop its results.
     void drop() noexcept;
+    /// The job's consumer is about to wait for a result: it may receive
+    /// results itself for a moment (transport::receive_while_waiting) until
+    /// `done` is set or `deadline`, instead of being woken per result.
+    void help_receive(const std::atomic<bool>& done, std::optional<std::chrono::steady_clock::time_point> deadline) noexcept;
 
 private:
     friend class engine_core;
