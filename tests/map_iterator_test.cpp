@@ -57,6 +57,25 @@ std::vector<int> iota_vec(int n) {
     return v;
 }
 
+// A result whose decoding notes whether it ran on a thread that iterates,
+// and fails for the values 3, 10, 17, ...
+thread_local bool iterating_here = false;
+std::atomic<int> decoded_off_the_iterating_thread{0};
+struct picky_result {
+    int value = 0;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(value);
+    }
+    template <class Archive>
+    void load(Archive& ar) {
+        ar(value);
+        if (!iterating_here) decoded_off_the_iterating_thread.fetch_add(1);
+        if (value % 7 == 3) throw std::domain_error("cannot decode " + std::to_string(value));
+    }
+};
+picky_result make_picky(int x) { return picky_result{x}; }
+
 class map_iterator_test : public testing::TestWithParam<mp::start_method> {
 protected:
     mp::context ctx() const { return mp::get_context(GetParam()); }
@@ -94,6 +113,48 @@ TEST_P(map_iterator_test, exception_at_its_index_in_every_map) {
         EXPECT_EQ(values.size(), 18u);
         EXPECT_EQ(values.count(0) + values.count(5), 0u);
     }
+}
+
+// A stream's results are decoded by the thread that takes them from the
+// iterator (not by the pool's result thread): what it allocates it frees,
+// while still in its cache. A result that fails to decode fails its chunk
+// there, at the chunk's place, and the iteration goes on.
+TEST_P(map_iterator_test, results_are_decoded_by_the_iterating_thread_and_a_bad_one_fails_its_chunk) {
+    mp::pool p({.processes = 2, .context = ctx()});
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    iterating_here = true;
+    decoded_off_the_iterating_thread = 0;
+    auto check_ordered = [](auto it, std::size_t chunksize) {
+        for (int i = 0; i < 30; ++i) {
+            const int first = i - i % static_cast<int>(chunksize);
+            bool chunk_fails = false;
+            for (int j = first; j < first + static_cast<int>(chunksize) && j < 30; ++j) chunk_fails |= j % 7 == 3;
+            if (chunk_fails)
+                EXPECT_THROW((void)it.next(30s), std::domain_error) << "item " << i;
+            else
+                EXPECT_EQ(it.next(30s).value().value, i);
+        }
+        EXPECT_EQ(it.next(30s), std::nullopt);
+    };
+    for (std::size_t cs : {1u, 3u}) {
+        check_ordered(p.imap(make_picky, iota_vec(30), cs), cs);
+        check_ordered(ex.map(make_picky, iota_vec(30), {.chunksize = cs}), cs);
+        std::multiset<int> values;
+        int failures = 0;
+        auto u = p.imap_unordered(make_picky, iota_vec(30), 1);
+        for (int i = 0; i < 30; ++i) {
+            try {
+                values.insert(u.next(30s).value().value);
+            } catch (const std::domain_error&) {
+                ++failures;
+            }
+        }
+        EXPECT_EQ(u.next(30s), std::nullopt);
+        EXPECT_EQ(failures, 4);  // 3, 10, 17, 24
+        EXPECT_EQ(values.size(), 26u);
+    }
+    iterating_here = false;
+    EXPECT_EQ(decoded_off_the_iterating_thread.load(), 0);
 }
 
 // Values that are not trivially movable, and bool (a std::vector<bool> of
