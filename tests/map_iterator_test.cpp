@@ -269,6 +269,31 @@ TEST_P(map_iterator_test, endless_input_is_read_a_bounded_window_ahead) {
     EXPECT_LE(read.load(), bound);
 }
 
+// Large tasks wait for a worker only a few megabytes deep (the task queue
+// then stays in its warm pages instead of running through fresh ones): with
+// the one worker held at the first item, an input of 1 MiB items is read two
+// items ahead, not the whole window (16 chunks).
+int size_after_gate(std::pair<std::string, std::string> gate_and_text) {
+    wait_file(gate_and_text.first);
+    return static_cast<int>(gate_and_text.second.size());
+}
+TEST_P(map_iterator_test, large_items_are_sent_only_a_few_megabytes_ahead) {
+    gate_files g;
+    mp::pool p({.processes = 1, .context = ctx()});
+    std::atomic<int> read{0};
+    auto items = std::views::iota(0, 12) | std::views::transform([&](int) {
+                     read.fetch_add(1);
+                     return std::make_pair(g.go, std::string(std::size_t{1} << 20, 'x'));
+                 });
+    auto it = p.imap(size_after_gate, items, 1);
+    for (int i = 0; i < 30000 && read.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(200ms);  // let the feeder read all it may
+    EXPECT_LE(read.load(), 3);
+    g.open();
+    for (int i = 0; i < 12; ++i) EXPECT_EQ(it.next(30s), std::optional<int>(1 << 20));
+    EXPECT_EQ(it.next(30s), std::nullopt);
+}
+
 // next() from several threads at once hands each result to exactly one.
 TEST_P(map_iterator_test, next_from_several_threads_hands_each_result_once) {
     mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
