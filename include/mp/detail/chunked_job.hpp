@@ -33,15 +33,6 @@ inline std::size_t default_window_chunks(int workers) {
 /// worker's large results, decoded where they lie) are decoded on arrival.
 inline constexpr std::size_t consumer_decode_limit = std::size_t{1} << 20;
 
-/// A chunk's outcome as it waits for its consumer: a decoded block, or the
-/// bytes of its results (`count` items) still to be decoded.
-template <class R>
-struct arrived_chunk {
-    result_block<R> block;
-    std::vector<std::byte> encoded;
-    std::size_t count = 0;
-};
-
 /// Decodes a chunk's result message: its values, then the errors of the
 /// items that failed. Throws what decoding throws.
 template <class R>
@@ -62,20 +53,18 @@ result_block<R> failed_chunk(std::size_t count, std::exception_ptr e) {
     return result_block<R>{std::vector<R>(count), std::vector<std::exception_ptr>(count, std::move(e))};
 }
 
-/// Turns an arrived chunk into its block, decoding it if it came as bytes
-/// (with no lock held: a result's type may run user code). A chunk that
-/// does not decode, or decodes to the wrong number of items, fails whole.
+/// Decodes a block that arrived as bytes (result_stream::finish). A chunk
+/// that does not decode, or decodes to the wrong number of items, fails whole.
 template <class R>
-result_block<R> finish_chunk(arrived_chunk<R>&& chunk) noexcept {
-    if (chunk.encoded.empty()) return std::move(chunk.block);
+result_block<R> decode_encoded_chunk(const result_block<R>& encoded) noexcept {
     try {
-        input_archive in(chunk.encoded);
+        input_archive in(encoded.encoded);
         result_block<R> block = decode_chunk<R>(in);
-        if (block.values.size() == chunk.count) return block;
-        return failed_chunk<R>(chunk.count, std::make_exception_ptr(
-                                                serialization_error("mp: a worker returned a chunk of the wrong size")));
+        if (block.values.size() == encoded.encoded_count) return block;
+        return failed_chunk<R>(encoded.encoded_count,
+                               std::make_exception_ptr(serialization_error("mp: a worker returned a chunk of the wrong size")));
     } catch (...) {
-        return failed_chunk<R>(chunk.count, std::current_exception());
+        return failed_chunk<R>(encoded.encoded_count, std::current_exception());
     }
 }
 
@@ -204,7 +193,7 @@ protected:
     /// Chunk `seq`, whose items start at `first` in the input, came back.
     virtual void arrived_locked(std::uint64_t seq, std::size_t first, result_block<R>&& block) = 0;
     /// Whether the strategy takes chunks as bytes (arrived_encoded_locked),
-    /// for its consumer to decode with finish_chunk.
+    /// for its consumer to decode with decode_encoded_chunk.
     [[nodiscard]] virtual bool decodes_in_consumer() const noexcept { return false; }
     /// Chunk `seq` (`count` items from `first`) came back as `encoded`, its
     /// result message's bytes. Only called if decodes_in_consumer().

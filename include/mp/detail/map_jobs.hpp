@@ -129,11 +129,10 @@ public:
         for (;;) {
             if (abandoned_) return false;
             if (order_.ready()) {
-                arrived_chunk<R> chunk = order_.pop();
+                out = order_.pop();  // decoded by finish(), in the taker's thread
                 ++taken_;
                 this->release_locked();
-                this->notify(lock);  // unlocks
-                out = finish_chunk(std::move(chunk));
+                this->notify(lock);
                 return true;
             }
             if (this->input_done_ && taken_ == this->chunks_read_locked()) {
@@ -148,6 +147,10 @@ public:
                                     "call next() again to keep waiting");
             }
         }
+    }
+
+    void finish(result_block<R>& block) noexcept override {
+        if (!block.encoded.empty()) block = decode_encoded_chunk(block);
     }
 
     // As Python's Executor.map when its iterator is closed: the items no
@@ -174,18 +177,18 @@ protected:
         return abandoned_ || order_.ready() || (this->input_done_ && taken_ == this->chunks_read_locked());
     }
     void arrived_locked(std::uint64_t seq, std::size_t, result_block<R>&& block) override {
-        if (!abandoned_) order_.put(seq, arrived_chunk<R>{std::move(block), {}, 0});
+        if (!abandoned_) order_.put(seq, std::move(block));
     }
     // The iterator's thread decodes each block as it takes it.
     bool decodes_in_consumer() const noexcept override { return true; }
     void arrived_encoded_locked(std::uint64_t seq, std::size_t, std::size_t count,
                                 std::vector<std::byte>&& encoded) override {
-        if (!abandoned_) order_.put(seq, arrived_chunk<R>{{}, std::move(encoded), count});
+        if (!abandoned_) order_.put(seq, result_block<R>{{}, {}, std::move(encoded), count});
     }
     void failed_locked(std::uint64_t seq, std::size_t, std::size_t count, std::exception_ptr e) override {
         if (abandoned_) return;
         // Each item of the chunk fails at its own place.
-        order_.put(seq, arrived_chunk<R>{failed_chunk<R>(count, std::move(e)), {}, 0});
+        order_.put(seq, failed_chunk<R>(count, std::move(e)));
     }
     void input_ended_locked(std::exception_ptr error) override { input_error_ = std::move(error); }
 
@@ -200,15 +203,15 @@ private:
 template <class R>
 class in_input_order {
 public:
-    void put(std::uint64_t seq, arrived_chunk<R>&& block) {
+    void put(std::uint64_t seq, result_block<R>&& block) {
         // Blocks before next_ were taken, so had arrived.
         auto at = static_cast<std::size_t>(seq - next_);
         if (blocks_.size() <= at) blocks_.resize(at + 1);
         blocks_[at].emplace(std::move(block));
     }
     [[nodiscard]] bool ready() const noexcept { return !blocks_.empty() && blocks_.front(); }
-    arrived_chunk<R> pop() {
-        arrived_chunk<R> b = std::move(*blocks_.front());
+    result_block<R> pop() {
+        result_block<R> b = std::move(*blocks_.front());
         blocks_.pop_front();
         ++next_;
         return b;
@@ -216,7 +219,7 @@ public:
     void clear() noexcept { blocks_.clear(); }
 
 private:
-    std::deque<std::optional<arrived_chunk<R>>> blocks_;  // from block next_ on
+    std::deque<std::optional<result_block<R>>> blocks_;  // from block next_ on
     std::uint64_t next_ = 0;
 };
 
@@ -224,17 +227,17 @@ private:
 template <class R>
 class in_arrival_order {
 public:
-    void put(std::uint64_t, arrived_chunk<R>&& block) { blocks_.push_back(std::move(block)); }
+    void put(std::uint64_t, result_block<R>&& block) { blocks_.push_back(std::move(block)); }
     [[nodiscard]] bool ready() const noexcept { return !blocks_.empty(); }
-    arrived_chunk<R> pop() {
-        arrived_chunk<R> b = std::move(blocks_.front());
+    result_block<R> pop() {
+        result_block<R> b = std::move(blocks_.front());
         blocks_.pop_front();
         return b;
     }
     void clear() noexcept { blocks_.clear(); }
 
 private:
-    std::deque<arrived_chunk<R>> blocks_;
+    std::deque<result_block<R>> blocks_;
 };
 
 template <class R>
