@@ -57,6 +57,25 @@ std::vector<int> iota_vec(int n) {
     return v;
 }
 
+// A result whose decoding notes whether it ran on a thread that iterates,
+// and fails for the values 3, 10, 17, ...
+thread_local bool iterating_here = false;
+std::atomic<int> decoded_off_the_iterating_thread{0};
+struct picky_result {
+    int value = 0;
+    template <class Archive>
+    void save(Archive& ar) const {
+        ar(value);
+    }
+    template <class Archive>
+    void load(Archive& ar) {
+        ar(value);
+        if (!iterating_here) decoded_off_the_iterating_thread.fetch_add(1);
+        if (value % 7 == 3) throw std::domain_error("cannot decode " + std::to_string(value));
+    }
+};
+picky_result make_picky(int x) { return picky_result{x}; }
+
 class map_iterator_test : public testing::TestWithParam<mp::start_method> {
 protected:
     mp::context ctx() const { return mp::get_context(GetParam()); }
@@ -94,6 +113,48 @@ TEST_P(map_iterator_test, exception_at_its_index_in_every_map) {
         EXPECT_EQ(values.size(), 18u);
         EXPECT_EQ(values.count(0) + values.count(5), 0u);
     }
+}
+
+// A stream's results are decoded by the thread that takes them from the
+// iterator (not by the pool's result thread): what it allocates it frees,
+// while still in its cache. A result that fails to decode fails its chunk
+// there, at the chunk's place, and the iteration goes on.
+TEST_P(map_iterator_test, results_are_decoded_by_the_iterating_thread_and_a_bad_one_fails_its_chunk) {
+    mp::pool p({.processes = 2, .context = ctx()});
+    mp::process_pool_executor ex({.max_workers = 2, .context = ctx()});
+    iterating_here = true;
+    decoded_off_the_iterating_thread = 0;
+    auto check_ordered = [](auto it, std::size_t chunksize) {
+        for (int i = 0; i < 30; ++i) {
+            const int first = i - i % static_cast<int>(chunksize);
+            bool chunk_fails = false;
+            for (int j = first; j < first + static_cast<int>(chunksize) && j < 30; ++j) chunk_fails |= j % 7 == 3;
+            if (chunk_fails)
+                EXPECT_THROW((void)it.next(30s), std::domain_error) << "item " << i;
+            else
+                EXPECT_EQ(it.next(30s).value().value, i);
+        }
+        EXPECT_EQ(it.next(30s), std::nullopt);
+    };
+    for (std::size_t cs : {1u, 3u}) {
+        check_ordered(p.imap(make_picky, iota_vec(30), cs), cs);
+        check_ordered(ex.map(make_picky, iota_vec(30), {.chunksize = cs}), cs);
+        std::multiset<int> values;
+        int failures = 0;
+        auto u = p.imap_unordered(make_picky, iota_vec(30), 1);
+        for (int i = 0; i < 30; ++i) {
+            try {
+                values.insert(u.next(30s).value().value);
+            } catch (const std::domain_error&) {
+                ++failures;
+            }
+        }
+        EXPECT_EQ(u.next(30s), std::nullopt);
+        EXPECT_EQ(failures, 4);  // 3, 10, 17, 24
+        EXPECT_EQ(values.size(), 26u);
+    }
+    iterating_here = false;
+    EXPECT_EQ(decoded_off_the_iterating_thread.load(), 0);
 }
 
 // Values that are not trivially movable, and bool (a std::vector<bool> of
@@ -206,6 +267,31 @@ TEST_P(map_iterator_test, endless_input_is_read_a_bounded_window_ahead) {
     const long bound = static_cast<long>((100 / chunksize + 2) * chunksize +
                                          chunksize * (std::max<std::size_t>(16, 4 * 2) + 1));
     EXPECT_LE(read.load(), bound);
+}
+
+// Large tasks wait for a worker only a few megabytes deep (the task queue
+// then stays in its warm pages instead of running through fresh ones): with
+// the one worker held at the first item, an input of 1 MiB items is read two
+// items ahead, not the whole window (16 chunks).
+int size_after_gate(std::pair<std::string, std::string> gate_and_text) {
+    wait_file(gate_and_text.first);
+    return static_cast<int>(gate_and_text.second.size());
+}
+TEST_P(map_iterator_test, large_items_are_sent_only_a_few_megabytes_ahead) {
+    gate_files g;
+    mp::pool p({.processes = 1, .context = ctx()});
+    std::atomic<int> read{0};
+    auto items = std::views::iota(0, 12) | std::views::transform([&](int) {
+                     read.fetch_add(1);
+                     return std::make_pair(g.go, std::string(std::size_t{1} << 20, 'x'));
+                 });
+    auto it = p.imap(size_after_gate, items, 1);
+    for (int i = 0; i < 30000 && read.load() < 2; ++i) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(200ms);  // let the feeder read all it may
+    EXPECT_LE(read.load(), 3);
+    g.open();
+    for (int i = 0; i < 12; ++i) EXPECT_EQ(it.next(30s), std::optional<int>(1 << 20));
+    EXPECT_EQ(it.next(30s), std::nullopt);
 }
 
 // next() from several threads at once hands each result to exactly one.

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <iterator>
 #include <memory>
@@ -59,7 +60,8 @@ struct map_options {
 ///   cancels the items no worker has taken.
 /// - Also a range: `for (R x : ex.map(f, xs))`.
 /// Results arrive a chunk at a time and are handed out from the iterator's
-/// own buffer, so an item costs a move, not a lock.
+/// own buffer, so an item costs a move, not a lock. A chunk's results are
+/// decoded by the thread that takes them from the iterator, with no lock held.
 /// Move-only. next() may be called from several threads at once (each
 /// result goes to one of them); a range-for loop belongs to one thread.
 template <class R>
@@ -97,7 +99,7 @@ public:
             current_ = std::move(other.current_);
             started_ = other.started_;
             ended_ = other.ended_;
-            next_mutex_ = std::move(other.next_mutex_);
+            next_gate_ = std::move(other.next_gate_);
         }
         return *this;
     }
@@ -133,8 +135,14 @@ public:
 
 private:
     std::optional<R> next_until(detail::steady_deadline d) {
-        if (!next_mutex_) return std::nullopt;  // moved from
-        std::lock_guard lock(*next_mutex_);
+        if (!next_gate_) return std::nullopt;  // moved from
+        std::unique_lock lock(next_gate_->m);
+        next_gate_->cv.wait(lock, [&] { return !next_gate_->decoding; });
+        held_ = &lock;
+        struct release_held {
+            std::unique_lock<std::mutex>*& held;
+            ~release_held() { held = nullptr; }
+        } release{held_};
         if (!take(d)) return std::nullopt;
         std::optional<R> out(std::move(current_));
         current_.reset();
@@ -162,7 +170,10 @@ private:
         pos_ = 0;
         if (ended_ || !stream_) return false;
         try {
-            if (stream_->take(block_, d)) return true;
+            if (stream_->take(block_, d)) {
+                decode_taken();
+                return true;
+            }
         } catch (const timeout_error&) {
             if (!(deadline_ && d == deadline_)) throw;  // next(timeout): ask again later
             // The map's overall timeout: as Python's Executor.map, the items
@@ -181,6 +192,26 @@ private:
         if (stream_) stream_->abandon();
     }
 
+    // A block taken undecoded is decoded here: a result type's load is user
+    // code, so next() releases its lock meanwhile (the other callers wait
+    // for the block, in order); a range-for has the iterator to itself.
+    void decode_taken() {
+        if (block_.encoded.empty()) return;
+        if (!held_) {
+            stream_->finish(block_);
+            return;
+        }
+        detail::result_block<R> block = std::move(block_);
+        block_ = {};
+        next_gate_->decoding = true;
+        held_->unlock();
+        stream_->finish(block);
+        held_->lock();
+        next_gate_->decoding = false;
+        next_gate_->cv.notify_all();
+        block_ = std::move(block);
+    }
+
     std::shared_ptr<detail::result_stream<R>> stream_;
     detail::steady_deadline deadline_;  // a map's overall timeout
     detail::result_block<R> block_;     // the block being handed out
@@ -188,7 +219,13 @@ private:
     std::optional<R> current_;          // the range-for's current item
     bool started_ = false;
     bool ended_ = false;
-    std::unique_ptr<std::mutex> next_mutex_ = std::make_unique<std::mutex>();  // serializes next()
+    struct next_gate {
+        std::mutex m;  // serializes next()
+        std::condition_variable cv;
+        bool decoding = false;  // guarded by m: a next() decodes a block with m released
+    };
+    std::unique_ptr<next_gate> next_gate_ = std::make_unique<next_gate>();
+    std::unique_lock<std::mutex>* held_ = nullptr;  // next()'s lock while it takes
 };
 
 }  // namespace mp

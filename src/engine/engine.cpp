@@ -280,7 +280,9 @@ void engine_core::dispatch(bool may_block) noexcept {
         bool unbounded = false;
         {
             std::lock_guard lock(mutex_);
-            if (state_ == run_state::terminated || running_.size() + producing_ >= depth_) break;
+            if (state_ == run_state::terminated || running_.size() + producing_ >= depth_ ||
+                !transport_->room_for_more(running_.size() + producing_))
+                break;
             job = next_source_locked(may_block);
             if (!job) break;
             id = next_id_++;

@@ -59,6 +59,13 @@ public:
     virtual void start(transport_events& events) = 0;
     /// How many tasks may be in flight (sent, no result yet) at a time.
     [[nodiscard]] virtual std::size_t capacity() const noexcept = 0;
+    /// Whether to hand out another task now, with `in_flight` tasks open or
+    /// in flight (fewer than capacity()): a transport may want fewer large
+    /// tasks waiting for a worker than its capacity allows.
+    [[nodiscard]] virtual bool room_for_more(std::size_t in_flight) const noexcept {
+        (void)in_flight;
+        return true;
+    }
     /// Begins task `id`: writes the transport's header into `out` (the
     /// engine appends the body). At most capacity() tasks may be open or in
     /// flight.

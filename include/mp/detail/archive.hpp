@@ -207,6 +207,8 @@ public:
 
     [[nodiscard]] std::size_t remaining() const noexcept { return data_.size() - at_; }
     [[nodiscard]] std::size_t position() const noexcept { return at_; }
+    /// File descriptors came with the message (its bytes alone cannot be decoded later).
+    [[nodiscard]] bool carries_fds() const noexcept { return fds_ && !fds_->empty(); }
 
 private:
     [[noreturn]] static void throw_bad_bool(unsigned char byte) {

@@ -29,6 +29,46 @@ inline std::size_t default_window_chunks(int workers) {
     return std::max<std::size_t>(16, 4u * static_cast<std::size_t>(workers));
 }
 
+/// Results up to this size may be kept as bytes and decoded by the thread
+/// that consumes them (chunked_job::decodes_in_consumer). Larger ones (a
+/// worker's large results, decoded where they lie) are decoded on arrival.
+inline constexpr std::size_t consumer_decode_limit = std::size_t{1} << 20;
+
+/// Decodes a chunk's result message: its values, then the errors of the
+/// items that failed. Throws what decoding throws.
+template <class R>
+result_block<R> decode_chunk(input_archive& in) {
+    result_block<R> block{load_value<std::vector<R>>(in), {}};
+    auto errors = load_value<std::vector<chunk_error>>(in);
+    if (!errors.empty()) {
+        block.errors.resize(block.values.size());
+        for (auto& e : errors)
+            if (e.index < block.errors.size()) block.errors[e.index] = rebuild_exception(e.record);
+    }
+    return block;
+}
+
+/// The block of a chunk of `count` items whose every item failed with `e`.
+template <class R>
+result_block<R> failed_chunk(std::size_t count, std::exception_ptr e) {
+    return result_block<R>{std::vector<R>(count), std::vector<std::exception_ptr>(count, std::move(e))};
+}
+
+/// Decodes a block that arrived as bytes (result_stream::finish). A chunk
+/// that does not decode, or decodes to the wrong number of items, fails whole.
+template <class R>
+result_block<R> decode_encoded_chunk(const result_block<R>& encoded) noexcept {
+    try {
+        input_archive in(encoded.encoded);
+        result_block<R> block = decode_chunk<R>(in);
+        if (block.values.size() == encoded.encoded_count) return block;
+        return failed_chunk<R>(encoded.encoded_count,
+                               std::make_exception_ptr(serialization_error("mp: a worker returned a chunk of the wrong size")));
+    } catch (...) {
+        return failed_chunk<R>(encoded.encoded_count, std::current_exception());
+    }
+}
+
 /// Reads a job's input range, one chunk at a time (detail/range_reader.hpp).
 /// Only its job calls it, one call at a time.
 class chunk_reader {
@@ -101,14 +141,24 @@ public:
     void on_exhausted() noexcept override { changed(); }
 
     void on_value(std::uint64_t seq, input_archive& in) override {
-        // Decoded before m_ is taken: a result's type may run user code.
-        result_block<R> block{load_value<std::vector<R>>(in), {}};
-        auto errors = load_value<std::vector<chunk_error>>(in);
-        if (!errors.empty()) {
-            block.errors.resize(block.values.size());
-            for (auto& e : errors)
-                if (e.index < block.errors.size()) block.errors[e.index] = rebuild_exception(e.record);
+        if (decodes_in_consumer() && in.remaining() <= consumer_decode_limit && !in.carries_fds()) {
+            // Kept as bytes: the consumer decodes them right before it uses
+            // the values, in its own thread (the memory it frees is its own,
+            // and still in its cache), and the thread receiving results
+            // moves on to the next at the cost of one copy.
+            auto bytes = in.take(in.remaining());
+            std::vector<std::byte> encoded(bytes.begin(), bytes.end());
+            std::unique_lock lock(m_);
+            auto it = in_flight_.find(seq);
+            if (it == in_flight_.end()) return;
+            chunk_span span = it->second;
+            in_flight_.erase(it);
+            arrived_encoded_locked(seq, span.first, span.count, std::move(encoded));
+            notify(lock);
+            return;
         }
+        // Decoded before m_ is taken: a result's type may run user code.
+        result_block<R> block = decode_chunk<R>(in);
         std::unique_lock lock(m_);
         auto it = in_flight_.find(seq);
         if (it == in_flight_.end()) return;
@@ -143,6 +193,12 @@ public:
 protected:
     /// Chunk `seq`, whose items start at `first` in the input, came back.
     virtual void arrived_locked(std::uint64_t seq, std::size_t first, result_block<R>&& block) = 0;
+    /// Whether the strategy takes chunks as bytes (arrived_encoded_locked),
+    /// for its consumer to decode with decode_encoded_chunk.
+    [[nodiscard]] virtual bool decodes_in_consumer() const noexcept { return false; }
+    /// Chunk `seq` (`count` items from `first`) came back as `encoded`, its
+    /// result message's bytes. Only called if decodes_in_consumer().
+    virtual void arrived_encoded_locked(std::uint64_t, std::size_t, std::size_t, std::vector<std::byte>&&) {}
     /// Chunk `seq` (`count` items from `first`) failed whole: its worker
     /// died, its deadline passed, it was cancelled before a worker took it.
     virtual void failed_locked(std::uint64_t seq, std::size_t first, std::size_t count, std::exception_ptr e) = 0;

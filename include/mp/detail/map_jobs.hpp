@@ -130,7 +130,7 @@ public:
         for (;;) {
             if (abandoned_) return false;
             if (order_.ready()) {
-                out = order_.pop();
+                out = order_.pop();  // decoded by finish(), in the taker's thread
                 ++taken_;
                 this->release_locked();
                 this->notify(lock);
@@ -160,6 +160,10 @@ public:
         }
     }
 
+    void finish(result_block<R>& block) noexcept override {
+        if (!block.encoded.empty()) block = decode_encoded_chunk(block);
+    }
+
     // As Python's Executor.map when its iterator is closed: the items no
     // worker has taken are cancelled (drop() has the engine withdraw them).
     void abandon() noexcept override {
@@ -186,10 +190,16 @@ protected:
     void arrived_locked(std::uint64_t seq, std::size_t, result_block<R>&& block) override {
         if (!abandoned_) order_.put(seq, std::move(block));
     }
+    // The iterator's thread decodes each block as it takes it.
+    bool decodes_in_consumer() const noexcept override { return true; }
+    void arrived_encoded_locked(std::uint64_t seq, std::size_t, std::size_t count,
+                                std::vector<std::byte>&& encoded) override {
+        if (!abandoned_) order_.put(seq, result_block<R>{{}, {}, std::move(encoded), count});
+    }
     void failed_locked(std::uint64_t seq, std::size_t, std::size_t count, std::exception_ptr e) override {
         if (abandoned_) return;
         // Each item of the chunk fails at its own place.
-        order_.put(seq, result_block<R>{std::vector<R>(count), std::vector<std::exception_ptr>(count, e)});
+        order_.put(seq, failed_chunk<R>(count, std::move(e)));
     }
     void input_ended_locked(std::exception_ptr error) override { input_error_ = std::move(error); }
 

@@ -30,6 +30,15 @@ namespace {
 // refills one task per result it reads); the depth no longer limits
 // cancellation (a task is cancellable until a worker claims it).
 constexpr std::size_t dispatch_depth_per_worker = 16;
+// Task bytes in flight beyond one task per worker (and one more). The task
+// queue gives its pages back behind the readers past its warm window (8 MiB)
+// and jumps back to its start when a put finds it empty past 4 MiB; large
+// tasks dispatched 16 per worker ahead kept it from ever being empty, so
+// every megabyte of them went through fresh pages: reserved and zeroed by
+// the kernel, faulted into the worker, given back (word count, 1 MiB
+// chunks: a fifth of the extra CPU over the same code on threads). A few
+// megabytes waiting keep the workers as busy.
+constexpr std::size_t task_bytes_ahead = std::size_t{2} << 20;
 // A worker being stopped gets SIGTERM, then SIGKILL after this.
 constexpr auto stop_grace = 200ms;
 // How often the supervisor looks at the workers' slots while tasks with a
@@ -218,12 +227,18 @@ transport::ticket shm_transport::open_task(output_archive& out, std::uint64_t id
     return t;
 }
 
+bool shm_transport::room_for_more(std::size_t in_flight) const noexcept {
+    return in_flight <= static_cast<std::size_t>(cfg_.workers) ||
+           bytes_in_flight_.load(std::memory_order_relaxed) < task_bytes_ahead;
+}
+
 void shm_transport::send_task(ticket t, std::uint64_t id, const output_archive& out,
                               std::optional<std::chrono::nanoseconds> timeout) {
     {
         std::lock_guard lock(claims_mutex_);
-        claim_recs_[t] = claim_rec{timeout, false};
+        claim_recs_[t] = claim_rec{timeout, false, out.size()};
     }
+    bytes_in_flight_.fetch_add(out.size(), std::memory_order_relaxed);
     slots_->claim(t).word.store(w::claim_word(id, w::claim_queued), std::memory_order_release);
     // The supervisor sleeps without a time limit while no task has a deadline.
     if (timeout && timed_.fetch_add(1, std::memory_order_relaxed) == 0) wake();
@@ -240,6 +255,7 @@ void shm_transport::send_task(ticket t, std::uint64_t id, const output_archive& 
 void shm_transport::free_claim(ticket t) noexcept {
     std::lock_guard lock(claims_mutex_);
     if (claim_recs_[t].timeout) timed_.fetch_sub(1, std::memory_order_relaxed);
+    bytes_in_flight_.fetch_sub(claim_recs_[t].bytes, std::memory_order_relaxed);
     claim_recs_[t] = claim_rec{};
     free_claims_.push_back(t);
 }

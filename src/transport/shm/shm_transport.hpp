@@ -59,6 +59,7 @@ public:
 
     void start(transport_events& events) override;
     std::size_t capacity() const noexcept override { return depth_; }
+    bool room_for_more(std::size_t in_flight) const noexcept override;
     ticket open_task(output_archive& out, std::uint64_t id) override;
     void send_task(ticket t, std::uint64_t id, const output_archive& out,
                    std::optional<std::chrono::nanoseconds> timeout) override;
@@ -88,6 +89,7 @@ private:
     struct claim_rec {
         std::optional<std::chrono::nanoseconds> timeout;
         bool stop = false;  // stop_task() asked for this task to be stopped
+        std::size_t bytes = 0;  // the task message's size
     };
 
     bool inherited() const noexcept;
@@ -142,6 +144,7 @@ private:
     std::vector<claim_rec> claim_recs_; // guarded by claims_mutex_
     std::unordered_map<std::uint64_t, std::exception_ptr> stop_whys_;  // guarded by claims_mutex_: by task
     std::atomic<std::size_t> timed_{0}; // tasks with a deadline in flight
+    std::atomic<std::size_t> bytes_in_flight_{0};  // of the tasks sent, claims not freed yet
 
     mutable std::mutex workers_mutex_;
     std::vector<worker_rec> workers_;  // guarded by workers_mutex_ for reading; written by the supervisor
