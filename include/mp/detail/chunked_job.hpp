@@ -38,7 +38,8 @@ inline constexpr std::size_t consumer_decode_limit = std::size_t{1} << 20;
 /// items that failed. Throws what decoding throws.
 template <class R>
 result_block<R> decode_chunk(input_archive& in) {
-    result_block<R> block{load_value<std::vector<R>>(in), {}};
+    result_block<R> block;
+    block.values = load_value<std::vector<R>>(in);
     auto errors = load_value<std::vector<chunk_error>>(in);
     if (!errors.empty()) {
         block.errors.resize(block.values.size());
@@ -51,7 +52,10 @@ result_block<R> decode_chunk(input_archive& in) {
 /// The block of a chunk of `count` items whose every item failed with `e`.
 template <class R>
 result_block<R> failed_chunk(std::size_t count, std::exception_ptr e) {
-    return result_block<R>{std::vector<R>(count), std::vector<std::exception_ptr>(count, std::move(e))};
+    result_block<R> block;
+    block.values.resize(count);
+    block.errors.assign(count, std::move(e));
+    return block;
 }
 
 /// Decodes a block that arrived as bytes (result_stream::finish). A chunk
