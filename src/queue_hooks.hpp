@@ -16,8 +16,6 @@ enum class point {
     before_release,  // a reader's pages are about to be given back to the system
     drop_owed,       // get(): an unreadable item left the queue, its drop not yet counted
     before_wake,     // a waker announced its wake-up (wake_pending), has not made it yet
-    large_piece_announced,  // put(): a piece of a large item was announced to consumers, the rest not yet written
-    large_piece_read,       // get(): a consumer copied a piece of a large item its producer still writes
 };
 
 using hook = void (*)(point);
