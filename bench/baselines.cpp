@@ -210,6 +210,7 @@ void boost_message_queue(const bench::options& o) {
         bip::message_queue::remove(name.c_str());
         rates.push_back(static_cast<double>(messages) / s);
     }
+    bench::progress_figures("boost_mq_msgs_per_s", rates);
     bench::result("boost_mq_msgs_per_s", bench::median(rates));
 }
 
@@ -236,6 +237,7 @@ void memcpy_bandwidth(const bench::options& o) {
     std::free(src);
     std::free(warm);
     bench::result("memcpy_warm_gbps", bench::median(warm_gbps));
+    bench::progress_figures("memcpy_fresh_gbps", fresh_gbps);
     bench::result("memcpy_fresh_gbps", bench::median(fresh_gbps));
 }
 

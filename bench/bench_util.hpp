@@ -49,6 +49,17 @@ inline void progress(const std::string& what) {
     std::fprintf(stderr, "  %s\n", what.c_str());
 }
 
+/// Each repetition's figure, in order, on stderr (the spread behind a median).
+inline void progress_figures(const char* key, const std::vector<double>& figures) {
+    std::string line = std::string("    ") + key + " each run:";
+    for (double f : figures) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, " %.4g", f);
+        line += buf;
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+}
+
 /// Runs `command` (a reference: a Python script, another bench process) and
 /// adds the "result <key> <value>" lines it prints to `into`.
 inline void collect_results(const std::string& command, std::map<std::string, double>& into) {

@@ -109,6 +109,7 @@ void queue_fixed_throughput(const bench::options& o) {
         producer.join();
         rates.push_back(count / s);
     }
+    bench::progress_figures("queue_fixed_msgs_per_s", rates);
     bench::result("queue_fixed_msgs_per_s", bench::median(rates));
 }
 
@@ -169,6 +170,7 @@ void big_result(const bench::options& o) {
         child.join();
         gbps.push_back(static_cast<double>(bytes) / elapsed / bench::gigabyte);
     }
+    bench::progress_figures("big_result_gbps", gbps);
     bench::result("big_result_gbps", bench::median(gbps));
 }
 
@@ -186,6 +188,7 @@ void big_array(const bench::options& o) {
         child.join();
         gbps.push_back(static_cast<double>(bytes) / elapsed / bench::gigabyte);
     }
+    bench::progress_figures("big_array_gbps", gbps);
     bench::result("big_array_gbps", bench::median(gbps));
 }
 

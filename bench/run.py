@@ -3,7 +3,12 @@
 the machine's raw limits, in one run, and prints the figures, their ratios and
 the performance targets in one table.
 
-    bench/run.py [--build-dir build/release] [--reps 3] [--quick]
+    bench/run.py [--build-dir build/release] [--reps 3] [--quick] [--only GROUP ...]
+
+GROUP (repeatable; default: all) is one of queue, pipe, start, big,
+thread_pool, wordcount: e.g. `--only queue --reps 9` runs the queue rows
+alone (mp, CPython, the raw ring and Boost message_queue), and the machine's
+raw limits they are compared with.
 
 bench/run.sh builds the release preset and calls this.
 """
@@ -48,20 +53,27 @@ def main():
     parser.add_argument("--build-dir", default=os.path.join(HERE, "..", "build", "release"))
     parser.add_argument("--reps", type=int, default=3, help="repetitions per workload (medians are printed)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke test")
+    groups = ("queue", "pipe", "start", "big", "thread_pool", "wordcount")
+    parser.add_argument("--only", action="append", choices=groups, default=[],
+                        help="run only this group of workloads (repeatable)")
     args = parser.parse_args()
+    wanted = lambda group: not args.only or group in args.only
 
     common = ["--quick"] if args.quick else ["--reps", str(args.reps)]
     bench_dir = os.path.join(args.build_dir, "bench")
     only = lambda names: sum((["--only", n] for n in names), [])
-    raw, rc1 = collect([os.path.join(bench_dir, "baselines")] + common +
-                       only(["fork", "socketpair", "ring", "memcpy"]))
-    mp, rc2 = collect([os.path.join(bench_dir, "foundation_bench")] + common +
-                      only(["start", "queue", "pipe", "big"]))
+    # The raw limit each group is compared with, and its workloads in foundation_bench.
+    raw_of = {"start": "fork", "pipe": "socketpair", "queue": "ring", "big": "memcpy"}
+    mp_groups = [g for g in ("start", "queue", "pipe", "big") if wanted(g)]
+    raw, rc1 = ({}, 0) if not mp_groups else collect(
+        [os.path.join(bench_dir, "baselines")] + common + only([raw_of[g] for g in mp_groups]))
+    mp, rc2 = ({}, 0) if not mp_groups else collect(
+        [os.path.join(bench_dir, "foundation_bench")] + common + only(mp_groups))
     # mp::queue of fixed 64-byte messages against Boost.Interprocess
     # message_queue (the same workload): one repetition of each in turn, so
     # that both meet the same load on a shared machine; medians and spreads.
     pair = {"boost_mq_msgs_per_s": [], "queue_fixed_msgs_per_s": []}
-    for _ in range(1 if args.quick else args.reps):
+    for _ in range(0 if not wanted("queue") else 1 if args.quick else args.reps):
         for prog, name in (("baselines", "boost_mq"), ("foundation_bench", "queue_fixed")):
             figures, rc = collect([os.path.join(bench_dir, prog), "--reps", "1"] +
                                   (["--quick"] if args.quick else []) + only([name]))
@@ -71,12 +83,15 @@ def main():
     for key, into in (("boost_mq_msgs_per_s", raw), ("queue_fixed_msgs_per_s", mp)):
         if pair[key]:
             into[key] = statistics.median(pair[key])
-    py, rc3 = collect([sys.executable, os.path.join(HERE, "python", "foundation.py")] + common)
+    py, rc3 = ({}, 0) if not mp_groups else collect(
+        [sys.executable, os.path.join(HERE, "python", "foundation.py")] + common + only(mp_groups))
     # Thread pool against libthread-pool-dev, word count against 2 threads and
     # CPython: each program runs mp and its references in the same run.
     extra_rc = 0
     tp, wc = {}, {}
     for name, into in (("thread_pool_bench", tp), ("wordcount_bench", wc)):
+        if not wanted(name.removesuffix("_bench")):
+            continue
         path = os.path.join(bench_dir, name)
         if os.path.exists(path):
             figures, rc = collect([path] + common)
@@ -88,7 +103,11 @@ def main():
     # (workload, unit, mp key, reference label, reference value, ratio, ratio meaning, target, met)
     rows = []
 
+    group = None  # the group of the rows added next
+
     def add(workload, unit, mp_value, ref_label, ref_value, ref_unit, ratio, meaning, target=None, ok=None):
+        if not wanted(group):
+            return
         rows.append((workload, fmt(mp_value, unit), ref_label, fmt(ref_value, ref_unit),
                      "n/a" if ratio is None else f"{ratio:.3g}", meaning,
                      target or "", "" if ok is None or ratio is None else ("yes" if ok(ratio) else "NO")))
@@ -99,6 +118,7 @@ def main():
     g = lambda d, k: d.get(k)
     version = f"CPython {sys.version_info.major}.{sys.version_info.minor}"
 
+    group = "queue"
     q = g(mp, "queue_msgs_per_s")
     add("queue, 64 B messages", "msg/s", q, version, g(py, "queue_msgs_per_s"), "msg/s",
         div(q, g(py, "queue_msgs_per_s")), "mp/CPython", ">= 30", lambda r: r >= 30)
@@ -111,12 +131,14 @@ def main():
     add("", "msg/s", qf, "raw shm ring", g(raw, "raw_ring_msgs_per_s"), "msg/s",
         div(qf, g(raw, "raw_ring_msgs_per_s")), "mp/raw", ">= 0.5", lambda r: r >= 0.5)
 
+    group = "pipe"
     p = g(mp, "pipe_rtt_us")
     add("pipe round trip", "us", p, version, g(py, "pipe_rtt_us"), "us",
         div(g(py, "pipe_rtt_us"), p), "speed-up")
     add("", "us", p, "raw socketpair", g(raw, "raw_socketpair_rtt_us_median"), "us",
         div(p, g(raw, "raw_socketpair_rtt_us_median")), "mp/raw time", "<= 1.3", lambda r: r <= 1.3)
 
+    group = "start"
     f = g(mp, "start_fork_ms")
     add("start+join, fork", "ms", f, version, g(py, "start_fork_ms"), "ms", div(g(py, "start_fork_ms"), f), "speed-up")
     add("", "ms", f, "bare fork", g(raw, "bare_fork_ms"), "ms", div(f, g(raw, "bare_fork_ms")), "mp/raw time",
@@ -126,6 +148,7 @@ def main():
         add(f"start+join, {method}", "ms", g(mp, k), version, g(py, k), "ms", div(g(py, k), g(mp, k)),
             "speed-up", ">= 20", lambda r: r >= 20)
 
+    group = "big"
     b = g(mp, "big_result_gbps")
     add("256 MiB result", "GB/s", b, version + " Pool", g(py, "big_result_gbps"), "GB/s",
         div(b, g(py, "big_result_gbps")), "mp/CPython", ">= 5", lambda r: r >= 5)
@@ -136,6 +159,7 @@ def main():
     add("256 MiB shared_array", "GB/s", a, "memcpy, fresh pages", g(raw, "memcpy_fresh_gbps"), "GB/s",
         div(a, g(raw, "memcpy_fresh_gbps")), "mp/raw", ">= 0.9", lambda r: r >= 0.9)
 
+    group = "thread_pool"
     t = g(tp, "tiny_tasks_per_s")
     add("thread pool, 200k tiny tasks", "tasks/s", t, "libthread-pool-dev", g(tp, "tiny_tasks_ref_per_s"), "tasks/s",
         div(t, g(tp, "tiny_tasks_ref_per_s")), "mp/ref", ">= 1.5", lambda r: r >= 1.5)
@@ -143,6 +167,7 @@ def main():
     add("thread pool submit().get()", "us", t, "libthread-pool-dev", g(tp, "submit_rtt_ref_us"), "us",
         div(g(tp, "submit_rtt_ref_us"), t), "speed-up", ">= 2", lambda r: r >= 2)
 
+    group = "wordcount"
     w = g(wc, "wordcount_mib_per_s")
     add("word count, 64 x 1 MiB", "MiB/s", w, "2 std::threads", g(wc, "wordcount_threads_mib_per_s"), "MiB/s",
         div(w, g(wc, "wordcount_threads_mib_per_s")), "mp/threads", ">= 0.95", lambda r: r >= 0.95)
@@ -160,20 +185,23 @@ def main():
     for r in rows:
         print(line(r))
 
-    print()
-    print("mp fixed 64 B vs Boost message_queue, runs taken in turn (msg/s, each run's figure):")
-    for key in ("queue_fixed_msgs_per_s", "boost_mq_msgs_per_s"):
-        print(f"  {key:<26} " + " ".join(fmt(v, "msg/s") for v in pair[key]))
+    if wanted("queue"):
+        print()
+        print("mp fixed 64 B vs Boost message_queue, runs taken in turn (msg/s, each run's figure):")
+        for key in ("queue_fixed_msgs_per_s", "boost_mq_msgs_per_s"):
+            print(f"  {key:<26} " + " ".join(fmt(v, "msg/s") for v in pair[key]))
     print()
     print("raw limits of this machine (same run)")
-    for key, label, unit in (("raw_socketpair_rtt_us_median", "socketpair ping-pong, median", "us"),
-                             ("raw_socketpair_rtt_us_best", "socketpair ping-pong, best", "us"),
-                             ("raw_ring_msgs_per_s", "shm SPSC ring, 64 B", "msg/s"),
-                             ("boost_mq_msgs_per_s", "Boost message_queue, 64 B", "msg/s"),
-                             ("memcpy_warm_gbps", "memcpy 256 MiB, warm", "GB/s"),
-                             ("memcpy_fresh_gbps", "memcpy 256 MiB, fresh pages", "GB/s"),
-                             ("bare_fork_ms", "fork + _exit + waitpid", "ms")):
-        print(f"  {label:<32} {fmt(raw.get(key), unit)}")
+    for key, label, unit, group in (
+            ("raw_socketpair_rtt_us_median", "socketpair ping-pong, median", "us", "pipe"),
+            ("raw_socketpair_rtt_us_best", "socketpair ping-pong, best", "us", "pipe"),
+            ("raw_ring_msgs_per_s", "shm SPSC ring, 64 B", "msg/s", "queue"),
+            ("boost_mq_msgs_per_s", "Boost message_queue, 64 B", "msg/s", "queue"),
+            ("memcpy_warm_gbps", "memcpy 256 MiB, warm", "GB/s", "big"),
+            ("memcpy_fresh_gbps", "memcpy 256 MiB, fresh pages", "GB/s", "big"),
+            ("bare_fork_ms", "fork + _exit + waitpid", "ms", "start")):
+        if wanted(group):
+            print(f"  {label:<32} {fmt(raw.get(key), unit)}")
 
     failed = [r for r in rows if r[7] == "NO"]
     print()

@@ -16,6 +16,7 @@ enum class point {
     before_release,  // a reader's pages are about to be given back to the system
     drop_owed,       // get(): an unreadable item left the queue, its drop not yet counted
     before_wake,     // a waker announced its wake-up (wake_pending), has not made it yet
+    before_settle,   // get(): a consumer is about to look for the owner of an unstamped claim
 };
 
 using hook = void (*)(point);

@@ -12,8 +12,10 @@
 #include <chrono>
 #include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "mp/connection.hpp"
 #include "mp/process.hpp"
 #include "queue/layout.hpp"
 #include "queue_hooks.hpp"
@@ -46,6 +48,24 @@ void put_then_die_inside_put(mp::queue<int> q, int from, int count) {
 void put_range(mp::queue<int> q, int from, int to) {
     for (int i = from; i < to; ++i) q.put(i);
 }
+
+struct hook_for_test {
+    explicit hook_for_test(hooks::hook h) { hooks::installed = h; }
+    ~hook_for_test() { hooks::installed = nullptr; }
+};
+
+// A producer that stops with its item claimed and written, not stamped,
+// until the consumer says so.
+std::optional<mp::connection> stamp_gate;
+void put_then_wait_before_stamping(mp::queue<int> q, mp::connection gate) {
+    stamp_gate = std::move(gate);
+    hooks::installed = [](hooks::point p) {
+        if (p == hooks::point::before_publish) (void)stamp_gate->recv<int>();
+    };
+    q.put(7);
+}
+
+mp::process* stamping_producer = nullptr;
 
 void expect_killed(mp::process& p) {
     ASSERT_TRUE(p.join(30s)) << "the producer did not die inside put()";
@@ -96,6 +116,65 @@ INSTANTIATE_TEST_SUITE_P(each_start_method, queue_claims_test,
                          testing::Values(mp::start_method::fork, mp::start_method::spawn,
                                          mp::start_method::forkserver),
                          [](const auto& info) { return std::string(mp::to_string(info.param)); });
+
+// A consumer that looks for the owner of a claim that stayed unstamped
+// through one sleep, while its producer stamps it and leaves: the claim is
+// then named by no slot, because it is complete. It was taken for a claim no
+// one made (corrupt memory): the item was dropped and get() threw
+// serialization_error (queue_soak_test unbounded, with large items, 1 run in
+// 4-20). The hook lets the producer finish right as the consumer starts
+// looking.
+TEST_P(queue_claims_test, a_claim_stamped_while_a_consumer_looks_for_its_owner_is_taken) {
+    mp::queue<int> q;
+    auto [here, there] = mp::pipe();
+    mp::process producer(opts(), put_then_wait_before_stamping, q, std::move(there));
+    producer.start();
+    stamp_gate = std::move(here);
+    stamping_producer = &producer;
+    std::optional<int> got;
+    {
+        hook_for_test hook([](hooks::point p) {
+            if (p != hooks::point::before_settle || !stamp_gate) return;
+            stamp_gate->send(1);  // stamp it, and be gone
+            (void)stamping_producer->join(30s);
+            stamp_gate.reset();
+        });
+        got = q.get(30s);
+    }
+    ASSERT_TRUE(producer.join(30s));
+    EXPECT_EQ(producer.exitcode(), 0);
+    EXPECT_EQ(got, 7);
+    EXPECT_EQ(q.size(), 0u);
+}
+
+// The same with a producer that died between its claim and its stamp: a new
+// producer makes the claim a hole and takes over the dead producer's slot
+// (clearing it) while the consumer looks for the claim's owner.
+namespace {
+mp::process* taking_over = nullptr;
+}
+
+TEST_P(queue_claims_test, a_claim_made_a_hole_while_a_consumer_looks_for_its_owner_is_passed) {
+    mp::queue<int> q;
+    mp::process dying(opts(), put_then_die_inside_put, q, 0, 0);
+    dying.start();
+    expect_killed(dying);
+    mp::process after(opts(), put_range, q, 1000, 1001);
+    taking_over = &after;
+    std::optional<int> got;
+    {
+        hook_for_test hook([](hooks::point p) {
+            if (p != hooks::point::before_settle || !taking_over) return;
+            auto* after = std::exchange(taking_over, nullptr);  // (a fork child inherits this hook)
+            after->start();  // takes the dead producer's slot, its claim a hole first
+            (void)after->join(30s);
+        });
+        got = q.get(30s);
+    }
+    EXPECT_EQ(after.exitcode(), 0);
+    EXPECT_EQ(got, 1000);
+    EXPECT_EQ(q.size(), 0u);
+}
 
 TEST(queue_claims, slots_of_producers_that_died_inside_put_are_reused) {
     // More dying producers than a queue has claim slots: each takes a slot

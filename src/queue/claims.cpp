@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "queue/layout.hpp"
+#include "queue_hooks.hpp"
 #include "sys/after_fork.hpp"
 #include "sys/process.hpp"
 #include "sys/sync_sys.hpp"
@@ -93,7 +94,18 @@ bool claim_end_confirmed(shared& s, std::byte* data, std::uint64_t to) {
 /// Settles the unstamped record at `at` (a claimed position in [tail, head)).
 claim_state settle_at(shared& s, std::byte* data, std::uint64_t at) {
     auto& rec = record_at(data, at);
+    queue_hooks::reach(queue_hooks::point::before_settle);
     const std::uint64_t observed = rec.stamp.load(std::memory_order_acquire);
+    // Stamped, or made a hole, since the caller found it unstamped: its
+    // producer cleared its slot (or a process that took over a dead
+    // producer's slot did), so no slot naming it is no sign of corruption.
+    // The caller reads the record again. (A hole stamp is this claim's only
+    // if it ends within what was claimed: stale bytes of an earlier lap's
+    // hole may lie where a claim is not stamped yet.)
+    const std::uint64_t hole_to = observed & ~hole_bit;
+    if (observed == at ||
+        ((observed & hole_bit) != 0 && hole_to != at && within(at, s.head.load(std::memory_order_acquire), hole_to, true)))
+        return claim_state::in_progress;
     // Every slot that names the claim: its winner, and perhaps losers of the
     // same compare-and-swap that have not written their next claim yet.
     std::uint64_t ends[slot_count];
