@@ -13,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -153,36 +154,30 @@ public:
             auto bytes = in.take(in.remaining());
             std::vector<std::byte> encoded(bytes.begin(), bytes.end());
             std::unique_lock lock(m_);
-            auto it = in_flight_.find(seq);
-            if (it == in_flight_.end()) return;
-            chunk_span span = it->second;
-            in_flight_.erase(it);
-            arrived_encoded_locked(seq, span.first, span.count, std::move(encoded));
+            auto span = take_in_flight_locked(seq);
+            if (!span) return;
+            arrived_encoded_locked(seq, span->first, span->count, std::move(encoded));
             notify(lock);
             return;
         }
         // Decoded before m_ is taken: a result's type may run user code.
         result_block<R> block = decode_chunk<R>(in);
         std::unique_lock lock(m_);
-        auto it = in_flight_.find(seq);
-        if (it == in_flight_.end()) return;
-        chunk_span span = it->second;
-        in_flight_.erase(it);
-        if (block.values.size() != span.count)
-            failed_locked(seq, span.first, span.count,
+        auto span = take_in_flight_locked(seq);
+        if (!span) return;
+        if (block.values.size() != span->count)
+            failed_locked(seq, span->first, span->count,
                           std::make_exception_ptr(serialization_error("mp: a worker returned a chunk of the wrong size")));
         else
-            arrived_locked(seq, span.first, std::move(block));
+            arrived_locked(seq, span->first, std::move(block));
         notify(lock);
     }
 
     void on_error(std::uint64_t seq, std::exception_ptr e) noexcept override {
         std::unique_lock lock(m_);
-        auto it = in_flight_.find(seq);
-        if (it == in_flight_.end()) return;
-        chunk_span span = it->second;
-        in_flight_.erase(it);
-        failed_locked(seq, span.first, span.count, std::move(e));
+        auto span = take_in_flight_locked(seq);
+        if (!span) return;
+        failed_locked(seq, span->first, span->count, std::move(e));
         notify(lock);
     }
 
@@ -250,6 +245,14 @@ private:
         std::size_t first = 0;  // index of its first item in the input
         std::size_t count = 0;
     };
+    /// The span of chunk `seq`, which now has its outcome; empty if it had one already.
+    std::optional<chunk_span> take_in_flight_locked(std::uint64_t seq) {
+        auto it = in_flight_.find(seq);
+        if (it == in_flight_.end()) return std::nullopt;
+        chunk_span span = it->second;
+        in_flight_.erase(it);
+        return span;
+    }
 
     const std::size_t chunksize_;
     const std::size_t window_;
