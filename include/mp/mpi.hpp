@@ -43,7 +43,7 @@
 //   copy, but is built in fresh memory where it is decoded (the local worker
 //   process, then rank 0): fresh pages cost about 2 GB/s on a typical host,
 //   about a quarter of MPI's, which bounds a round trip of a few hundred
-//   MiB (bench/mpi_bench.cpp: big_roundtrip_gb_s).
+//   MiB.
 // Thread-safety: every member of mpi_pool_executor may be called from several
 // threads at once. mp::mpi::init is called once, from main.
 #pragma once
