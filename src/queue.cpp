@@ -295,12 +295,12 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         auto stale = [&] { return s.tail.load(std::memory_order_acquire) != tail_word; };
         // The record is in memory every process of the queue can write: it
         // must lie within what producers published before it is believed.
-        auto corrupt = [&]() -> bool {
+        auto corrupt = [&](const char* what) -> bool {
             const std::uint64_t lost = count_between(tail.count, head.count);
             if (!drop(tail_word, head.word(), lost)) return false;
-            throw serialization_error("mp: corrupt queue: the record at the front of the queue runs past what "
-                                      "producers published (its memory was overwritten?); the " +
-                                      std::to_string(lost) + " item(s) published so far were dropped");
+            throw serialization_error(std::string("mp: corrupt queue: ") + what +
+                                      " (its memory was overwritten?); the " + std::to_string(lost) +
+                                      " item(s) published so far were dropped");
         };
         const std::uint64_t stamp = at_tail->stamp.load(std::memory_order_acquire);
         if (stamp != tail_word) {
@@ -317,7 +317,7 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
             }
             const std::uint64_t claimed = forward(tail.pos, head.pos);
             if (claimed == 0 || claimed > capacity) {
-                corrupt();
+                corrupt("the ends of the queue do not agree");
                 continue;
             }
             // Claimed, not stamped yet: its producer is writing it (the
@@ -330,7 +330,7 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
                 switch (settle_unstamped(s, data_, tail_word, head.word())) {
                     case claim_state::hole_made: continue;
                     case claim_state::unowned:
-                        if (!stale()) corrupt();
+                        if (!stale()) corrupt("the record at the front of the queue was claimed by no producer");
                         continue;
                     case claim_state::in_progress: break;
                 }
@@ -350,7 +350,7 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         // One copy of the header: checked, then used, however its shared bytes change.
         const std::uint32_t rec_size = at_tail->size, rec_kind = at_tail->kind;
         if (!record_fits(tail.pos, head.pos, rec_size, rec_kind)) {
-            if (!stale()) corrupt();
+            if (!stale()) corrupt("the record at the front of the queue runs past what producers published");
             continue;
         }
         if (rec_kind == kind_wrap) {

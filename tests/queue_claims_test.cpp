@@ -176,6 +176,39 @@ TEST_P(queue_claims_test, a_claim_made_a_hole_while_a_consumer_looks_for_its_own
     EXPECT_EQ(q.size(), 0u);
 }
 
+// A producer that dies between its claim and its stamp, where the record's
+// memory still holds the hole stamp of an earlier lap (written there when a
+// producer died at that place before the queue jumped back to the start):
+// the producer that takes over its slot took the stale stamp for the claim's
+// hole and freed the slot with the claim still open. The claim was then named
+// by no slot, a consumer took it for corrupt memory, dropped the item and
+// get() threw serialization_error (queue_soak_test unbounded, 60 s: 2 runs
+// in 2 on a loaded machine).
+TEST_P(queue_claims_test, a_dead_claim_over_an_earlier_laps_hole_stays_owned_until_settled) {
+    namespace layout = mp::detail::queue_layout;
+    mp::queue<int> q;
+    mp::process first(opts(), put_then_die_inside_put, q, 0, 0);  // dies claiming offset 0
+    first.start();
+    expect_killed(first);
+    // int records take 32 bytes: put and take until the next put, finding the
+    // queue empty past layout::jump_from, jumps back to offset 0, where the
+    // hole of the first producer's claim lies.
+    constexpr std::uint64_t record = layout::align16(sizeof(layout::record_header) + sizeof(int));
+    for (std::uint64_t at = record; at <= layout::jump_from; at += record) {
+        q.put(1);
+        ASSERT_EQ(q.get(10s), 1);
+    }
+    mp::process second(opts(), put_then_die_inside_put, q, 2, 0);  // dies claiming offset 0 again
+    second.start();
+    expect_killed(second);
+    mp::process after(opts(), put_range, q, 1000, 1001);  // takes over the second producer's slot
+    after.start();
+    ASSERT_TRUE(after.join(30s));
+    EXPECT_EQ(after.exitcode(), 0);
+    EXPECT_EQ(q.get(10s), 1000) << "the dead producer's claim was taken for corrupt memory";
+    EXPECT_EQ(q.try_get(), std::nullopt);
+}
+
 TEST(queue_claims, slots_of_producers_that_died_inside_put_are_reused) {
     // More dying producers than a queue has claim slots: each takes a slot
     // and leaves an open claim in it; later ones must settle and reuse them.

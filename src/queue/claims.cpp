@@ -80,6 +80,17 @@ bool within(std::uint64_t tail_word, std::uint64_t head_word, std::uint64_t word
     return count_between(tail.count, at.count) <= count_between(tail.count, head.count);
 }
 
+/// Whether `stamp`, read at the claim `at`, says the claim is settled: its
+/// record stamped, or made a hole. A hole stamp is this claim's only if it
+/// ends within what was claimed: stale bytes of an earlier lap's hole lie
+/// where a claim is not stamped yet, and taking them for this claim's hole
+/// would let a dead producer's slot be reused with its claim still open.
+bool settled(shared& s, std::uint64_t stamp, std::uint64_t at) {
+    if (stamp == at) return true;
+    const std::uint64_t hole_to = stamp & ~hole_bit;
+    return (stamp & hole_bit) != 0 && hole_to != at && within(at, s.head.load(std::memory_order_acquire), hole_to, true);
+}
+
 /// Whether a claim ending at `to` is one that happened: the head stands
 /// there, or a record starts there (stamped, a hole, or claimed by a slot).
 bool claim_end_confirmed(shared& s, std::byte* data, std::uint64_t to) {
@@ -99,13 +110,8 @@ claim_state settle_at(shared& s, std::byte* data, std::uint64_t at) {
     // Stamped, or made a hole, since the caller found it unstamped: its
     // producer cleared its slot (or a process that took over a dead
     // producer's slot did), so no slot naming it is no sign of corruption.
-    // The caller reads the record again. (A hole stamp is this claim's only
-    // if it ends within what was claimed: stale bytes of an earlier lap's
-    // hole may lie where a claim is not stamped yet.)
-    const std::uint64_t hole_to = observed & ~hole_bit;
-    if (observed == at ||
-        ((observed & hole_bit) != 0 && hole_to != at && within(at, s.head.load(std::memory_order_acquire), hole_to, true)))
-        return claim_state::in_progress;
+    // The caller reads the record again.
+    if (settled(s, observed, at)) return claim_state::in_progress;
     // Every slot that names the claim: its winner, and perhaps losers of the
     // same compare-and-swap that have not written their next claim yet.
     std::uint64_t ends[slot_count];
@@ -153,8 +159,7 @@ std::uint64_t open_claim(shared& s, std::byte* data, const producer_slot& slot) 
     if (from == no_claim) return no_claim;
     const std::uint64_t tail = s.tail.load(std::memory_order_acquire), head = s.head.load(std::memory_order_acquire);
     if (!within(tail, head, from, false)) return no_claim;  // passed, or never won
-    const std::uint64_t stamp = record_at(data, from).stamp.load(std::memory_order_acquire);
-    if (stamp == from || (stamp & hole_bit) != 0) return no_claim;
+    if (settled(s, record_at(data, from).stamp.load(std::memory_order_acquire), from)) return no_claim;
     return from;
 }
 

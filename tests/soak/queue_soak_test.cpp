@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -42,7 +43,7 @@ namespace {
 using item = std::vector<std::uint64_t>;
 constexpr std::size_t max_ids = 1u << 21;
 // Control words after the two per-id arrays (put state, times recorded).
-enum control : std::size_t { stop_producers, stop_consumers, next_id, corrupt, controls };
+enum control : std::size_t { stop_producers, stop_consumers, next_id, corrupt, consumer_errors, controls };
 constexpr std::size_t put_state_at = 0, seen_at = max_ids, control_at = 2 * max_ids;
 
 // The accounting lives in a named block the parent creates and unlinks (a
@@ -98,6 +99,12 @@ void consumer(mp::shared_memory a, Q q, std::uint64_t seed) {
             v = q.get(100ms);
         } catch (const mp::queue_empty&) {
             if (word(a, control_at + stop_consumers).load()) return;
+            continue;
+        } catch (const mp::error& e) {
+            // A get() that throws lost what it dropped: the queue promises
+            // that only a dead producer's item is ever dropped.
+            std::fprintf(stderr, "[soak] a consumer's get() threw: %s\n", e.what());
+            word(a, control_at + consumer_errors).fetch_add(1);
             continue;
         }
         std::uint64_t id = v->size() >= 2 ? (*v)[0] : max_ids;
@@ -175,6 +182,8 @@ void run(Q q, const variant& var) {
     }
     const auto corrupt_items = word(a, control_at + corrupt).load();
     EXPECT_EQ(corrupt_items, 0u);
+    const auto consumer_errors_seen = word(a, control_at + consumer_errors).load();
+    EXPECT_EQ(consumer_errors_seen, 0u) << "a consumer's get() threw (MP_SOAK_SEED=" << seed << ")";
     EXPECT_LE(lost, consumer_kills) << "more items lost than consumers killed (MP_SOAK_SEED=" << seed << ")";
 
     long long added_task_done = 0;
@@ -201,7 +210,8 @@ void run(Q q, const variant& var) {
                  " consumers, items put " + std::to_string(put) + ", received " + std::to_string(received) +
                  ", lost with a killed consumer " + std::to_string(lost) + ", kept of a killed put " +
                  std::to_string(in_flight_kept) + ", duplicated " + std::to_string(duplicated) + ", phantom " +
-                 std::to_string(phantom) + ", corrupt " + std::to_string(corrupt_items) + ", task_done added " +
+                 std::to_string(phantom) + ", corrupt " + std::to_string(corrupt_items) + ", get() errors " +
+                 std::to_string(consumer_errors_seen) + ", task_done added " +
                  std::to_string(added_task_done));
 }
 
