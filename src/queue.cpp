@@ -26,6 +26,7 @@
 // keeps running empty stays in pages that are already there.
 #include "mp/queue.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -116,6 +117,8 @@ queue_core::queue_core(std::size_t maxsize, bool joinable) : local_(std::make_un
     shared_->put_lock.init();
     shared_->get_lock.init();
     for (auto& slot : shared_->slots) slot.claim_from.store(no_claim, std::memory_order_relaxed);
+    shared_->large_from.store(no_claim, std::memory_order_relaxed);
+    shared_->large_coming.store(no_claim, std::memory_order_relaxed);
     local_->claims = maxsize == 0 && !joinable;
     if (local_->claims) {
         // Counts are only ever compared, so they may start anywhere: not at
@@ -186,12 +189,13 @@ bool queue_core::get(reader read, void* context, std::optional<clock::time_point
         &r, deadline, true);
 }
 
-bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline) {
-    return take(read, context, deadline, false);
+bool queue_core::get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline,
+                           const piece_reader* pieces) {
+    return take(read, context, deadline, false, pieces);
 }
 
 bool queue_core::take(bytes_reader read, void* context, std::optional<clock::time_point> deadline,
-                      bool under_lock) {
+                      bool under_lock, const piece_reader* pieces) {
     auto& s = *shared_;
     // Whether there is something to take. The head is the producers' line,
     // taken by every claim: it is read only when the head consumers saw last
@@ -260,9 +264,29 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
     std::optional<sys::spinner> spin;
     std::optional<sys::spinner> stamp_spin;  // its own budget: a stamp is due any moment
     std::uint64_t slept_on = no_claim;        // the unstamped claim this get() slept on last
+    std::uint64_t not_in_pieces = no_claim;   // a large item whose copy while written was given up
+    // `pieces` began an item of prepared_size bytes, announced as coming at
+    // tail word prepared_for (no_claim: nothing prepared, or used since).
+    std::uint64_t prepared_for = no_claim;
+    std::uint64_t prepared_size = 0;
+    auto prepare_for_coming = [&] {
+        const std::uint64_t tail_word = s.tail.load(std::memory_order_acquire);
+        if (tail_word == prepared_for || s.large_coming.load(std::memory_order_acquire) != tail_word) return false;
+        const std::uint64_t size = s.large_coming_size.load(std::memory_order_acquire);
+        if (s.large_coming.load(std::memory_order_acquire) != tail_word || size > max_item) return false;
+        prepared_for = tail_word;
+        prepared_size = size;
+        try {
+            pieces->begin(context, size);
+        } catch (...) {
+            prepared_for = no_claim;  // it fails again on the item itself, where it counts
+        }
+        return true;
+    };
     for (;;) {
         if (!has_data()) {
             if (deadline && clock::now() >= *deadline) return false;
+            if (pieces != nullptr && prepare_for_coming()) continue;
             if (!spin) spin.emplace(get_spin, &local_->spin);
             if (spin->step()) continue;
             sleep_until(s.data, has_data, deadline);
@@ -303,7 +327,22 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
                                       " item(s) published so far were dropped");
         };
         const std::uint64_t stamp = at_tail->stamp.load(std::memory_order_acquire);
-        if (stamp != tail_word) {
+        bool read_already = false;  // built through `pieces` while it was written
+        // Copied in pieces: a large item still being written (its header is
+        // there once large_from names it), or one this get prepared for.
+        if (pieces != nullptr && not_in_pieces != tail_word &&
+            (stamp == tail_word ? prepared_for == tail_word
+                                : s.large_from.load(std::memory_order_acquire) == tail_word)) {
+            const bool prepared = prepared_for == tail_word;
+            prepared_for = no_claim;
+            read_already = read_while_written(*pieces, context, tail_word, deadline,
+                                              prepared ? std::optional(prepared_size) : std::nullopt);
+            if (!read_already) {
+                not_in_pieces = tail_word;  // waited for as any other record from now on
+                continue;
+            }
+        }
+        if (stamp != tail_word && !read_already) {
             if (stale()) continue;
             if (auto end = hole_end(stamp, tail_word, head)) {  // a dead producer's claim: pass it
                 const std::uint64_t lost = count_between(tail.count, end_word::from(*end).count);
@@ -367,8 +406,12 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         const std::uint64_t taken = end_word{next, tail.count + 1}.word();
         try {
             // Maps a large item's pages in one call, not one fault per 64 KiB.
-            if (rec_size >= prefault_threshold) sys::prefault_for_read(data_ + phys, sizeof(record_header) + rec_size);
-            read(context, {data_ + phys + sizeof(record_header), rec_size});
+            if (!read_already && rec_size >= prefault_threshold)
+                sys::prefault_for_read(data_ + phys, sizeof(record_header) + rec_size);
+            if (!read_already) {
+                prepared_for = no_claim;
+                read(context, {data_ + phys + sizeof(record_header), rec_size});
+            }
         } catch (...) {
             // A poisoned item must not block the queue: drop it, and count it
             // as done for join(). Unless the bytes were stale: then retry.
@@ -385,6 +428,72 @@ bool queue_core::take(bytes_reader read, void* context, std::optional<clock::tim
         lock.reset();
         after_tail_moved(next);
         return true;
+    }
+}
+
+bool queue_core::read_while_written(const piece_reader& pieces, void* context, std::uint64_t tail_word,
+                                    std::optional<clock::time_point> deadline, std::optional<std::uint64_t> begun) {
+    auto& s = *shared_;
+    const auto tail = end_word::from(tail_word);
+    auto* rec = reinterpret_cast<record_header*>(data_ + physical(tail.pos));
+    // The header was written before large_from named the record (or before
+    // its stamp): believed only within what producers claimed (a header that
+    // is not is the caller's to report).
+    const std::uint64_t unstamped = rec->stamp.load(std::memory_order_acquire);
+    const std::uint32_t size = rec->size, kind = rec->kind;
+    const auto head = end_word::from(s.head.load(std::memory_order_acquire));
+    if (kind != kind_item || !record_fits(tail.pos, head.pos, size, kind)) return false;
+    // How much of the payload is written: large_from first, then the count,
+    // then large_from again (the count may already be the next item's).
+    auto written = [&]() -> std::optional<std::uint64_t> {
+        if (s.large_from.load(std::memory_order_acquire) != tail_word) return std::nullopt;
+        const std::uint64_t n = s.large_written.load(std::memory_order_acquire);
+        if (s.large_from.load(std::memory_order_acquire) != tail_word) return std::nullopt;
+        return n;
+    };
+    try {
+        if (begun != size) pieces.begin(context, size);
+        const std::byte* payload = data_ + physical(tail.pos) + sizeof(record_header);
+        const std::uint64_t page = local_->page;
+        std::uint64_t copied = 0;
+        auto last_news = clock::now();
+        for (;;) {
+            const std::uint64_t stamp = rec->stamp.load(std::memory_order_acquire);
+            if (stamp != tail_word && stamp != unstamped) return false;  // a hole now: its producer died
+            // Whole pages of what is written (whole elements), all of it once stamped.
+            std::uint64_t ready = copied;
+            if (stamp == tail_word) {
+                ready = size;
+            } else if (auto n = written()) {
+                ready = *n >= size ? size : std::max(copied, *n & ~(page - 1));
+            }
+            if (ready > copied) {
+                sys::prefault_for_read(payload + copied, ready - copied);
+                pieces.piece(context, {payload + copied, ready - copied});
+                copied = ready;
+                if (stamp != tail_word) queue_hooks::reach(queue_hooks::point::large_piece_read);
+                last_news = clock::now();
+                continue;
+            }
+            if (stamp == tail_word) return true;
+            if (s.tail.load(std::memory_order_acquire) != tail_word) return false;  // another consumer took it
+            if (deadline && clock::now() >= *deadline) return false;
+            // A piece takes milliseconds: sleep until the producer announces
+            // the next (or its stamp). One that stays silent this long may
+            // have died: the caller looks for it.
+            if (clock::now() - last_news >= lost_wake_bound) return false;
+            const auto seen = written();
+            sleep_until(
+                s.data,
+                [&] {
+                    return rec->stamp.load(std::memory_order_seq_cst) != unstamped || written() != seen ||
+                           s.tail.load(std::memory_order_seq_cst) != tail_word;
+                },
+                deadline);
+            if (written() != seen) last_news = clock::now();
+        }
+    } catch (...) {
+        return false;  // read again whole once stamped: an error then drops the item as usual
     }
 }
 

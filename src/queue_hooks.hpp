@@ -17,6 +17,8 @@ enum class point {
     drop_owed,       // get(): an unreadable item left the queue, its drop not yet counted
     before_wake,     // a waker announced its wake-up (wake_pending), has not made it yet
     before_settle,   // get(): a consumer is about to look for the owner of an unstamped claim
+    large_piece_announced,  // put(): a piece of a large item was announced to consumers, the rest not yet written
+    large_piece_read,       // get(): a consumer copied a piece of a large item its producer still writes
 };
 
 using hook = void (*)(point);

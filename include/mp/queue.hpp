@@ -69,6 +69,14 @@ public:
     using writer = void (*)(const void* context, std::byte* dst);
     /// Builds an item from its bytes (which live in the queue's memory).
     using bytes_reader = void (*)(void* context, std::span<const std::byte> bytes);
+    /// Builds an item from its bytes in pieces, so that a large item is
+    /// copied while its producer still writes it: begin(size) first, then
+    /// piece() with the next bytes, in order, until all `size` came. Every
+    /// piece but the last is a whole number of pages (of whole elements).
+    struct piece_reader {
+        void (*begin)(void* context, std::size_t size);
+        void (*piece)(void* context, std::span<const std::byte> bytes);
+    };
 
     /// Creates a queue; maxsize 0 means unbounded.
     explicit queue_core(std::size_t maxsize, bool joinable);
@@ -93,7 +101,10 @@ public:
     /// is taken: `read` may be called for an item another consumer takes
     /// first, and then again for the next; it must only build a value (its
     /// last call before get_bytes returns true is the item taken).
-    bool get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline);
+    /// `pieces` (optional) builds the item instead of `read` when it is a
+    /// large one that a producer is still writing; the same rules apply.
+    bool get_bytes(bytes_reader read, void* context, std::optional<clock::time_point> deadline,
+                   const piece_reader* pieces = nullptr);
 
     [[nodiscard]] std::size_t size() const noexcept;
     [[nodiscard]] std::size_t maxsize() const noexcept;
@@ -120,7 +131,17 @@ private:
     /// Takes the oldest item: under the consumers' lock (`under_lock`), or
     /// claiming it with one compare-and-swap after reading it, in which case
     /// `read` may run more than once and only its last run counts.
-    bool take(bytes_reader read, void* context, std::optional<clock::time_point> deadline, bool under_lock);
+    bool take(bytes_reader read, void* context, std::optional<clock::time_point> deadline, bool under_lock,
+              const piece_reader* pieces = nullptr);
+    /// Copies the large item whose record starts at tail word `tail_word`
+    /// through `pieces` while its producer writes it; true once all of it
+    /// went through and it is stamped (then it is taken as any other). false:
+    /// it is not such an item, or the copy was given up (the producer went
+    /// silent, the deadline passed, another consumer took it, `pieces`
+    /// threw): the caller handles the record as if this was never called.
+    /// `begun`: the size `pieces` began an item of already (announced as coming).
+    bool read_while_written(const piece_reader& pieces, void* context, std::uint64_t tail_word,
+                            std::optional<clock::time_point> deadline, std::optional<std::uint64_t> begun);
 
     unique_fd fd_;
     std::unique_ptr<local> local_;
@@ -271,9 +292,22 @@ private:
             if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         } else if constexpr (detail::is_plain_range_v<T>) {
+            using element = typename T::value_type;
+            // A large item is built piece by piece while its producer writes it.
+            static constexpr detail::queue_core::piece_reader pieces{
+                [](void* context, std::size_t size) {
+                    if (size % sizeof(element) != 0) detail::throw_wrong_item_size(size, sizeof(element), "element");
+                    auto& o = static_cast<std::optional<T>*>(context)->emplace();
+                    o.reserve(size / sizeof(element));  // untouched memory: prepared before the copies into it
+                    detail::prepare_item_buffer(o.data(), size);
+                },
+                [](void* context, std::span<const std::byte> bytes) {
+                    const auto* first = reinterpret_cast<const element*>(bytes.data());
+                    auto& o = **static_cast<std::optional<T>*>(context);
+                    o.insert(o.end(), first, first + bytes.size() / sizeof(element));
+                }};
             const bool got = core().get_bytes(
                 [](void* context, std::span<const std::byte> bytes) {
-                    using element = typename T::value_type;
                     if (bytes.size() % sizeof(element) != 0)
                         detail::throw_wrong_item_size(bytes.size(), sizeof(element), "element");
                     auto& out = *static_cast<std::optional<T>*>(context);
@@ -294,7 +328,7 @@ private:
                         if (n) std::memcpy(o.data(), bytes.data(), bytes.size());
                     }
                 },
-                &out, deadline);
+                &out, deadline, alignof(element) <= 8 ? &pieces : nullptr);
             if (!got) return std::nullopt;  // out may hold an item another consumer took
             return out;
         }

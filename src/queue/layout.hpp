@@ -15,6 +15,19 @@
 // (tail). Counts that bounded and joinable queues need are derived from them
 // and cannot leak.
 //
+// A large item. A producer of an unbounded queue writes an item of one piece
+// of at least large_item_bytes under put_lock, in pieces: it names the
+// record (large_from, its start word) once it claimed it and wrote its
+// header, and counts the payload bytes written (large_written) after each
+// piece. A consumer that finds that record unstamped at the tail copies the
+// pieces already written while the producer writes the rest, and takes the
+// item only once its stamp is there, as always: what it copied of a record
+// that ends up a hole (the producer died) is thrown away. Before it reserves
+// the item's pages, the producer says a large item is coming (large_coming:
+// the head word it will most likely be claimed at, and its size): a consumer
+// that waits on the empty queue there prepares its buffer meanwhile. Only a
+// hint: nothing is taken on its word.
+//
 // Producers. On a bounded or joinable queue a producer writes its record
 // under put_lock, stamps it, then stores the head: one killed before that
 // store put nothing. On an unbounded queue producers claim space by a
@@ -42,7 +55,7 @@
 
 namespace mp::detail::queue_layout {
 
-constexpr std::uint32_t queue_magic = 0x7571706f;  // "opqu": the third layout (stamped records, claim slots)
+constexpr std::uint32_t queue_magic = 0x75717034;  // "4pqu": the fourth layout (a large item read while written)
 constexpr std::size_t header_size = 4096;
 constexpr std::uint64_t capacity = std::uint64_t{8} << 30;
 constexpr std::uint64_t max_item = capacity / 4;
@@ -69,6 +82,13 @@ constexpr std::uint64_t producer_release_lag = 4 * release_chunk;
 // system call saves hundreds of page faults); smaller ones mostly land in
 // pages that are already mapped.
 constexpr std::uint64_t prefault_threshold = large_item_bytes;
+// A large item in one piece on an unbounded queue is written in pieces of
+// this size, each announced (shared::large_written) as it is done, so that
+// a consumer copies one piece while the producer writes the next.
+// Trade-off: smaller pieces overlap more of the two copies (the consumer's
+// last piece is what it adds after the producer's stamp) at the price of
+// more system calls and wake-ups per item.
+constexpr std::uint64_t large_piece = 4 << 20;
 
 constexpr std::uint32_t kind_item = 0;
 constexpr std::uint32_t kind_wrap = 1;
@@ -171,6 +191,18 @@ struct queue_core::shared {
     std::atomic<std::uint64_t> drop_word;
     std::atomic<std::uint64_t> drop_base;
     std::atomic<std::uint64_t> drop_count;
+
+    // The large item being written under put_lock (unbounded queues): the
+    // head word where its record starts (no_claim: none yet), and how many of
+    // its payload bytes are written. large_written is reset before
+    // large_from names a new record.
+    alignas(64) std::atomic<std::uint64_t> large_from;
+    std::atomic<std::uint64_t> large_written;
+    // A large item about to be claimed, before its pages are reserved: the
+    // head word where it will most likely start, and its size (a hint for a
+    // consumer waiting on an empty queue to prepare its buffer meanwhile).
+    std::atomic<std::uint64_t> large_coming;
+    std::atomic<std::uint64_t> large_coming_size;
 
     alignas(64) queue_layout::waiting_place data;   // consumers wait here for items
     alignas(64) queue_layout::waiting_place space;  // producers of a bounded queue wait here for room

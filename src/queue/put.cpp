@@ -1,5 +1,6 @@
 // queue/put.cpp — putting an item: claimed without a lock on an unbounded
 // queue where it can be, else under put_lock (see queue/layout.hpp).
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -45,20 +46,43 @@ struct queue_core::record_job {
 
 namespace {
 
+/// Writes a large item's payload with write calls (pages the queue reserved
+/// and no one touched are not zero-filled first, as a first store through the
+/// mapping would make the kernel do), piece by piece on an unbounded queue,
+/// where consumers copy each piece as soon as it is announced.
+void write_in_pieces(shared& s, int fd, std::uint64_t phys, std::uint64_t start, const queue_core::record_job& job,
+                     bool announce) {
+    const std::uint64_t offset = header_size + phys + sizeof(record_header);
+    if (!announce) {
+        sys::write_at(fd, offset, {job.source, job.payload});
+        return;
+    }
+    s.large_written.store(0, std::memory_order_relaxed);
+    s.large_from.store(start, std::memory_order_release);  // the header is written: its size may be read
+    wake_all(s.data);                                      // a sleeping consumer prepares its buffer meanwhile
+    for (std::uint64_t done = 0; done < job.payload;) {
+        const std::uint64_t n = std::min(large_piece, job.payload - done);
+        sys::write_at(fd, offset + done, {job.source + done, n});
+        done += n;
+        s.large_written.store(done, std::memory_order_release);
+        wake_all(s.data);
+        if (done < job.payload) queue_hooks::reach(queue_hooks::point::large_piece_announced);
+    }
+}
+
 /// Writes the record at `phys` (its space is the caller's) and stamps it with
 /// `start`, the end word where it starts. A large item in one piece is written
-/// with a write call (pages the queue reserved and no one touched are not
-/// zero-filled first, as a first store through the mapping would make the
-/// kernel do). If the writing fails, the record becomes a hole, passed by
-/// consumers, and the error propagates.
-void write_record(std::byte* data, int fd, std::uint64_t phys, std::uint64_t start, std::uint64_t end,
-                  const queue_core::record_job& job, bool one_pass) {
+/// with write calls (write_in_pieces; `announce`: piece by piece, for
+/// consumers that copy while it is written). If the writing fails, the record
+/// becomes a hole, passed by consumers, and the error propagates.
+void write_record(shared& s, std::byte* data, int fd, std::uint64_t phys, std::uint64_t start, std::uint64_t end,
+                  const queue_core::record_job& job, bool one_pass, bool announce = false) {
     auto* rec = reinterpret_cast<record_header*>(data + phys);
     rec->size = static_cast<std::uint32_t>(job.payload);
     rec->kind = kind_item;
     try {
         if (one_pass) {
-            sys::write_at(fd, header_size + phys + sizeof(record_header), {job.source, job.payload});
+            write_in_pieces(s, fd, phys, start, job, announce);
         } else {
             if (job.need >= prefault_threshold) sys::prefault_for_write(rec, job.need);
             job.write(job.context, data + phys + sizeof(record_header));
@@ -141,7 +165,7 @@ bool queue_core::put_claimed_fast(const record_job& job, int own) {
             continue;
         }
         slot.next_head.store(to, std::memory_order_relaxed);
-        write_record(data_, fd_.get(), phys, head_word, to, job, false);
+        write_record(s, data_, fd_.get(), phys, head_word, to, job, false);
         slot.claim_from.store(no_claim, std::memory_order_release);
         wake_all(s.data);
         return true;
@@ -196,13 +220,20 @@ bool queue_core::put_claimed(const record_job& job, int own, std::optional<clock
             lag >= producer_release_lag && lag <= 2 * capacity)
             release_passed_pages(s, fd_.get());
         const bool one_pass = job.need >= prefault_threshold && job.source != nullptr;
+        if (one_pass) {  // reserving its pages takes a while: a waiting consumer prepares meanwhile
+            s.large_coming_size.store(job.payload, std::memory_order_relaxed);
+            s.large_coming.store(head_word, std::memory_order_release);
+            wake_all(s.data);
+        }
         ensure_reserved(s, fd_.get(), data_, pos, job.need, !one_pass);
         const std::uint64_t to = end_word{advance(pos, job.need), head.count + 1}.word();
         if (!claim(s, slot, head_word, to)) continue;
         if (own >= 0) slot.next_head.store(to, std::memory_order_relaxed);
         // A large item is written with put_lock held: another one behind it
-        // would only compete for the same memory bandwidth.
-        write_record(data_, fd_.get(), phys, head_word, to, job, one_pass);
+        // would only compete for the same memory bandwidth. (Its pages are
+        // all reserved before the claim: when shared memory is full, nothing
+        // is claimed.)
+        write_record(s, data_, fd_.get(), phys, head_word, to, job, one_pass, one_pass);
         slot.claim_from.store(no_claim, std::memory_order_release);
         lock.unlock();
         wake_all(s.data);
@@ -269,7 +300,7 @@ bool queue_core::put_published(const record_job& job, std::optional<clock::time_
         const bool one_pass = job.need >= prefault_threshold && job.source != nullptr;
         ensure_reserved(s, fd_.get(), data_, pos, job.need, !one_pass);
         const std::uint64_t end = end_word{advance(pos, job.need), head.count + 1}.word();
-        write_record(data_, fd_.get(), phys, start, end, job, one_pass);
+        write_record(s, data_, fd_.get(), phys, start, end, job, one_pass);
         // The one store that publishes the item (and a jump back before it) and counts it.
         s.head.store(end, std::memory_order_release);
         lock.unlock();

@@ -1,7 +1,8 @@
 // Soak of mp::queue and mp::joinable_queue, unbounded and bounded: 3 producer
 // and 3 consumer processes, items on both sides of each size threshold
-// (small, 64 KiB, 1 MiB, 2 MiB), a checksum in every item, and a random
-// producer or consumer SIGKILLed (and replaced) every 0.3–0.7 s.
+// (small, 64 KiB, 1 MiB, 2 MiB) and a few of 9 MiB (written in pieces), a
+// checksum in every item, and a random producer or consumer SIGKILLed (and
+// replaced) every 0.3–0.7 s.
 //
 // What "nothing lost" means here (the queue's promise, mp/queue.hpp): a
 // producer killed inside put() loses only that item; a consumer killed inside
@@ -60,7 +61,10 @@ std::size_t words_for(std::uint64_t seed, std::uint64_t id) {
     if (pick < 70) return 2 + (r >> 16) % 30;
     if (pick < 85) return side ? kib64 + 2 : kib64 - 2;
     if (pick < 95) return side ? mib + 2 : mib - 2;
-    return side ? mib2 + 2 : mib2 - 2;
+    if (pick < 99) return side ? mib2 + 2 : mib2 - 2;
+    // More than two of the pieces a large item is written in (queue/layout.hpp:
+    // large_piece), copied by a consumer while the rest is written.
+    return 9 * mib + 2;
 }
 
 std::uint64_t checksum(const item& v) {
