@@ -17,7 +17,10 @@
 //   mode & 2: head = tail + `published` (a producer that published fewer or
 //             more bytes than it wrote); else the head is right after the
 //             records.
-//   mode >> 2: which item type the consumer reads.
+//   (mode >> 2) & 1: which item type the consumer reads.
+//   mode & 8: the first record is a large item its producer is still
+//             writing (large_from names it, `published` * 64 of its payload
+//             bytes written): a consumer of strings copies it in pieces.
 //
 // The shared header's layout is queue.cpp's `struct queue_core::shared`; it
 // is checked against a real put and get at start-up, so a change of layout
@@ -47,7 +50,9 @@ constexpr std::size_t head_offset = offsetof(shared_header, head), tail_seen_off
                       released_offset = offsetof(shared_header, released_to),
                       tail_offset = offsetof(shared_header, tail), head_seen_offset = offsetof(shared_header, head_seen),
                       dropped_offset = offsetof(shared_header, dropped),
-                      drop_word_offset = offsetof(shared_header, drop_word);
+                      drop_word_offset = offsetof(shared_header, drop_word),
+                      large_from_offset = offsetof(shared_header, large_from),
+                      large_written_offset = offsetof(shared_header, large_written);
 #pragma GCC diagnostic pop
 
 // The head and the tail are end words: a position and an item count.
@@ -157,6 +162,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     r.at(head_offset).store(end_word(head, 1000));
     r.at(dropped_offset).store(0);
     r.at(drop_word_offset).store(0);
+    r.at(large_written_offset).store(std::uint64_t{published} * 64);
+    r.at(large_from_offset).store((mode & 8) ? end_word(pos, 0) : ~std::uint64_t{0});
     if ((mode >> 2) & 1)
         drain(r.qb, r);
     else
@@ -202,6 +209,12 @@ void write_seeds() {
     std::memcpy(s.data() + 7, base + header_size, head);
     mp::sys::unmap(base, header_size + capacity);
     mp_fuzz::write_seed("string", s);
+    // The same string still being written as a large item: not stamped yet,
+    // 64 of its bytes announced (published = 1).
+    s[0] = static_cast<std::byte>(8);
+    s[5] = static_cast<std::byte>(1);
+    std::memset(s.data() + 7 + 8, 0, 8);
+    mp_fuzz::write_seed("string-being-written", s);
 }
 
 }  // namespace mp_fuzz
