@@ -16,6 +16,24 @@ namespace {
 // (cancel), and spreads uneven tasks better across ranks.
 constexpr std::size_t depth_per_rank = 16;
 
+// Queued tasks up to this size that leave for one rank together go as one
+// `tasks` message, up to batch_limit bytes (both within send_queue's
+// asynchronous limit, so the batch is one copy and one MPI_Isend). A larger
+// task goes alone, from its own bytes.
+constexpr std::size_t batch_item_limit = std::size_t{32} << 10;
+constexpr std::size_t batch_limit = std::size_t{128} << 10;
+// A small task for a rank that has at least this many tasks in flight waits
+// in the rank's batch until the next poll of a receiving thread and leaves
+// with the tasks handed out meanwhile: a map's consumer hands out one chunk
+// per result it takes, and results come back several per message. The next
+// poll comes within microseconds while results come in (at worst after one
+// nap of the service thread, idle_backoff::max_sleep). Trade-off: lower
+// batches more (one MPI message, one receive and one rendezvous per batch
+// instead of per task) and delays a task that is not behind others; the
+// rank still has this many to run first.
+constexpr std::size_t batch_behind = 4;
+constexpr std::size_t batch_tasks = 16;  // a batch this full leaves at once
+
 // How long a thread waiting in future::get polls MPI for results before it
 // sleeps and leaves them to the service thread. Trade-off: a tiny task's
 // result comes back within tens of microseconds (a TCP round trip between
@@ -56,6 +74,7 @@ boss_transport& boss_transport::get(int wanted_workers) {
 
 boss_transport::boss_transport(const mpi_runtime::boss_view& view) : view_(view) {
     for (int r : view.link.workers) ranks_.push_back({r, 0});
+    batches_.resize(ranks_.size());
     service_ = std::thread([this] {
         service_id_.store(std::this_thread::get_id());
         service_loop();
@@ -124,6 +143,14 @@ void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
         in_flight_.fetch_sub(1, std::memory_order_relaxed);
     }
     std::erase_if(sources_, [&](auto& s) { return s.exec == exec; });
+    for (auto& batch : batches_) {  // its tasks that have not left yet never will
+        const auto n = std::erase_if(batch.tasks, [&](const auto& t) {
+            if (t.first != exec) return false;
+            batch.bytes -= t.second.bytes.size() + sizeof(std::uint64_t);
+            return true;
+        });
+        batched_.fetch_sub(n, std::memory_order_relaxed);
+    }
     try {
         output_archive ar;
         ar(exec, static_cast<std::uint8_t>(terminate ? 1 : 0));
@@ -136,6 +163,7 @@ void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
 
 void boss_transport::send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id,
                                  const output_archive& message) {
+    flush_batch_locked(rank_index);  // a rank receives its tasks in the order they were handed out
     auto& rank = ranks_[rank_index];
     entry.sent.emplace(id, rank_index);
     ++rank.in_flight;
@@ -156,7 +184,14 @@ void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_a
         auto* entry = find_locked(exec);
         if (!entry) throw closed_error("mp: mpi_pool_executor: the executor was shut down");
         auto r = entry->queue.empty() ? pick_rank_locked(entry->ranks) : -1;
-        if (r >= 0) {
+        if (r >= 0 && ranks_[static_cast<std::size_t>(r)].in_flight >= batch_behind &&
+            message.borrowed_blocks().empty() && message.size() <= batch_item_limit) {
+            queued_task q{id, std::vector<std::byte>(message.size())};
+            message.copy_to(q.bytes.data());
+            batch_locked(*entry, static_cast<std::size_t>(r), std::move(q));
+            if (batches_[static_cast<std::size_t>(r)].tasks.size() >= batch_tasks)
+                flush_batch_locked(static_cast<std::size_t>(r));
+        } else if (r >= 0) {
             send_locked(*entry, static_cast<std::size_t>(r), id, message);
         } else {
             queued_task q{id, std::vector<std::byte>(message.size())};
@@ -183,6 +218,7 @@ bool boss_transport::stop(std::uint32_t exec, std::uint64_t id, std::exception_p
     auto it = entry->sent.find(id);
     if (it == entry->sent.end()) return false;
     if (entry->stopping.contains(id)) return true;  // asked already
+    flush_batch_locked(it->second);                 // the task itself goes first
     try {
         output_archive ar;
         ar(exec, id);
@@ -213,10 +249,8 @@ void boss_transport::drain_locked() {
             if (r < 0) continue;
             auto q = std::move(entry.queue.front());
             entry.queue.pop_front();
-            output_archive ar;
-            ar.saveBinary(q.bytes.data(), q.bytes.size());
             try {
-                send_locked(entry, static_cast<std::size_t>(r), q.id, ar);
+                batch_locked(entry, static_cast<std::size_t>(r), std::move(q));
             } catch (const std::exception& e) {
                 detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not send a task to a worker rank: ") + e.what());
                 continue;
@@ -225,7 +259,75 @@ void boss_transport::drain_locked() {
         }
         next_source_ = (next_source_ + 1) % std::max<std::size_t>(1, sources_.size());
     }
+    for (std::size_t i = 0; i < batches_.size(); ++i) flush_batch_locked(i);
     if (sent_any) backoff_.activity();
+}
+
+void boss_transport::batch_locked(source_entry& entry, std::size_t rank_index, queued_task&& task) {
+    auto& batch = batches_[rank_index];
+    if (task.bytes.size() > batch_item_limit) {
+        flush_batch_locked(rank_index);  // the rank receives its tasks in the order they were picked
+        output_archive ar;
+        ar.saveBinary(task.bytes.data(), task.bytes.size());
+        send_locked(entry, rank_index, task.id, ar);
+        return;
+    }
+    if (batch.bytes + task.bytes.size() > batch_limit) flush_batch_locked(rank_index);
+    batch.tasks.reserve(batch.tasks.size() + 1);  // may throw: before the task counts as sent
+    entry.sent.emplace(task.id, rank_index);
+    ++ranks_[rank_index].in_flight;
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    batched_.fetch_add(1, std::memory_order_relaxed);
+    batch.bytes += task.bytes.size() + sizeof(std::uint64_t);
+    batch.tasks.emplace_back(entry.exec, std::move(task));
+}
+
+void boss_transport::flush_batch_locked(std::size_t rank_index) noexcept {
+    auto& batch = batches_[rank_index];
+    if (batch.tasks.empty()) return;
+    try {
+        output_archive ar;
+        if (batch.tasks.size() == 1) {
+            const auto& bytes = batch.tasks.front().second.bytes;
+            ar.saveBinary(bytes.data(), bytes.size());
+            sends_.send(ar, ranks_[rank_index].rank, mpi_wire::task, view_.link.comm);
+        } else {
+            for (const auto& [exec, task] : batch.tasks) {
+                ar(static_cast<std::uint64_t>(task.bytes.size()));
+                ar.saveBinary(task.bytes.data(), task.bytes.size());
+            }
+            sends_.send(ar, ranks_[rank_index].rank, mpi_wire::tasks, view_.link.comm);
+            task_batches_sent_.fetch_add(1, std::memory_order_relaxed);
+        }
+    } catch (const std::exception& e) {
+        // As a single task that cannot be sent: it is dropped from the counts.
+        for (const auto& [exec, task] : batch.tasks) {
+            auto* entry = find_locked(exec);
+            if (!entry || entry->sent.erase(task.id) == 0) continue;
+            --ranks_[rank_index].in_flight;
+            in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        }
+        detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not send tasks to a worker rank: ") + e.what());
+    }
+    batched_.fetch_sub(batch.tasks.size(), std::memory_order_relaxed);
+    batch.tasks.clear();
+    batch.bytes = 0;
+}
+
+void boss_transport::flush_batches() noexcept {
+    if (batched_.load(std::memory_order_relaxed) == 0) return;
+    {
+        std::lock_guard lock(mutex_);
+        for (std::size_t i = 0; i < batches_.size(); ++i) flush_batch_locked(i);
+    }
+    backoff_.activity();  // the service thread receives their results
+}
+
+std::size_t boss_transport::queued_tasks() noexcept {
+    std::lock_guard lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& s : sources_) n += s.queue.size();
+    return n;
 }
 
 bool boss_transport::receive_one(mpi_wire::message& m, bool wait_for_turn) {
@@ -282,11 +384,13 @@ void boss_transport::receive_while_waiting(const std::atomic<bool>& done,
         if (left < budget) budget = left;
         if (budget.count() <= 0) return;
     }
+    flush_batches();      // a done-callback waiting here may wait for a task it handed out
     mpi_wire::message m;  // not reused across waits: a done-callback run here may wait (and receive) too
     helpers_.fetch_add(1, std::memory_order_seq_cst);
     {
         sys::spinner spin(budget, &help_spins_);
         while (!done.load(std::memory_order_acquire) && !stop_.load(std::memory_order_relaxed)) {
+            flush_batches();
             sends_.progress();
             bool got = false;
             try {
@@ -324,6 +428,7 @@ void boss_transport::service_loop() {
         if (!park_while_helped()) return;
         const auto ticket = backoff_.ticket();
         if (stop_.load(std::memory_order_seq_cst)) return;
+        flush_batches();
         sends_.progress();
         bool got = false;
         try {
@@ -345,57 +450,91 @@ void boss_transport::service_loop() {
 }
 
 void boss_transport::handle(mpi_wire::message& m) {
-    if (m.tag == mpi_wire::result) return handle_result(m.span());
+    if (m.tag == mpi_wire::result) {
+        const std::span<const std::byte> one = m.span();
+        return handle_results({&one, 1});
+    }
     if (m.tag != mpi_wire::results) return;  // a late hello: every report was read at start-up
     input_archive batch(m.span());
+    std::vector<std::span<const std::byte>> results;
     while (batch.remaining() > 0) {
         std::uint64_t size = 0;
         batch(size);
         if (size > batch.remaining())
             throw serialization_error("mp: mpi_pool_executor: a batch of results from a worker rank is cut short");
-        handle_result(batch.take(static_cast<std::size_t>(size)));
+        results.push_back(batch.take(static_cast<std::size_t>(size)));
     }
+    handle_results(results);
 }
 
-void boss_transport::handle_result(std::span<const std::byte> bytes) {
-    input_archive in(bytes);
-    std::uint32_t exec = 0;  // the envelope: task ids are numbered per executor
-    std::uint8_t kind = 0, status = 0;
-    std::uint64_t id = 0;
-    std::uint32_t claim = 0;
-    in(exec, kind, id, status, claim);
-    task_source* source = nullptr;
-    std::exception_ptr stopped;  // set when the task was stopped before it finished
+void boss_transport::handle_results(std::span<const std::span<const std::byte>> results) {
+    struct arrived {
+        std::span<const std::byte> body;  // the result message after its header
+        std::uint32_t exec = 0;           // the envelope: task ids are numbered per executor
+        std::uint64_t id = 0;
+        std::uint8_t status = 0;
+        task_source* source = nullptr;    // null: its executor was closed, or the task is not ours
+        std::exception_ptr stopped;       // set when the task was stopped before it finished
+    };
+    // Every header read first (a corrupt one throws before anything changed).
+    std::vector<arrived> ready(results.size());
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        input_archive in(results[i]);
+        std::uint8_t kind = 0;
+        std::uint32_t claim = 0;
+        in(ready[i].exec, kind, ready[i].id, ready[i].status, claim);
+        ready[i].body = results[i].subspan(results[i].size() - in.remaining());
+    }
+    delivering_here.reserve(delivering_here.size() + ready.size());
     {
         std::lock_guard lock(mutex_);
-        auto* entry = find_locked(exec);
-        if (!entry) return;  // its executor was terminated
-        auto it = entry->sent.find(id);
-        if (it == entry->sent.end()) return;
-        --ranks_[it->second].in_flight;
-        in_flight_.fetch_sub(1, std::memory_order_relaxed);
-        entry->sent.erase(it);
-        if (auto s = entry->stopping.find(id); s != entry->stopping.end()) {
-            // Failed after a stop was asked: it was stopped (a task that
-            // finished first keeps its own result).
-            if (status != static_cast<std::uint8_t>(worker::result_status::ok)) stopped = std::move(s->second);
-            entry->stopping.erase(s);
+        for (auto& a : ready) {
+            auto* entry = find_locked(a.exec);
+            if (!entry) continue;  // its executor was terminated
+            auto it = entry->sent.find(a.id);
+            if (it == entry->sent.end()) continue;
+            --ranks_[it->second].in_flight;
+            in_flight_.fetch_sub(1, std::memory_order_relaxed);
+            entry->sent.erase(it);
+            if (auto s = entry->stopping.find(a.id); s != entry->stopping.end()) {
+                // Failed after a stop was asked: it was stopped (a task that
+                // finished first keeps its own result).
+                if (a.status != static_cast<std::uint8_t>(worker::result_status::ok)) a.stopped = std::move(s->second);
+                entry->stopping.erase(s);
+            }
+            a.source = entry->source;
+            ++entry->delivering;
+            delivering_here.push_back(a.exec);
         }
-        source = entry->source;
-        ++entry->delivering;
-        delivering_here.push_back(exec);
-        drain_locked();  // the rank gets its next queued task while this result is decoded
+        // The ranks get their next queued tasks (several in one message)
+        // while these results are decoded.
+        drain_locked();
     }
-    if (stopped)
-        source->on_lost(id, std::move(stopped));
-    else
-        source->on_result(id, status == static_cast<std::uint8_t>(worker::result_status::ok), in);
-    {
-        std::lock_guard lock(mutex_);
-        delivering_here.pop_back();
-        if (auto* entry = find_locked(exec)) --entry->delivering;
+    for (std::size_t i = 0; i < ready.size(); ++i) {
+        auto& a = ready[i];
+        if (!a.source) continue;
+        if (i > 0) {
+            // A done-callback of an earlier result may have closed this
+            // executor: then its source may be gone.
+            std::lock_guard lock(mutex_);
+            if (!find_locked(a.exec)) {
+                delivering_here.erase(std::find(delivering_here.rbegin(), delivering_here.rend(), a.exec).base() - 1);
+                continue;
+            }
+        }
+        if (a.stopped) {
+            a.source->on_lost(a.id, std::move(a.stopped));
+        } else {
+            input_archive in(a.body);
+            a.source->on_result(a.id, a.status == static_cast<std::uint8_t>(worker::result_status::ok), in);
+        }
+        {
+            std::lock_guard lock(mutex_);
+            delivering_here.erase(std::find(delivering_here.rbegin(), delivering_here.rend(), a.exec).base() - 1);
+            if (auto* entry = find_locked(a.exec)) --entry->delivering;
+        }
+        delivered_.notify_all();
     }
-    delivered_.notify_all();
 }
 
 }  // namespace mp::detail

@@ -80,6 +80,12 @@ public:
     /// Whether the task was sent to a worker rank and has no result yet.
     [[nodiscard]] bool sent(std::uint32_t exec, std::uint64_t id) noexcept;
     [[nodiscard]] bool on_service_thread() const noexcept { return std::this_thread::get_id() == service_id_.load(); }
+    /// Tasks queued here (sent to no rank yet), over every executor. For tests.
+    [[nodiscard]] std::size_t queued_tasks() noexcept;
+    /// `tasks` messages sent so far (several tasks in one). For tests.
+    [[nodiscard]] std::uint64_t task_batches_sent() const noexcept {
+        return task_batches_sent_.load(std::memory_order_relaxed);
+    }
     /// A thread waiting for a task's result receives results itself (any
     /// executor's) until `done` is set, `deadline` passes or a short spin
     /// ends; the service thread steps aside meanwhile. A round trip then
@@ -102,10 +108,21 @@ private:
     bool park_while_helped();
     void call_service() noexcept;
     void handle(mpi_wire::message& m);
-    void handle_result(std::span<const std::byte> bytes);
+    // Takes every result of one message off its rank's count, sends the
+    // tasks that now have room, then delivers the results one by one.
+    void handle_results(std::span<const std::span<const std::byte>> results);
     void drain_locked();
     struct source_entry;
+    struct queued_task;
     void send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, const output_archive& message);
+    // Counts a queued task as sent to a rank and adds it to that rank's
+    // batch (a large task leaves at once, alone, after the batch).
+    void batch_locked(source_entry& entry, std::size_t rank_index, queued_task&& task);
+    // Sends a rank's batch: one `task`, or several as one `tasks` message.
+    void flush_batch_locked(std::size_t rank_index) noexcept;
+    // Sends every batch (cheap when none holds a task). Every receiving
+    // thread calls it at each poll.
+    void flush_batches() noexcept;
     static void stop_at_exit();
 
     struct rank_load {
@@ -115,6 +132,15 @@ private:
     struct queued_task {
         std::uint64_t id = 0;
         std::vector<std::byte> bytes;
+    };
+    // Tasks for one rank that leave as one message: the queued tasks that
+    // drain_locked() gives it in one pass, and small tasks handed out for a
+    // rank that has enough to run meanwhile (they leave at the next poll).
+    // A rank whose results came back together gets its next tasks with one
+    // MPI message instead of one each.
+    struct task_batch {
+        std::vector<std::pair<std::uint32_t, queued_task>> tasks;  // executor, task
+        std::size_t bytes = 0;
     };
     struct source_entry {
         std::uint32_t exec = 0;
@@ -134,10 +160,13 @@ private:
     std::mutex mutex_;  // held while sending, so a rank's tasks leave in order
     std::condition_variable delivered_;              // a delivery ended
     std::vector<rank_load> ranks_;                   // guarded by mutex_
+    std::vector<task_batch> batches_;                // guarded by mutex_: one per rank
     std::deque<source_entry> sources_;               // guarded by mutex_
     std::size_t next_source_ = 0;                    // guarded by mutex_: round robin
     std::uint32_t next_exec_ = 1;                    // guarded by mutex_
     std::atomic<std::size_t> in_flight_{0};
+    std::atomic<std::uint64_t> task_batches_sent_{0};
+    std::atomic<std::size_t> batched_{0};  // tasks held in batches_
     std::atomic<bool> stop_{false};
     mpi_wire::send_queue sends_;  // tasks and stop_task messages; completed by the service thread
     // Large results are received into reused, already mapped memory.

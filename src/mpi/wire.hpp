@@ -12,6 +12,8 @@
 //              rank 0 -> worker   (empty): the welcome, at start-up
 //   open       rank 0 -> worker   [u32 executor][i32 max_tasks_per_child][mp::function<void()> initializer]
 //   task       rank 0 -> worker   [u32 executor][i64 timeout ns, -1: none][task message]
+//   tasks      rank 0 -> worker   ([u64 size][a `task` message's bytes]) * n: several small tasks
+//                                 that leave for one rank at once (results came back together)
 //   result     worker -> rank 0   [u32 executor][result message]
 //   results    worker -> rank 0   ([u64 size][a `result` message's bytes]) * n: several small
 //                                 results that came back to back, in one message
@@ -41,7 +43,7 @@
 
 namespace mp::detail::mpi_wire {
 
-enum tag : int { hello = 101, open = 102, task = 103, result = 104, close = 105, stop = 106, stop_task = 107, pieces = 108, results = 109 };
+enum tag : int { hello = 101, open = 102, task = 103, result = 104, close = 105, stop = 106, stop_task = 107, pieces = 108, results = 109, tasks = 110 };
 
 /// Where this process talks to its peers: in static mode MPI_COMM_WORLD with
 /// rank 0 as the boss; in dynamic mode the intercommunicator of

@@ -15,8 +15,9 @@
 // local pools' results itself for a moment (the engine's leader/follower,
 // task_control::help_wait), so a short task's result needs no wake-up of the
 // pool's result thread; otherwise that thread sends the results to the boss
-// itself (MPI_THREAD_MULTIPLE), so a result never waits for the main
-// thread to wake up.
+// itself (MPI_THREAD_MULTIPLE): the last result out never waits for the
+// main thread to wake up, and one with more tasks out joins a batch that the
+// main thread, polling, sends within result_batch::max_age.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -39,13 +40,17 @@ namespace {
 
 namespace w = worker;
 
-/// Small results that the main thread receives from the local pools back to
-/// back leave together, as one `results` message: over shared memory each
-/// MPI message costs rank 0's service thread a receive and its map consumer
-/// a wake-up, so a map of tiny tasks (chunksize 1) paid them per result.
-/// A batch leaves as soon as no task is out on this rank (a round trip
-/// never waits), when it is full or max_age old, or when no result came
-/// within a help. Main thread only.
+/// Small results that come from the local pools back to back leave
+/// together, as one `results` message: over shared memory each MPI message
+/// costs rank 0's service thread a receive and its map consumer a wake-up,
+/// so a map of tiny tasks (chunksize 1) paid them per result, and a map of
+/// chunks one task message per result (rank 0 refills a rank's slots as its
+/// results are delivered: several results in one message let several tasks
+/// leave in one message too). Whichever thread received the result (the
+/// main thread helping, or a local pool's result thread) adds it. A batch
+/// leaves as soon as no task is out on this rank (a round trip never
+/// waits), when it is full, or when the main thread finds it max_age old
+/// or receives no result within a help. Guarded by serving::batch_mutex.
 class result_batch {
 public:
     static constexpr std::size_t max_item = std::size_t{4} << 10;  // a larger result goes alone
@@ -105,7 +110,8 @@ struct serving {
     std::atomic<std::size_t> outstanding{0};
     std::atomic<bool> result_seen{false};
     std::thread::id main_thread{};
-    result_batch batch;  // main thread only
+    std::mutex batch_mutex;  // held while a batch is filled or sent
+    result_batch batch;      // guarded by batch_mutex
 };
 
 // How long the main thread receives the local pools' results before it
@@ -132,7 +138,8 @@ void send_now(const output_archive& ar, int tag) noexcept {
     current->backoff.activity();
 }
 
-void flush_results() noexcept {
+// Sends the batch; the caller holds batch_mutex.
+void flush_locked() noexcept {
     try {
         current->batch.flush([](const output_archive& ar, int tag) { send_now(ar, tag); });
     } catch (const std::exception& e) {
@@ -140,19 +147,34 @@ void flush_results() noexcept {
     }
 }
 
+void flush_results() noexcept {
+    std::lock_guard lock(current->batch_mutex);
+    flush_locked();
+}
+
+void flush_results_if_due() noexcept {
+    std::lock_guard lock(current->batch_mutex);
+    if (current->batch.due()) flush_locked();
+}
+
 void send_to_boss(const output_archive& ar) noexcept {
-    if (std::this_thread::get_id() != current->main_thread) return send_now(ar, mpi_wire::result);
     try {
+        std::unique_lock lock(current->batch_mutex);
         if (current->batch.takes(ar)) {
             current->batch.add(ar);
             // The last task out: nobody waits for more (a round trip goes at once).
-            if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) flush_results();
+            if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) {
+                flush_locked();
+            } else if (std::this_thread::get_id() != current->main_thread) {
+                lock.unlock();
+                current->backoff.activity();  // the main thread polls, and sends the batch when due
+            }
             return;
         }
+        flush_locked();  // the results that came first leave first
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }
-    flush_results();
     send_now(ar, mpi_wire::result);
 }
 
@@ -298,6 +320,7 @@ public:
         switch (msg->tag) {
             case mpi_wire::open: return open(in);
             case mpi_wire::task: return task(in, msg);
+            case mpi_wire::tasks: return tasks(in, msg);
             case mpi_wire::close: return close(in);
             case mpi_wire::stop_task: return stop_task(in);
             case mpi_wire::stop: stopped_ = true; return;
@@ -313,7 +336,10 @@ public:
         if (current->outstanding.load(std::memory_order_relaxed) == 0) return false;
         current->result_seen.store(false, std::memory_order_relaxed);
         auto deadline = std::chrono::steady_clock::now() + local_help;
-        if (!current->batch.empty()) deadline = std::min(deadline, current->batch.due_at());
+        {
+            std::lock_guard lock(current->batch_mutex);
+            if (!current->batch.empty()) deadline = std::min(deadline, current->batch.due_at());
+        }
         for (auto& [id, ex] : executors_) {
             auto job = ex.last.lock();
             if (!job || job->done()) continue;
@@ -384,6 +410,19 @@ private:
         }
     }
 
+    // Several tasks in one message: each is handed on as it would be alone
+    // (its bytes stay in the message, which lives while any of them runs).
+    void tasks(input_archive& in, const std::shared_ptr<mpi_wire::message>& msg) {
+        while (in.remaining() > 0) {
+            std::uint64_t size = 0;
+            in(size);
+            if (size > in.remaining())
+                throw serialization_error("mp: MPI worker rank: a batch of tasks from rank 0 is cut short");
+            input_archive one(in.take(static_cast<std::size_t>(size)));
+            task(one, msg);
+        }
+    }
+
     void stop_task(input_archive& in) {
         std::uint32_t exec = 0;
         std::uint64_t id = 0;
@@ -448,9 +487,9 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 if (got) {
                     state.backoff.activity();
                     srv.handle(m);
-                    if (state.batch.due()) flush_results();
+                    flush_results_if_due();
                 } else if (srv.help_local_pools()) {
-                    if (state.batch.due()) flush_results();
+                    flush_results_if_due();
                     continue;  // a result came (send_to_boss counts it as activity)
                 } else {
                     flush_results();

@@ -24,6 +24,7 @@
 #include "mp/process_pool_executor.hpp"
 #include "mp/progress.hpp"
 #include "mp/queue.hpp"
+#include "mpi/boss.hpp"
 #include "support/leak_check.hpp"
 
 using namespace std::chrono_literals;
@@ -281,6 +282,71 @@ TEST(mpi_executor, terminate_a_task_waiting_on_its_rank) {
     open_gate(go);
     EXPECT_EQ(blocker.get(60s), 1);
     EXPECT_EQ(next.get(60s), 16);
+    EXPECT_NE(::access(started.c_str(), F_OK), 0) << "the terminated task ran";
+    std::remove(go.c_str());
+}
+
+// An executor whose engine the test can terminate (as a failing program's
+// would be): its tasks leave the ranks at once, all their slots together.
+struct terminable_executor : mp::mpi_pool_executor {
+    using mp::mpi_pool_executor::mpi_pool_executor;
+    void terminate_now() noexcept { engine_.terminate(); }
+};
+
+// Tasks queued on rank 0 that get room on a rank together leave as one
+// `tasks` message (src/mpi/boss.cpp): executor a fills every slot of the
+// rank (depth_per_rank, 16), b's tasks queue on rank 0 behind them, and a's
+// termination frees the slots at once. Each of b's tasks then runs and
+// answers, and one of them, running, is still stopped by terminate().
+TEST(mpi_executor, tasks_that_get_room_together_travel_together) {
+    auto& boss = mp::detail::boss_transport::get(0);
+    const auto go = gate_path("batch-go");  // never opened: a's tasks wait until terminated
+    const auto started = gate_path("batch-started");
+    std::remove(started.c_str());
+    mp::mpi_pool_executor b({.max_workers = 1});
+    {
+        terminable_executor a({.max_workers = 1});
+        std::vector<mp::future<int>> held;
+        for (int i = 0; i < 16; ++i) held.push_back(a.submit(wait_file, go));
+        std::vector<mp::future<int>> fs;
+        for (int i = 0; i < 12; ++i) fs.push_back(i == 6 ? b.submit(announce_then_sleep, started) : b.submit(sqr, i));
+        const auto until = std::chrono::steady_clock::now() + 60s;  // only catches a hang
+        while (boss.queued_tasks() < 12) {
+            ASSERT_LT(std::chrono::steady_clock::now(), until) << "b's tasks never queued on rank 0";
+            std::this_thread::sleep_for(1ms);
+        }
+        const auto batches_before = boss.task_batches_sent();
+        a.terminate_now();
+        EXPECT_GT(boss.task_batches_sent(), batches_before);
+        for (auto& f : held) EXPECT_ANY_THROW((void)f.get(60s));
+        wait_for_file(started);
+        EXPECT_TRUE(fs[6].terminate());
+        EXPECT_THROW((void)fs[6].get(60s), mp::cancelled_error);
+        for (int i = 0; i < 12; ++i)
+            if (i != 6) {
+                EXPECT_EQ(fs[i].get(60s), i * i);
+            }
+    }
+    std::remove(started.c_str());
+    // The rank serves on, one task at a time again.
+    EXPECT_EQ(b.submit(sqr, 9).get(60s), 81);
+}
+
+// A small task handed out for a rank that has several tasks to run waits in
+// the rank's batch until the next poll; terminate() then still reaches it
+// (the batch leaves before the stop), and it never runs.
+TEST(mpi_executor, terminate_a_task_handed_out_behind_others) {
+    mp::mpi_pool_executor ex({.max_workers = 1});
+    const auto go = gate_path("behind-go");
+    const auto started = gate_path("behind-started");
+    std::remove(started.c_str());
+    std::vector<mp::future<int>> held;
+    for (int i = 0; i < 6; ++i) held.push_back(ex.submit(wait_file, go));
+    auto victim = ex.submit(announce_then_sleep, started);
+    EXPECT_TRUE(victim.terminate());
+    EXPECT_THROW((void)victim.get(60s), mp::cancelled_error);
+    open_gate(go);
+    for (auto& f : held) EXPECT_EQ(f.get(60s), 1);
     EXPECT_NE(::access(started.c_str(), F_OK), 0) << "the terminated task ran";
     std::remove(go.c_str());
 }
