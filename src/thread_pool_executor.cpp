@@ -49,49 +49,76 @@ int current_pid() noexcept {
 
 int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 
-/// The queued calls, first in first out, in a ring that grows and never
-/// shrinks: pushing and taking allocate nothing once it is big enough. (A
-/// std::deque frees a block every few dozen calls in the taking thread, a
-/// block the submitting thread allocated: in glibc that frees into another
-/// thread's arena, under its lock.)
-class task_ring {
+/// The queued calls, first in first out, chained through the calls
+/// themselves (no allocation per call). Submitters and workers never share a
+/// lock: a submitter appends with one atomic exchange (submitters are
+/// serialised by the executor's admission lock, so shutdown can close the
+/// queue), workers take from the other end one at a time under a lock of
+/// their own. The queue holds a reference to each call (thread_task::queued_self).
+///
+/// The chain is Vyukov's intrusive queue: `back_` is the last link, `front_`
+/// the next to take, `stub_` a link of the queue's own that keeps the chain
+/// from ever being empty. A link is taken only once its successor is known;
+/// the last call is taken by appending the stub behind it. Between a
+/// submitter's exchange and its link store the chain is briefly cut: then
+/// take() finds nothing although `count()` says a call is queued, and the
+/// worker retries.
+class task_queue {
 public:
-    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
-    [[nodiscard]] std::size_t size() const noexcept { return count_; }
-    void push_back(std::shared_ptr<thread_task> t) {
-        if (count_ == slots_.size()) grow();
-        slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(t);
-        ++count_;
+    task_queue() = default;
+    task_queue(const task_queue&) = delete;
+    task_queue& operator=(const task_queue&) = delete;
+    ~task_queue() {
+        while (count_.load(std::memory_order_relaxed) > 0 && take() != nullptr) {
+        }
     }
-    std::shared_ptr<thread_task> pop_front() noexcept {
-        auto t = std::move(slots_[head_]);
-        head_ = (head_ + 1) & (slots_.size() - 1);
-        --count_;
-        return t;
+
+    /// Appends `t`; the caller holds the admission lock.
+    void push(std::shared_ptr<thread_task> t) noexcept {
+        thread_task* raw = t.get();
+        raw->queued_self = std::move(t);
+        link(raw);
+        // seq_cst: pairs with a worker's registration as a sleeper (take()).
+        count_.fetch_add(1, std::memory_order_seq_cst);
     }
-    void pop_back() noexcept {
-        --count_;
-        slots_[(head_ + count_) & (slots_.size() - 1)].reset();
+
+    /// The next call, or null when none is queued or the chain is cut at a
+    /// submitter in the middle of push(). The caller holds the taking lock.
+    std::shared_ptr<thread_task> take() noexcept {
+        thread_queue_link* front = front_;
+        thread_queue_link* next = front->next.load(std::memory_order_acquire);
+        if (front == &stub_) {
+            if (next == nullptr) return nullptr;
+            front_ = front = next;
+            next = next->next.load(std::memory_order_acquire);
+        }
+        if (next == nullptr) {
+            if (front != back_.load(std::memory_order_acquire)) return nullptr;  // cut: a push in progress
+            link(&stub_);
+            next = front->next.load(std::memory_order_acquire);
+            if (next == nullptr) return nullptr;  // a push came between: cut until it links
+        }
+        front_ = next;
+        count_.fetch_sub(1, std::memory_order_relaxed);
+        front->next.store(nullptr, std::memory_order_relaxed);
+        return std::move(static_cast<thread_task*>(front)->queued_self);  // front is never the stub here
     }
-    /// Empties the ring, returning its calls in order.
-    std::vector<std::shared_ptr<thread_task>> take_all() {
-        std::vector<std::shared_ptr<thread_task>> out;
-        out.reserve(count_);
-        while (count_ > 0) out.push_back(pop_front());
-        return out;
-    }
+
+    /// Calls queued (pushed and not yet taken).
+    [[nodiscard]] std::size_t count() const noexcept { return count_.load(std::memory_order_seq_cst); }
 
 private:
-    void grow() {
-        std::vector<std::shared_ptr<thread_task>> bigger(std::max<std::size_t>(64, 2 * slots_.size()));
-        for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
-        slots_.swap(bigger);
-        head_ = 0;
+    void link(thread_queue_link* l) noexcept {
+        l->next.store(nullptr, std::memory_order_relaxed);
+        thread_queue_link* prev = back_.exchange(l, std::memory_order_acq_rel);
+        prev->next.store(l, std::memory_order_release);
     }
 
-    std::vector<std::shared_ptr<thread_task>> slots_;  // a power of two in size
-    std::size_t head_ = 0;
-    std::size_t count_ = 0;
+    // Apart, so that the submitter's and the workers' ends do not share a cache line.
+    alignas(64) std::atomic<thread_queue_link*> back_{&stub_};  // written by submitters
+    alignas(64) thread_queue_link* front_ = &stub_;             // guarded by the taking lock
+    thread_queue_link stub_;
+    alignas(64) std::atomic<std::size_t> count_{0};
 };
 
 // How long an idle thread spins for the next call before it sleeps. Only
@@ -108,20 +135,32 @@ struct thread_pool_core::state {
     int owner_pid = 0;  // the process that made the executor; its threads exist only there
     std::weak_ptr<state> self;  // for the timer thread, which keeps the state alive as the workers do
 
+    // Admission: submit() and shutdown. Only submitters take it per call, so
+    // a lone submitter never waits for it.
     std::mutex mutex;
-    std::condition_variable work_ready;                 // notified when a sleeper is needed
-    task_ring queue;                                    // guarded by mutex
-    std::atomic<std::size_t> queued{0};                 // written under mutex: queue.size(), for the spinner
     std::vector<std::thread> threads;                   // guarded by mutex; appended only before shutdown
-    std::atomic<std::size_t> idle{0};                   // threads holding no call (read by submit under mutex)
-    std::size_t sleepers = 0;                           // guarded by mutex: threads waiting on work_ready
-    std::size_t wakes_pending = 0;                      // guarded by mutex: notified sleepers not yet out of the wait
-    bool spinning = false;                              // guarded by mutex: an idle thread spins for work
-    sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
     std::size_t started = 0;                            // guarded by mutex: threads ever started
     bool shut_down = false;                             // guarded by mutex
     std::string broken;                                 // guarded by mutex: why, when broken
-    std::atomic<bool> stopping{false};                  // shut_down or broken, for the spinner
+    std::atomic<bool> all_started{false};               // threads.size() == max_workers: no more to start
+    std::atomic<int> idle_tokens{0};                    // Python's _idle_semaphore, while threads may start
+
+    task_queue queue;
+    alignas(64) std::mutex take_mutex;                  // the workers' end of the queue
+
+    // Idle workers. A submit wakes a sleeper only when no worker is already
+    // on its way to the queue (spinning for work, or woken and not yet out
+    // of the wait); a worker that takes a call and sees more queued wakes
+    // the next one. So a burst of calls costs the submitter at most one
+    // wake, and awake workers cost it none.
+    alignas(64) std::atomic<bool> stopping{false};      // shut_down or broken: workers leave once the queue is empty
+    std::atomic<bool> broken_flag{false};               // broken: workers take no more calls
+    std::atomic<bool> spinning{false};                  // an idle thread spins for work (one at a time)
+    std::atomic<std::size_t> sleepers{0};               // written under sleep_mutex: threads in the sleep path
+    std::atomic<std::size_t> wakes_pending{0};          // written under sleep_mutex: notified, not yet out of the wait
+    std::mutex sleep_mutex;
+    std::condition_variable work_ready;
+    sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
 
     std::mutex join_mutex;  // serialises shutdown(true) callers while they join
 
@@ -136,7 +175,16 @@ struct thread_pool_core::state {
 
     [[nodiscard]] bool inherited() const noexcept { return current_pid() != owner_pid; }
     void worker_main(std::size_t index);
-    std::shared_ptr<thread_task> take(std::unique_lock<std::mutex>& lock);
+    std::shared_ptr<thread_task> take();
+    std::shared_ptr<thread_task> try_take();
+    void wake_one_if_none_coming();
+    void wake_all();
+    /// Takes every queued call, in order, and hands each to `fn` (under no
+    /// lock). Requires `stopping`: nothing is pushed any more.
+    template <class Fn>
+    void drain(Fn fn) noexcept {
+        while (auto t = try_take()) fn(*t);
+    }
     void break_pool(std::exception_ptr e);
     void arm_deadline(const std::shared_ptr<thread_task>& task);
     void timer_main();
@@ -149,46 +197,90 @@ namespace {
 /// state alive, so the last owner may let go of it from inside a call.
 void start_thread(const std::shared_ptr<thread_pool_core::state>& s) {
     std::size_t index = s->threads.size();
-    s->idle.fetch_add(1, std::memory_order_relaxed);  // a new thread holds no call yet; it takes one from the queue
-    try {
-        s->threads.emplace_back([s, index] { s->worker_main(index); });
-    } catch (...) {
-        s->idle.fetch_sub(1, std::memory_order_relaxed);
-        throw;
-    }
+    s->threads.emplace_back([s, index] { s->worker_main(index); });
     ++s->started;
+    if (s->threads.size() >= static_cast<std::size_t>(s->max_workers)) s->all_started.store(true, std::memory_order_relaxed);
 }
 
 }  // namespace
 
-// The next call for an idle thread, or null when the executor stops. Under
-// `lock`. One idle thread spins (without the lock) before sleeping, so that
-// a call submitted soon after needs no wake-up.
-std::shared_ptr<thread_task> thread_pool_core::state::take(std::unique_lock<std::mutex>& lock) {
+std::shared_ptr<thread_task> thread_pool_core::state::try_take() {
+    std::lock_guard lock(take_mutex);
+    return queue.take();
+}
+
+// Wakes a sleeping worker unless one is already coming for the queue.
+void thread_pool_core::state::wake_one_if_none_coming() {
+    if (sleepers.load(std::memory_order_seq_cst) == 0 || spinning.load(std::memory_order_seq_cst) ||
+        wakes_pending.load(std::memory_order_relaxed) != 0)
+        return;
+    bool wake = false;
+    {
+        std::lock_guard lock(sleep_mutex);
+        // Under the lock every counted sleeper is in the wait (it registers
+        // and waits under this lock), so a notify reaches one.
+        if (sleepers.load(std::memory_order_relaxed) > wakes_pending.load(std::memory_order_relaxed) &&
+            wakes_pending.load(std::memory_order_relaxed) == 0) {
+            wakes_pending.fetch_add(1, std::memory_order_relaxed);
+            wake = true;
+        }
+    }
+    if (wake) work_ready.notify_one();
+}
+
+void thread_pool_core::state::wake_all() {
+    { std::lock_guard lock(sleep_mutex); }  // a sleeper that checked `stopping` before it was set is in the wait now
+    work_ready.notify_all();
+}
+
+// The next call for an idle thread, or null when the executor stops (once
+// the queue is empty). One idle thread spins before sleeping, so that a call
+// submitted soon after needs no wake-up.
+std::shared_ptr<thread_task> thread_pool_core::state::take() {
+    unsigned cut_retries = 0;
     for (;;) {
-        if (!queue.empty()) {
-            std::shared_ptr<thread_task> task = queue.pop_front();
-            queued.store(queue.size(), std::memory_order_relaxed);
-            idle.fetch_sub(1, std::memory_order_relaxed);
-            return task;
+        if (broken_flag.load(std::memory_order_relaxed)) return nullptr;  // break_pool fails the queued calls
+        if (queue.count() > 0) {
+            if (auto task = try_take()) {
+                // More queued and nobody coming for it: the next worker is
+                // woken by this one, not by the submitter.
+                if (queue.count() > 0) wake_one_if_none_coming();
+                return task;
+            }
+            // Another worker took it, or a submitter is between its two
+            // stores (it may have been preempted there: yield to it).
+            if (++cut_retries % 64 == 0)
+                std::this_thread::yield();
+            else
+                __builtin_ia32_pause();
+            continue;
         }
-        if (shut_down || !broken.empty()) return nullptr;
-        if (!spinning) {
-            spinning = true;
-            lock.unlock();
-            sys::spinner spin(spin_for_work, &work_spins);
-            while (spin.step())
-                if (queued.load(std::memory_order_relaxed) != 0 || stopping.load(std::memory_order_relaxed)) break;
-            lock.lock();
-            spinning = false;
-            if (!queue.empty() || shut_down || !broken.empty()) continue;
+        if (stopping.load(std::memory_order_seq_cst)) {
+            // Stopping is set under the admission lock, after which nothing
+            // is pushed: an empty queue now stays empty.
+            if (queue.count() == 0) return nullptr;
+            continue;
         }
-        ++sleepers;
-        work_ready.wait(lock);
-        // Whichever sleeper leaves the wait (notified or spuriously) answers
-        // one pending wake: it is awake now and takes the queued call.
-        --sleepers;
-        if (wakes_pending > 0) --wakes_pending;
+        if (!spinning.exchange(true, std::memory_order_seq_cst)) {
+            {
+                sys::spinner spin(spin_for_work, &work_spins);
+                while (spin.step())
+                    if (queue.count() != 0 || stopping.load(std::memory_order_relaxed)) break;
+            }
+            spinning.store(false, std::memory_order_seq_cst);
+            if (queue.count() != 0 || stopping.load(std::memory_order_seq_cst)) continue;
+        }
+        std::unique_lock lock(sleep_mutex);
+        // seq_cst with the submitter's count increment: either it sees this
+        // sleeper and wakes it, or this sees its call and does not sleep.
+        sleepers.fetch_add(1, std::memory_order_seq_cst);
+        while (queue.count() == 0 && !stopping.load(std::memory_order_seq_cst)) {
+            work_ready.wait(lock);
+            // Whichever sleeper leaves the wait (notified or spuriously)
+            // answers one pending wake.
+            if (wakes_pending.load(std::memory_order_relaxed) > 0) wakes_pending.fetch_sub(1, std::memory_order_relaxed);
+        }
+        sleepers.fetch_sub(1, std::memory_order_relaxed);
     }
 }
 
@@ -201,44 +293,35 @@ void thread_pool_core::state::worker_main(std::size_t index) {
             initializer();
         } catch (...) {
             break_pool(std::current_exception());
-            idle.fetch_sub(1, std::memory_order_relaxed);
             return;
         }
     }
 
-    std::unique_lock lock(mutex);
     for (;;) {
-        std::shared_ptr<thread_task> task = take(lock);
-        if (!task) {
-            idle.fetch_sub(1, std::memory_order_relaxed);
-            return;
-        }
-        lock.unlock();
+        std::shared_ptr<thread_task> task = take();
+        if (!task) return;
         if (task->timeout) arm_deadline(task);
         task->execute();
         // Idle again before the future is set: a caller that waits on this
         // result and submits the next call finds this thread idle rather
         // than starting another one (Python's test_idle_thread_reuse).
-        idle.fetch_add(1, std::memory_order_relaxed);
-        task->publish();  // done callbacks run here, outside the lock
-        task.reset();     // the call's captures are destroyed outside the lock too
-        lock.lock();
+        if (!all_started.load(std::memory_order_relaxed)) idle_tokens.fetch_add(1, std::memory_order_release);
+        task->publish();  // done callbacks run here, under no lock of ours
+        task.reset();     // the call's captures are destroyed under no lock too
     }
 }
 
 void thread_pool_core::state::break_pool(std::exception_ptr e) {
-    std::vector<std::shared_ptr<thread_task>> failed;
     {
         std::lock_guard lock(mutex);
         if (broken.empty())
             broken = "a thread's initializer threw (" + describe(e) +
                      "), so the executor is broken; create a new executor (and fix the initializer)";
-        failed = queue.take_all();
-        queued.store(0, std::memory_order_relaxed);
-        stopping.store(true, std::memory_order_relaxed);
+        stopping.store(true, std::memory_order_seq_cst);
+        broken_flag.store(true, std::memory_order_seq_cst);
     }
-    work_ready.notify_all();
-    for (auto& t : failed) t->fail(e);
+    wake_all();
+    drain([&](thread_task& t) { t.fail(e); });
 }
 
 void thread_pool_core::state::arm_deadline(const std::shared_ptr<thread_task>& task) {
@@ -325,7 +408,6 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
         throw error(
             "mp::thread_pool_executor: this executor was inherited through fork and its threads stay "
             "in the parent; create a new executor in the child");
-    bool wake = false;
     {
         std::lock_guard lock(s_->mutex);
         if (!s_->broken.empty()) throw error("mp::thread_pool_executor: " + s_->broken);
@@ -333,48 +415,35 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
             throw closed_error(
                 "mp::thread_pool_executor: cannot schedule new calls after shutdown(); submit before "
                 "shutting down, or create a new executor");
-        s_->queue.push_back(std::move(task));
-        s_->queued.store(s_->queue.size(), std::memory_order_relaxed);
-        if (s_->idle.load(std::memory_order_relaxed) < s_->queue.size() &&
-            s_->threads.size() < static_cast<std::size_t>(s_->max_workers)) {
-            try {
-                start_thread(s_);
-            } catch (...) {
-                // No thread could start. If none exists at all, the call
-                // would never run: take it back and report the failure.
-                if (s_->threads.empty()) {
-                    s_->queue.pop_back();
-                    s_->queued.store(s_->queue.size(), std::memory_order_relaxed);
-                    throw;
+        if (!s_->all_started.load(std::memory_order_relaxed)) {
+            // As Python: a thread starts unless an idle one answers for this call.
+            int tokens = s_->idle_tokens.load(std::memory_order_acquire);
+            while (tokens > 0 && !s_->idle_tokens.compare_exchange_weak(tokens, tokens - 1, std::memory_order_acquire)) {
+            }
+            if (tokens == 0) {
+                try {
+                    start_thread(s_);
+                } catch (...) {
+                    // No thread could start. If none exists at all, the call
+                    // would never run: report the failure.
+                    if (s_->threads.empty()) throw;
                 }
             }
         }
-        // A spinning thread takes the first queued call, and a sleeper
-        // already notified takes one more: a sleeper is woken (a futex call)
-        // only for the calls beyond those. Without counting the notified
-        // ones, every submit until the woken thread runs would notify again.
-        std::size_t awake_for_queue = (s_->spinning ? 1u : 0u) + s_->wakes_pending;
-        wake = s_->sleepers > s_->wakes_pending && s_->queue.size() > awake_for_queue;
-        if (wake) ++s_->wakes_pending;
+        s_->queue.push(std::move(task));
     }
-    if (wake) s_->work_ready.notify_one();
+    s_->wake_one_if_none_coming();
 }
 
 void thread_pool_core::shutdown(bool wait, bool cancel_futures) noexcept {
     if (s_->inherited()) return;  // see the destructor
-    std::vector<std::shared_ptr<thread_task>> cancelled;
     {
         std::lock_guard lock(s_->mutex);
         s_->shut_down = true;
-        s_->stopping.store(true, std::memory_order_relaxed);
-        if (cancel_futures) {
-            cancelled = s_->queue.take_all();
-            s_->queued.store(0, std::memory_order_relaxed);
-        }
+        s_->stopping.store(true, std::memory_order_seq_cst);
     }
-    s_->work_ready.notify_all();
-    for (auto& t : cancelled) t->cancel_unrun();
-    cancelled.clear();
+    s_->wake_all();
+    if (cancel_futures) s_->drain([](thread_task& t) { t.cancel_unrun(); });
     if (!wait) return;
 
     std::lock_guard join_lock(s_->join_mutex);

@@ -250,4 +250,95 @@ TEST(thread_pool_submit_with, calls_within_their_deadline_keep_their_value) {
     EXPECT_EQ(queued.get(30s), 9);
 }
 
+// ---- the queue: submitters append without a lock shared with the workers ----
+
+// Several threads submit at once while the workers take: every call runs
+// exactly once and its future gets its own result (the queue's chain is
+// briefly cut while a submitter appends; workers wait that out).
+TEST(thread_pool_queue, many_submitters_and_workers_lose_no_call) {
+    for (int workers : {1, 2, 3}) {
+        mp::thread_pool_executor tx(workers);
+        constexpr int submitters = 4;
+        constexpr int per_submitter = 3000;
+        std::atomic<long> runs{0};
+        std::vector<std::thread> ts;
+        std::atomic<int> wrong{0};
+        for (int t = 0; t < submitters; ++t)
+            ts.emplace_back([&, t] {
+                std::vector<mp::future<int>> fs;
+                for (int i = 0; i < per_submitter; ++i)
+                    fs.push_back(tx.submit([&runs](int x) { runs.fetch_add(1); return x; }, t * per_submitter + i));
+                for (int i = 0; i < per_submitter; ++i)
+                    if (fs[static_cast<std::size_t>(i)].get() != t * per_submitter + i) ++wrong;
+            });
+        for (auto& t : ts) t.join();
+        EXPECT_EQ(wrong.load(), 0) << workers << " workers";
+        EXPECT_EQ(runs.load(), submitters * per_submitter) << workers << " workers";
+    }
+}
+
+// shutdown(cancel_futures) while other threads still submit: each submit
+// either throws mp::closed_error or returns a future that ends cancelled or
+// with its result, and exactly the calls not cancelled ran.
+TEST(thread_pool_queue, shutdown_cancel_futures_while_others_submit) {
+    mp::thread_pool_executor tx(2);
+    std::atomic<long> runs{0};
+    std::atomic<long> done_ok{0}, cancelled{0}, refused{0};
+    std::latch submitting(3);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 3; ++t)
+        ts.emplace_back([&] {
+            std::vector<mp::future<int>> fs;
+            submitting.count_down();
+            for (int i = 0; i < 100000; ++i) {
+                try {
+                    fs.push_back(tx.submit([&runs](int x) { runs.fetch_add(1); return x; }, i));
+                } catch (const mp::closed_error&) {
+                    ++refused;
+                    break;
+                }
+            }
+            for (std::size_t i = 0; i < fs.size(); ++i) {
+                try {
+                    if (fs[i].get(30s) == static_cast<int>(i)) ++done_ok;
+                } catch (const mp::cancelled_error&) {
+                    ++cancelled;
+                }
+            }
+        });
+    submitting.wait();
+    std::this_thread::sleep_for(2ms);
+    tx.shutdown(/*wait=*/false, /*cancel_futures=*/true);
+    for (auto& t : ts) t.join();
+    tx.shutdown(true);
+    EXPECT_EQ(runs.load(), done_ok.load());
+    EXPECT_GT(done_ok.load() + cancelled.load(), 0);
+}
+
+// A sleeping thread is woken for a call even while another thread is busy
+// with a long one: the call does not wait for the busy thread.
+TEST(thread_pool_queue, a_sleeping_thread_runs_a_call_while_the_other_is_busy) {
+    mp::thread_pool_executor tx(2);
+    std::latch both(2);
+    auto a = tx.submit([&] { both.arrive_and_wait(); });
+    auto b = tx.submit([&] { both.arrive_and_wait(); });
+    a.get();
+    b.get();
+    std::this_thread::sleep_for(50ms);  // past the idle threads' spin: both sleep
+    gate release;
+    std::latch started(1);
+    auto blocker = tx.submit([&] {
+        started.count_down();
+        release.wait();
+    });
+    started.wait();
+    std::this_thread::sleep_for(50ms);  // the other thread is asleep again
+    auto quick = tx.submit(mul, 6, 7);
+    EXPECT_EQ(quick.get(30s), 42);  // generous: only catches a call left waiting for the busy thread
+    EXPECT_FALSE(blocker.done());
+    release.open();
+    blocker.get();
+    EXPECT_EQ(tx.thread_count(), 2u);
+}
+
 }  // namespace

@@ -35,6 +35,7 @@
 // wait for its own thread).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -70,8 +71,14 @@ using thread_pool_map_options = map_options;
 
 namespace detail {
 
+/// A link of the executor's queue (thread_pool_executor.cpp): the queued
+/// calls are chained through themselves, so queueing allocates nothing.
+struct thread_queue_link {
+    std::atomic<thread_queue_link*> next{nullptr};
+};
+
 /// One queued call of a thread_pool_executor.
-class thread_task {
+class thread_task : public thread_queue_link {
 public:
     virtual ~thread_task() = default;
     /// Runs the call (unless its future was cancelled) and keeps the outcome.
@@ -88,6 +95,8 @@ public:
 
     /// Deadline counted from when a thread starts the call (submit_with).
     std::optional<std::chrono::nanoseconds> timeout;
+    /// The queue's reference to this call, while queued.
+    std::shared_ptr<thread_task> queued_self;
 };
 
 /// A call and its future's state in one allocation: the queue and the
