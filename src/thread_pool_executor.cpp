@@ -53,23 +53,28 @@ int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 /// themselves (no allocation per call). Submitters and workers never share a
 /// lock: a submitter appends with one atomic exchange (submitters are
 /// serialised by the executor's admission lock, so shutdown can close the
-/// queue), workers take from the other end one at a time under a lock of
-/// their own. The queue holds a reference to each call (thread_task::queued_self).
+/// queue), workers take from the other end one at a time under the queue's
+/// taking lock. The queue holds a reference to each call (thread_task::queued_self).
 ///
 /// The chain is Vyukov's intrusive queue: `back_` is the last link, `front_`
 /// the next to take, `stub_` a link of the queue's own that keeps the chain
 /// from ever being empty. A link is taken only once its successor is known;
 /// the last call is taken by appending the stub behind it. Between a
-/// submitter's exchange and its link store the chain is briefly cut: then
-/// take() finds nothing although `count()` says a call is queued, and the
+/// submitter's count and its link store the chain is briefly cut: then
+/// take() finds nothing although `nonempty()` says a call is queued, and the
 /// worker retries.
+///
+/// The submitter's end (back_, pushed_), the workers' end (the lock, front_,
+/// taken_) and the stub are on cache lines of their own: a submit writes
+/// only lines that the workers read when the queue runs empty.
 class task_queue {
 public:
     task_queue() = default;
     task_queue(const task_queue&) = delete;
     task_queue& operator=(const task_queue&) = delete;
     ~task_queue() {
-        while (count_.load(std::memory_order_relaxed) > 0 && take() != nullptr) {
+        bool more = false;
+        while (take(more) != nullptr) {
         }
     }
 
@@ -77,14 +82,16 @@ public:
     void push(std::shared_ptr<thread_task> t) noexcept {
         thread_task* raw = t.get();
         raw->queued_self = std::move(t);
+        // Counted first, so that taken_ never passes pushed_. seq_cst: pairs
+        // with a worker's registration as a sleeper (thread_pool_core::state::take).
+        pushed_.fetch_add(1, std::memory_order_seq_cst);
         link(raw);
-        // seq_cst: pairs with a worker's registration as a sleeper (take()).
-        count_.fetch_add(1, std::memory_order_seq_cst);
     }
 
     /// The next call, or null when none is queued or the chain is cut at a
-    /// submitter in the middle of push(). The caller holds the taking lock.
-    std::shared_ptr<thread_task> take() noexcept {
+    /// submitter in the middle of push(); `more`: whether another call
+    /// follows it. The caller holds taking_lock().
+    std::shared_ptr<thread_task> take(bool& more) noexcept {
         thread_queue_link* front = front_;
         thread_queue_link* next = front->next.load(std::memory_order_acquire);
         if (front == &stub_) {
@@ -99,13 +106,20 @@ public:
             if (next == nullptr) return nullptr;  // a push came between: cut until it links
         }
         front_ = next;
-        count_.fetch_sub(1, std::memory_order_relaxed);
+        more = next != &stub_ || stub_.next.load(std::memory_order_acquire) != nullptr;
+        taken_.store(taken_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         front->next.store(nullptr, std::memory_order_relaxed);
         return std::move(static_cast<thread_task*>(front)->queued_self);  // front is never the stub here
     }
 
-    /// Calls queued (pushed and not yet taken).
-    [[nodiscard]] std::size_t count() const noexcept { return count_.load(std::memory_order_seq_cst); }
+    [[nodiscard]] std::mutex& taking_lock() noexcept { return taking_; }
+
+    /// Whether calls are queued (pushed and not yet taken; possibly still
+    /// being linked).
+    [[nodiscard]] bool nonempty() const noexcept {
+        std::size_t taken = taken_.load(std::memory_order_acquire);  // first: it never passes pushed_
+        return pushed_.load(std::memory_order_seq_cst) != taken;
+    }
 
 private:
     void link(thread_queue_link* l) noexcept {
@@ -114,11 +128,12 @@ private:
         prev->next.store(l, std::memory_order_release);
     }
 
-    // Apart, so that the submitter's and the workers' ends do not share a cache line.
     alignas(64) std::atomic<thread_queue_link*> back_{&stub_};  // written by submitters
-    alignas(64) thread_queue_link* front_ = &stub_;             // guarded by the taking lock
-    thread_queue_link stub_;
-    alignas(64) std::atomic<std::size_t> count_{0};
+    std::atomic<std::size_t> pushed_{0};                       // written by submitters
+    alignas(64) std::mutex taking_;
+    thread_queue_link* front_ = &stub_;                         // guarded by taking_
+    std::atomic<std::size_t> taken_{0};                         // written under taking_
+    alignas(64) thread_queue_link stub_;
 };
 
 // How long an idle thread spins for the next call before it sleeps. Only
@@ -146,18 +161,18 @@ struct thread_pool_core::state {
     std::atomic<int> idle_tokens{0};                    // Python's _idle_semaphore, while threads may start
 
     task_queue queue;
-    alignas(64) std::mutex take_mutex;                  // the workers' end of the queue
 
     // Idle workers. A submit wakes a sleeper only when no worker is already
     // on its way to the queue (spinning for work, or woken and not yet out
     // of the wait); a worker that takes a call and sees more queued wakes
     // the next one. So a burst of calls costs the submitter at most one
     // wake, and awake workers cost it none.
-    alignas(64) std::atomic<bool> stopping{false};      // shut_down or broken: workers leave once the queue is empty
-    std::atomic<bool> broken_flag{false};               // broken: workers take no more calls
-    std::atomic<bool> spinning{false};                  // an idle thread spins for work (one at a time)
-    std::atomic<std::size_t> sleepers{0};               // written under sleep_mutex: threads in the sleep path
+    // Read by every submit, written when a worker goes to sleep or wakes.
+    alignas(64) std::atomic<std::size_t> sleepers{0};   // written under sleep_mutex: threads in the sleep path
     std::atomic<std::size_t> wakes_pending{0};          // written under sleep_mutex: notified, not yet out of the wait
+    std::atomic<bool> stopping{false};                  // shut_down or broken: workers leave once the queue is empty
+    std::atomic<bool> broken_flag{false};               // broken: workers take no more calls
+    alignas(64) std::atomic<bool> spinning{false};      // an idle thread spins for work (one at a time)
     std::mutex sleep_mutex;
     std::condition_variable work_ready;
     sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
@@ -176,14 +191,16 @@ struct thread_pool_core::state {
     [[nodiscard]] bool inherited() const noexcept { return current_pid() != owner_pid; }
     void worker_main(std::size_t index);
     std::shared_ptr<thread_task> take();
-    std::shared_ptr<thread_task> try_take();
+    /// The next call, if one is queued and linked; `more`: whether another follows.
+    std::shared_ptr<thread_task> try_take(bool& more);
     void wake_one_if_none_coming();
     void wake_all();
     /// Takes every queued call, in order, and hands each to `fn` (under no
     /// lock). Requires `stopping`: nothing is pushed any more.
     template <class Fn>
     void drain(Fn fn) noexcept {
-        while (auto t = try_take()) fn(*t);
+        bool more = false;
+        while (auto t = try_take(more)) fn(*t);
     }
     void break_pool(std::exception_ptr e);
     void arm_deadline(const std::shared_ptr<thread_task>& task);
@@ -204,9 +221,9 @@ void start_thread(const std::shared_ptr<thread_pool_core::state>& s) {
 
 }  // namespace
 
-std::shared_ptr<thread_task> thread_pool_core::state::try_take() {
-    std::lock_guard lock(take_mutex);
-    return queue.take();
+std::shared_ptr<thread_task> thread_pool_core::state::try_take(bool& more) {
+    std::lock_guard lock(queue.taking_lock());
+    return queue.take(more);
 }
 
 // Wakes a sleeping worker unless one is already coming for the queue.
@@ -240,15 +257,16 @@ std::shared_ptr<thread_task> thread_pool_core::state::take() {
     unsigned cut_retries = 0;
     for (;;) {
         if (broken_flag.load(std::memory_order_relaxed)) return nullptr;  // break_pool fails the queued calls
-        if (queue.count() > 0) {
-            if (auto task = try_take()) {
-                // More queued and nobody coming for it: the next worker is
-                // woken by this one, not by the submitter.
-                if (queue.count() > 0) wake_one_if_none_coming();
-                return task;
-            }
-            // Another worker took it, or a submitter is between its two
-            // stores (it may have been preempted there: yield to it).
+        bool more = false;
+        if (auto task = try_take(more)) {
+            // More queued and nobody coming for it: the next worker is
+            // woken by this one, not by the submitter.
+            if (more) wake_one_if_none_coming();
+            return task;
+        }
+        if (queue.nonempty()) {
+            // A submitter is between its count and its link store (it may
+            // have been preempted there: yield to it).
             if (++cut_retries % 64 == 0)
                 std::this_thread::yield();
             else
@@ -258,23 +276,23 @@ std::shared_ptr<thread_task> thread_pool_core::state::take() {
         if (stopping.load(std::memory_order_seq_cst)) {
             // Stopping is set under the admission lock, after which nothing
             // is pushed: an empty queue now stays empty.
-            if (queue.count() == 0) return nullptr;
+            if (!queue.nonempty()) return nullptr;
             continue;
         }
         if (!spinning.exchange(true, std::memory_order_seq_cst)) {
             {
                 sys::spinner spin(spin_for_work, &work_spins);
                 while (spin.step())
-                    if (queue.count() != 0 || stopping.load(std::memory_order_relaxed)) break;
+                    if (queue.nonempty() || stopping.load(std::memory_order_relaxed)) break;
             }
             spinning.store(false, std::memory_order_seq_cst);
-            if (queue.count() != 0 || stopping.load(std::memory_order_seq_cst)) continue;
+            if (queue.nonempty() || stopping.load(std::memory_order_seq_cst)) continue;
         }
         std::unique_lock lock(sleep_mutex);
         // seq_cst with the submitter's count increment: either it sees this
         // sleeper and wakes it, or this sees its call and does not sleep.
         sleepers.fetch_add(1, std::memory_order_seq_cst);
-        while (queue.count() == 0 && !stopping.load(std::memory_order_seq_cst)) {
+        while (!queue.nonempty() && !stopping.load(std::memory_order_seq_cst)) {
             work_ready.wait(lock);
             // Whichever sleeper leaves the wait (notified or spuriously)
             // answers one pending wake.
