@@ -50,11 +50,12 @@ int current_pid() noexcept {
 int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 
 /// The queued calls, first in first out, chained through the calls
-/// themselves (no allocation per call). Submitters and workers never share a
-/// lock: a submitter appends with one atomic exchange (submitters are
-/// serialised by the executor's admission lock, so shutdown can close the
-/// queue), workers take from the other end one at a time under the queue's
-/// taking lock. The queue holds a reference to each call (thread_task::queued_self).
+/// themselves (no allocation per call). A submitter takes no lock: it is
+/// admitted by one atomic add to the count of pushes (which also holds the
+/// queue's "closed" mark, so that shutdown can close it) and appends with one
+/// atomic exchange; workers take from the other end one at a time under the
+/// queue's taking lock. The queue holds a reference to each call
+/// (thread_task::queued_self).
 ///
 /// The chain is Vyukov's intrusive queue: `back_` is the last link, `front_`
 /// the next to take, `stub_` a link of the queue's own that keeps the chain
@@ -73,20 +74,32 @@ public:
     task_queue(const task_queue&) = delete;
     task_queue& operator=(const task_queue&) = delete;
     ~task_queue() {
+        // Only pushes admitted while the executor still ran can be left:
+        // their futures are abandoned ("broken promise") with the calls.
         bool more = false;
         while (take(more) != nullptr) {
         }
     }
 
-    /// Appends `t`; the caller holds the admission lock.
-    void push(std::shared_ptr<thread_task> t) noexcept {
+    /// Appends `t` unless the queue is closed: false then (and `t` is left
+    /// with the caller).
+    bool push(std::shared_ptr<thread_task>& t) noexcept {
+        // Counted first, so that taken_ never passes the count. seq_cst:
+        // pairs with a worker's registration as a sleeper
+        // (thread_pool_core::state::take) and with close().
+        if (pushed_.fetch_add(2, std::memory_order_seq_cst) & closed_mark) {
+            pushed_.fetch_sub(2, std::memory_order_relaxed);
+            return false;
+        }
         thread_task* raw = t.get();
         raw->queued_self = std::move(t);
-        // Counted first, so that taken_ never passes pushed_. seq_cst: pairs
-        // with a worker's registration as a sleeper (thread_pool_core::state::take).
-        pushed_.fetch_add(1, std::memory_order_seq_cst);
         link(raw);
+        return true;
     }
+
+    /// No push succeeds after this. A push admitted before it may still be
+    /// linking: nonempty() counts it.
+    void close() noexcept { pushed_.fetch_or(closed_mark, std::memory_order_seq_cst); }
 
     /// The next call, or null when none is queued or the chain is cut at a
     /// submitter in the middle of push(); `more`: whether another call
@@ -118,8 +131,8 @@ public:
     /// Whether calls are queued (pushed and not yet taken; possibly still
     /// being linked).
     [[nodiscard]] bool nonempty() const noexcept {
-        std::size_t taken = taken_.load(std::memory_order_acquire);  // first: it never passes pushed_
-        return pushed_.load(std::memory_order_seq_cst) != taken;
+        std::size_t taken = taken_.load(std::memory_order_acquire);  // first: it never passes the count
+        return (pushed_.load(std::memory_order_seq_cst) >> 1) != taken;
     }
 
 private:
@@ -130,7 +143,8 @@ private:
     }
 
     alignas(64) std::atomic<thread_queue_link*> back_{&stub_};  // written by submitters
-    std::atomic<std::size_t> pushed_{0};                       // written by submitters
+    static constexpr std::size_t closed_mark = 1;
+    std::atomic<std::size_t> pushed_{0};                       // 2 * pushes | closed_mark
     alignas(64) std::mutex taking_;
     thread_queue_link* front_ = &stub_;                         // guarded by taking_
     std::atomic<std::size_t> taken_{0};                         // written under taking_
@@ -151,8 +165,8 @@ struct thread_pool_core::state {
     int owner_pid = 0;  // the process that made the executor; its threads exist only there
     std::weak_ptr<state> self;  // for the timer thread, which keeps the state alive as the workers do
 
-    // Admission: submit() and shutdown. Only submitters take it per call, so
-    // a lone submitter never waits for it.
+    // Thread starts, shutdown and breaking. A submit takes it only while
+    // threads may still start; after that its admission is the queue's count.
     std::mutex mutex;
     std::vector<std::thread> threads;                   // guarded by mutex; appended only before shutdown
     std::size_t started = 0;                            // guarded by mutex: threads ever started
@@ -197,11 +211,24 @@ struct thread_pool_core::state {
     void wake_one_if_none_coming();
     void wake_all();
     /// Takes every queued call, in order, and hands each to `fn` (under no
-    /// lock). Requires `stopping`: nothing is pushed any more.
+    /// lock). Requires the queue closed: pushes admitted before are waited
+    /// for (a submitter between its count and its link).
     template <class Fn>
     void drain(Fn fn) noexcept {
         bool more = false;
-        while (auto t = try_take(more)) fn(*t);
+        for (unsigned cut_retries = 0; queue.nonempty();) {
+            if (auto t = try_take(more))
+                fn(*t);
+            else
+                pause_for_cut(++cut_retries);
+        }
+    }
+    static void pause_for_cut(unsigned retries) noexcept {
+        // The submitter may have been preempted between its two stores: yield to it now and then.
+        if (retries % 64 == 0)
+            std::this_thread::yield();
+        else
+            __builtin_ia32_pause();
     }
     void break_pool(std::exception_ptr e);
     void arm_deadline(const std::shared_ptr<thread_task>& task);
@@ -266,17 +293,14 @@ std::shared_ptr<thread_task> thread_pool_core::state::take() {
             return task;
         }
         if (queue.nonempty()) {
-            // A submitter is between its count and its link store (it may
-            // have been preempted there: yield to it).
-            if (++cut_retries % 64 == 0)
-                std::this_thread::yield();
-            else
-                __builtin_ia32_pause();
+            // A submitter is between its count and its link store, or
+            // another worker took the call.
+            pause_for_cut(++cut_retries);
             continue;
         }
         if (stopping.load(std::memory_order_seq_cst)) {
-            // Stopping is set under the admission lock, after which nothing
-            // is pushed: an empty queue now stays empty.
+            // Stopping is set after the queue is closed: looked at again
+            // now, an empty queue stays empty.
             if (!queue.nonempty()) return nullptr;
             continue;
         }
@@ -336,6 +360,7 @@ void thread_pool_core::state::break_pool(std::exception_ptr e) {
         if (broken.empty())
             broken = "a thread's initializer threw (" + describe(e) +
                      "), so the executor is broken; create a new executor (and fix the initializer)";
+        queue.close();
         stopping.store(true, std::memory_order_seq_cst);
         broken_flag.store(true, std::memory_order_seq_cst);
     }
@@ -427,13 +452,9 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
         throw error(
             "mp::thread_pool_executor: this executor was inherited through fork and its threads stay "
             "in the parent; create a new executor in the child");
-    {
+    if (!s_->all_started.load(std::memory_order_relaxed)) {
         std::lock_guard lock(s_->mutex);
-        if (!s_->broken.empty()) throw error("mp::thread_pool_executor: " + s_->broken);
-        if (s_->shut_down)
-            throw closed_error(
-                "mp::thread_pool_executor: cannot schedule new calls after shutdown(); submit before "
-                "shutting down, or create a new executor");
+        throw_if_closed();
         if (!s_->all_started.load(std::memory_order_relaxed)) {
             // As Python: a thread starts unless an idle one answers for this call.
             int tokens = s_->idle_tokens.load(std::memory_order_acquire);
@@ -449,9 +470,20 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
                 }
             }
         }
-        s_->queue.push(std::move(task));
+    }
+    if (!s_->queue.push(task)) {
+        std::lock_guard lock(s_->mutex);
+        throw_if_closed();
     }
     s_->wake_one_if_none_coming();
+}
+
+void thread_pool_core::throw_if_closed() const {
+    if (!s_->broken.empty()) throw error("mp::thread_pool_executor: " + s_->broken);
+    if (s_->shut_down)
+        throw closed_error(
+            "mp::thread_pool_executor: cannot schedule new calls after shutdown(); submit before "
+            "shutting down, or create a new executor");
 }
 
 void thread_pool_core::shutdown(bool wait, bool cancel_futures) noexcept {
@@ -459,6 +491,7 @@ void thread_pool_core::shutdown(bool wait, bool cancel_futures) noexcept {
     {
         std::lock_guard lock(s_->mutex);
         s_->shut_down = true;
+        s_->queue.close();
         s_->stopping.store(true, std::memory_order_seq_cst);
     }
     s_->wake_all();

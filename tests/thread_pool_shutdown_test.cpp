@@ -341,4 +341,36 @@ TEST(thread_pool_queue, a_sleeping_thread_runs_a_call_while_the_other_is_busy) {
     EXPECT_EQ(tx.thread_count(), 2u);
 }
 
+// shutdown(wait) while other threads still submit: every submit that
+// returned a future got its call run before shutdown returned; the others
+// threw mp::closed_error.
+TEST(thread_pool_queue, shutdown_while_others_submit_runs_every_admitted_call) {
+    mp::thread_pool_executor tx(2);
+    std::latch submitting(3);
+    std::vector<std::vector<mp::future<int>>> futures(3);
+    std::vector<std::thread> ts;
+    for (std::size_t t = 0; t < 3; ++t)
+        ts.emplace_back([&, t] {
+            submitting.count_down();
+            for (int i = 0; i < 100000; ++i) {
+                try {
+                    futures[t].push_back(tx.submit(mul, i, 1));
+                } catch (const mp::closed_error&) {
+                    return;
+                }
+            }
+        });
+    submitting.wait();
+    std::this_thread::sleep_for(2ms);
+    tx.shutdown(/*wait=*/true);
+    for (auto& t : ts) t.join();
+    // A submit admitted just before shutdown may still have been linking
+    // its call when shutdown began: the threads waited for it.
+    for (auto& fs : futures)
+        for (std::size_t i = 0; i < fs.size(); ++i) {
+            ASSERT_TRUE(fs[i].done()) << i;
+            ASSERT_EQ(fs[i].get(), static_cast<int>(i));
+        }
+}
+
 }  // namespace

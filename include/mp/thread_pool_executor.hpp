@@ -180,6 +180,9 @@ public:
     struct state;
 
 private:
+    /// Requires state::mutex held: throws if broken or shut down.
+    void throw_if_closed() const;
+
     std::shared_ptr<state> s_;  // shared with the threads
 };
 
