@@ -19,6 +19,13 @@
 // - An idle thread spins briefly for the next call before it sleeps (one at
 //   a time), and get() spins briefly for the result: a submit().get() round
 //   trip needs no futex wake while both sides are quick.
+// - Once max_workers threads have started, submit() takes no lock (the
+//   queue costs it two atomic instructions; the call and its future's state
+//   are one allocation unless the call takes a std::stop_token) and wakes a
+//   sleeping thread only when no thread is already on its way to the queue;
+//   a thread that takes a call and sees more queued wakes the next. Calls
+//   submitted while a thread spins for work, or while a woken one is on its
+//   way, cost the submitter no system call.
 // - map() reads its input lazily with a bounded number of calls in flight,
 //   so an endless input range works; results come in input order, and an
 //   exception in one call is thrown when iteration reaches it.
