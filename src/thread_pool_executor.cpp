@@ -305,12 +305,23 @@ std::shared_ptr<thread_task> thread_pool_core::state::take() {
             continue;
         }
         if (!spinning.exchange(true, std::memory_order_seq_cst)) {
+            // The spinner stays marked until it has taken a call: a submit
+            // that sees the mark wakes nobody, however soon the call is taken.
+            std::shared_ptr<thread_task> task;
             {
                 sys::spinner spin(spin_for_work, &work_spins);
-                while (spin.step())
-                    if (queue.nonempty() || stopping.load(std::memory_order_relaxed)) break;
+                while (spin.step()) {
+                    if (queue.nonempty() && (task = try_take(more))) break;
+                    if (stopping.load(std::memory_order_relaxed)) break;
+                }
             }
+            // seq_cst with a submit's count: either it saw the mark (and
+            // woke nobody), or this sees its call now and wakes for it.
             spinning.store(false, std::memory_order_seq_cst);
+            if (task) {
+                if (queue.nonempty()) wake_one_if_none_coming();
+                return task;
+            }
             if (queue.nonempty() || stopping.load(std::memory_order_seq_cst)) continue;
         }
         std::unique_lock lock(sleep_mutex);
