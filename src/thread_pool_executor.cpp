@@ -13,9 +13,15 @@
 #include "mp/context.hpp"
 #include "sys/after_fork.hpp"
 #include "sys/sys.hpp"
+#include "thread_pool_test_hooks.hpp"
 
 namespace mp {
 namespace detail {
+
+namespace thread_pool_test_hooks {
+std::atomic<int> link_delay_us{0};
+std::atomic<int> links_delayed{0};
+}  // namespace thread_pool_test_hooks
 
 namespace {
 
@@ -93,6 +99,10 @@ public:
         }
         thread_task* raw = t.get();
         raw->queued_self = std::move(t);
+        if (int delay = thread_pool_test_hooks::link_delay_us.load(std::memory_order_relaxed); delay > 0) {
+            thread_pool_test_hooks::links_delayed.fetch_add(1);
+            std::this_thread::sleep_for(std::chrono::microseconds(delay));
+        }
         link(raw);
         return true;
     }

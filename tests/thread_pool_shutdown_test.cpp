@@ -14,6 +14,7 @@
 #include <latch>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <regex>
 #include <semaphore>
@@ -26,9 +27,11 @@
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
 #include "support/thread_pool_helpers.hpp"
+#include "thread_pool_test_hooks.hpp"
 
 using namespace std::chrono_literals;
 using namespace mp_test;
+namespace hooks = mp::detail::thread_pool_test_hooks;
 
 namespace {
 
@@ -371,6 +374,78 @@ TEST(thread_pool_queue, shutdown_while_others_submit_runs_every_admitted_call) {
             ASSERT_TRUE(fs[i].done()) << i;
             ASSERT_EQ(fs[i].get(), static_cast<int>(i));
         }
+}
+
+// A submitter held between counting its call and linking it (test hook):
+// the window in which the queue's chain is cut.
+struct link_delayed {
+    explicit link_delayed(int us) {
+        hooks::links_delayed = 0;
+        hooks::link_delay_us = us;
+    }
+    ~link_delayed() { hooks::link_delay_us = 0; }
+    link_delayed(const link_delayed&) = delete;
+    link_delayed& operator=(const link_delayed&) = delete;
+    /// Waits until a submit sleeps in the window (bounded: only catches a hang).
+    static void wait_for_one() {
+        auto until = std::chrono::steady_clock::now() + 30s;
+        while (hooks::links_delayed.load() == 0 && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+    }
+};
+
+// The workers wait for a counted call's link: it runs.
+TEST(thread_pool_queue, a_call_counted_but_not_yet_linked_runs) {
+    mp::thread_pool_executor tx(2);
+    EXPECT_EQ(tx.submit(mul, 1, 1).get(), 1);  // threads started
+    link_delayed delay(50'000);
+    auto f = tx.submit(mul, 6, 7);
+    EXPECT_EQ(f.get(30s), 42);
+}
+
+// shutdown(cancel_futures) while a submit is between its count and its
+// link: the submit was admitted, so its call is cancelled with the others
+// (it neither runs after shutdown nor stays queued). Fails when shutdown
+// stops draining at the cut chain: the call then runs once the blocker ends.
+TEST(thread_pool_queue, shutdown_cancel_futures_waits_for_a_call_being_linked) {
+    mp::thread_pool_executor tx(1);
+    std::latch started(1);
+    gate release;
+    auto blocker = tx.submit([&] {
+        started.count_down();
+        release.wait();
+    });
+    started.wait();
+    link_delayed delay(100'000);
+    std::atomic<bool> ran{false};
+    std::optional<mp::future<void>> late;
+    std::thread submitter([&] { late.emplace(tx.submit([&] { ran = true; })); });
+    link_delayed::wait_for_one();
+    tx.shutdown(/*wait=*/false, /*cancel_futures=*/true);
+    submitter.join();
+    release.open();
+    tx.shutdown(true);
+    ASSERT_TRUE(late.has_value());
+    EXPECT_TRUE(late->cancelled());
+    EXPECT_FALSE(ran.load());
+    blocker.get();
+}
+
+// shutdown(wait) while a submit is between its count and its link: the
+// threads wait for the call and run it before shutdown returns.
+TEST(thread_pool_queue, shutdown_wait_runs_a_call_being_linked) {
+    mp::thread_pool_executor tx(2);
+    EXPECT_EQ(tx.submit(mul, 1, 1).get(), 1);
+    std::this_thread::sleep_for(50ms);  // past the spin: the threads sleep
+    link_delayed delay(100'000);
+    std::optional<mp::future<int>> late;
+    std::thread submitter([&] { late.emplace(tx.submit(mul, 6, 7)); });
+    link_delayed::wait_for_one();
+    tx.shutdown(/*wait=*/true);
+    submitter.join();
+    ASSERT_TRUE(late.has_value());
+    EXPECT_TRUE(late->done());
+    EXPECT_EQ(late->get(), 42);
 }
 
 }  // namespace
