@@ -190,8 +190,7 @@ struct thread_pool_core::state {
     // Idle workers. A submit wakes a sleeper only when no worker is already
     // on its way to the queue (spinning for work, or woken and not yet out
     // of the wait); a worker that takes a call and sees more queued wakes
-    // the next one. So a burst of calls costs the submitter at most one
-    // wake, and awake workers cost it none.
+    // the next one, so the submitter does not pay for those wakes.
     // Read by every submit, written when a worker goes to sleep or wakes.
     alignas(64) std::atomic<std::size_t> sleepers{0};   // written under sleep_mutex: threads in the sleep path
     std::atomic<std::size_t> wakes_pending{0};          // written under sleep_mutex: notified, not yet out of the wait
@@ -267,7 +266,7 @@ std::shared_ptr<thread_task> thread_pool_core::state::try_take(bool& more) {
 // Wakes a sleeping worker unless one is already coming for the queue.
 void thread_pool_core::state::wake_one_if_none_coming() {
     if (sleepers.load(std::memory_order_seq_cst) == 0 || spinning.load(std::memory_order_seq_cst) ||
-        wakes_pending.load(std::memory_order_relaxed) != 0)
+        wakes_pending.load(std::memory_order_seq_cst) != 0)
         return;
     bool wake = false;
     {
@@ -293,13 +292,18 @@ void thread_pool_core::state::wake_all() {
 // submitted soon after needs no wake-up.
 std::shared_ptr<thread_task> thread_pool_core::state::take() {
     unsigned cut_retries = 0;
+    bool woken = false;  // left the wait: a submit may have counted on this thread
     for (;;) {
         if (broken_flag.load(std::memory_order_relaxed)) return nullptr;  // break_pool fails the queued calls
         bool more = false;
         if (auto task = try_take(more)) {
             // More queued and nobody coming for it: the next worker is
-            // woken by this one, not by the submitter.
-            if (more) wake_one_if_none_coming();
+            // woken by this one, not by the submitter. A woken thread also
+            // looks at the count (seq_cst with a submit's count, as its
+            // wakes_pending decrement is with the submit's load of it): a
+            // call pushed while it was on its way found it pending and woke
+            // nobody, and may not be linked behind this one yet.
+            if (more || (woken && queue.nonempty())) wake_one_if_none_coming();
             return task;
         }
         if (queue.nonempty()) {
@@ -342,7 +346,8 @@ std::shared_ptr<thread_task> thread_pool_core::state::take() {
             work_ready.wait(lock);
             // Whichever sleeper leaves the wait (notified or spuriously)
             // answers one pending wake.
-            if (wakes_pending.load(std::memory_order_relaxed) > 0) wakes_pending.fetch_sub(1, std::memory_order_relaxed);
+            if (wakes_pending.load(std::memory_order_relaxed) > 0) wakes_pending.fetch_sub(1, std::memory_order_seq_cst);
+            woken = true;
         }
         sleepers.fetch_sub(1, std::memory_order_relaxed);
     }
