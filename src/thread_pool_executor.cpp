@@ -13,9 +13,15 @@
 #include "mp/context.hpp"
 #include "sys/after_fork.hpp"
 #include "sys/sys.hpp"
+#include "thread_pool_test_hooks.hpp"
 
 namespace mp {
 namespace detail {
+
+namespace thread_pool_test_hooks {
+std::atomic<int> link_delay_us{0};
+std::atomic<int> links_delayed{0};
+}  // namespace thread_pool_test_hooks
 
 namespace {
 
@@ -49,49 +55,110 @@ int current_pid() noexcept {
 
 int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 
-/// The queued calls, first in first out, in a ring that grows and never
-/// shrinks: pushing and taking allocate nothing once it is big enough. (A
-/// std::deque frees a block every few dozen calls in the taking thread, a
-/// block the submitting thread allocated: in glibc that frees into another
-/// thread's arena, under its lock.)
-class task_ring {
+/// The queued calls, first in first out, chained through the calls
+/// themselves (no allocation per call). A submitter takes no lock: it is
+/// admitted by one atomic add to the count of pushes (which also holds the
+/// queue's "closed" mark, so that shutdown can close it) and appends with one
+/// atomic exchange; workers take from the other end one at a time under the
+/// queue's taking lock. The queue holds a reference to each call
+/// (thread_task::queued_self).
+///
+/// The chain is Vyukov's intrusive queue: `back_` is the last link, `front_`
+/// the next to take, `stub_` a link of the queue's own that keeps the chain
+/// from ever being empty. A link is taken only once its successor is known;
+/// the last call is taken by appending the stub behind it. Between a
+/// submitter's count and its link store the chain is briefly cut: then
+/// take() finds nothing although `nonempty()` says a call is queued, and the
+/// worker retries.
+///
+/// The submitter's end (back_, pushed_), the workers' end (the lock, front_,
+/// taken_) and the stub are on cache lines of their own: a submit writes
+/// only lines that the workers read when the queue runs empty.
+class task_queue {
 public:
-    [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
-    [[nodiscard]] std::size_t size() const noexcept { return count_; }
-    void push_back(std::shared_ptr<thread_task> t) {
-        if (count_ == slots_.size()) grow();
-        slots_[(head_ + count_) & (slots_.size() - 1)] = std::move(t);
-        ++count_;
+    task_queue() = default;
+    task_queue(const task_queue&) = delete;
+    task_queue& operator=(const task_queue&) = delete;
+    ~task_queue() {
+        // Only pushes admitted while the executor still ran can be left:
+        // their futures are abandoned ("broken promise") with the calls.
+        bool more = false;
+        while (take(more) != nullptr) {
+        }
     }
-    std::shared_ptr<thread_task> pop_front() noexcept {
-        auto t = std::move(slots_[head_]);
-        head_ = (head_ + 1) & (slots_.size() - 1);
-        --count_;
-        return t;
+
+    /// Appends `t` unless the queue is closed: false then (and `t` is left
+    /// with the caller).
+    bool push(std::shared_ptr<thread_task>& t) noexcept {
+        // Counted first, so that taken_ never passes the count. seq_cst:
+        // pairs with a worker's registration as a sleeper
+        // (thread_pool_core::state::take) and with close().
+        if (pushed_.fetch_add(2, std::memory_order_seq_cst) & closed_mark) {
+            pushed_.fetch_sub(2, std::memory_order_relaxed);
+            return false;
+        }
+        thread_task* raw = t.get();
+        raw->queued_self = std::move(t);
+        if (int delay = thread_pool_test_hooks::link_delay_us.load(std::memory_order_relaxed); delay > 0) {
+            thread_pool_test_hooks::links_delayed.fetch_add(1);
+            std::this_thread::sleep_for(std::chrono::microseconds(delay));
+        }
+        link(raw);
+        return true;
     }
-    void pop_back() noexcept {
-        --count_;
-        slots_[(head_ + count_) & (slots_.size() - 1)].reset();
+
+    /// No push succeeds after this. A push admitted before it may still be
+    /// linking: nonempty() counts it.
+    void close() noexcept { pushed_.fetch_or(closed_mark, std::memory_order_seq_cst); }
+
+    /// The next call, or null when none is queued or the chain is cut at a
+    /// submitter in the middle of push(); `more`: whether another call
+    /// follows it. The caller holds taking_lock().
+    std::shared_ptr<thread_task> take(bool& more) noexcept {
+        thread_queue_link* front = front_;
+        thread_queue_link* next = front->next.load(std::memory_order_acquire);
+        if (front == &stub_) {
+            if (next == nullptr) return nullptr;
+            front_ = front = next;
+            next = next->next.load(std::memory_order_acquire);
+        }
+        if (next == nullptr) {
+            if (front != back_.load(std::memory_order_acquire)) return nullptr;  // cut: a push in progress
+            link(&stub_);
+            next = front->next.load(std::memory_order_acquire);
+            if (next == nullptr) return nullptr;  // a push came between: cut until it links
+        }
+        front_ = next;
+        more = next != &stub_ || stub_.next.load(std::memory_order_acquire) != nullptr;
+        taken_.store(taken_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        // front->next is left as it is: the call is never linked again, and
+        // not writing it spares the worker a write to a line the submitter wrote.
+        return std::move(static_cast<thread_task*>(front)->queued_self);  // front is never the stub here
     }
-    /// Empties the ring, returning its calls in order.
-    std::vector<std::shared_ptr<thread_task>> take_all() {
-        std::vector<std::shared_ptr<thread_task>> out;
-        out.reserve(count_);
-        while (count_ > 0) out.push_back(pop_front());
-        return out;
+
+    [[nodiscard]] std::mutex& taking_lock() noexcept { return taking_; }
+
+    /// Whether calls are queued (pushed and not yet taken; possibly still
+    /// being linked).
+    [[nodiscard]] bool nonempty() const noexcept {
+        std::size_t taken = taken_.load(std::memory_order_acquire);  // first: it never passes the count
+        return (pushed_.load(std::memory_order_seq_cst) >> 1) != taken;
     }
 
 private:
-    void grow() {
-        std::vector<std::shared_ptr<thread_task>> bigger(std::max<std::size_t>(64, 2 * slots_.size()));
-        for (std::size_t i = 0; i < count_; ++i) bigger[i] = std::move(slots_[(head_ + i) & (slots_.size() - 1)]);
-        slots_.swap(bigger);
-        head_ = 0;
+    void link(thread_queue_link* l) noexcept {
+        l->next.store(nullptr, std::memory_order_relaxed);
+        thread_queue_link* prev = back_.exchange(l, std::memory_order_acq_rel);
+        prev->next.store(l, std::memory_order_release);
     }
 
-    std::vector<std::shared_ptr<thread_task>> slots_;  // a power of two in size
-    std::size_t head_ = 0;
-    std::size_t count_ = 0;
+    alignas(64) std::atomic<thread_queue_link*> back_{&stub_};  // written by submitters
+    static constexpr std::size_t closed_mark = 1;
+    std::atomic<std::size_t> pushed_{0};                       // 2 * pushes | closed_mark
+    alignas(64) std::mutex taking_;
+    thread_queue_link* front_ = &stub_;                         // guarded by taking_
+    std::atomic<std::size_t> taken_{0};                         // written under taking_
+    alignas(64) thread_queue_link stub_;
 };
 
 // How long an idle thread spins for the next call before it sleeps. Only
@@ -108,20 +175,31 @@ struct thread_pool_core::state {
     int owner_pid = 0;  // the process that made the executor; its threads exist only there
     std::weak_ptr<state> self;  // for the timer thread, which keeps the state alive as the workers do
 
+    // Thread starts, shutdown and breaking. A submit takes it only while
+    // threads may still start; after that its admission is the queue's count.
     std::mutex mutex;
-    std::condition_variable work_ready;                 // notified when a sleeper is needed
-    task_ring queue;                                    // guarded by mutex
-    std::atomic<std::size_t> queued{0};                 // written under mutex: queue.size(), for the spinner
     std::vector<std::thread> threads;                   // guarded by mutex; appended only before shutdown
-    std::atomic<std::size_t> idle{0};                   // threads holding no call (read by submit under mutex)
-    std::size_t sleepers = 0;                           // guarded by mutex: threads waiting on work_ready
-    std::size_t wakes_pending = 0;                      // guarded by mutex: notified sleepers not yet out of the wait
-    bool spinning = false;                              // guarded by mutex: an idle thread spins for work
-    sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
     std::size_t started = 0;                            // guarded by mutex: threads ever started
     bool shut_down = false;                             // guarded by mutex
     std::string broken;                                 // guarded by mutex: why, when broken
-    std::atomic<bool> stopping{false};                  // shut_down or broken, for the spinner
+    std::atomic<bool> all_started{false};               // threads.size() == max_workers: no more to start
+    std::atomic<int> idle_tokens{0};                    // Python's _idle_semaphore, while threads may start
+
+    task_queue queue;
+
+    // Idle workers. A submit wakes a sleeper only when no worker is already
+    // on its way to the queue (spinning for work, or woken and not yet out
+    // of the wait); a worker that takes a call and sees more queued wakes
+    // the next one, so the submitter does not pay for those wakes.
+    // Read by every submit, written when a worker goes to sleep or wakes.
+    alignas(64) std::atomic<std::size_t> sleepers{0};   // written under sleep_mutex: threads in the sleep path
+    std::atomic<std::size_t> wakes_pending{0};          // written under sleep_mutex: notified, not yet out of the wait
+    std::atomic<bool> stopping{false};                  // shut_down or broken: workers leave once the queue is empty
+    std::atomic<bool> broken_flag{false};               // broken: workers take no more calls
+    alignas(64) std::atomic<bool> spinning{false};      // an idle thread spins for work (one at a time)
+    std::mutex sleep_mutex;
+    std::condition_variable work_ready;
+    sys::spin_history work_spins;                       // whether spinning for work pays off (not under overload)
 
     std::mutex join_mutex;  // serialises shutdown(true) callers while they join
 
@@ -136,7 +214,31 @@ struct thread_pool_core::state {
 
     [[nodiscard]] bool inherited() const noexcept { return current_pid() != owner_pid; }
     void worker_main(std::size_t index);
-    std::shared_ptr<thread_task> take(std::unique_lock<std::mutex>& lock);
+    std::shared_ptr<thread_task> take();
+    /// The next call, if one is queued and linked; `more`: whether another follows.
+    std::shared_ptr<thread_task> try_take(bool& more);
+    void wake_one_if_none_coming();
+    void wake_all();
+    /// Takes every queued call, in order, and hands each to `fn` (under no
+    /// lock). Requires the queue closed: pushes admitted before are waited
+    /// for (a submitter between its count and its link).
+    template <class Fn>
+    void drain(Fn fn) noexcept {
+        bool more = false;
+        for (unsigned cut_retries = 0; queue.nonempty();) {
+            if (auto t = try_take(more))
+                fn(*t);
+            else
+                pause_for_cut(++cut_retries);
+        }
+    }
+    static void pause_for_cut(unsigned retries) noexcept {
+        // The submitter may have been preempted between its two stores: yield to it now and then.
+        if (retries % 64 == 0)
+            std::this_thread::yield();
+        else
+            __builtin_ia32_pause();
+    }
     void break_pool(std::exception_ptr e);
     void arm_deadline(const std::shared_ptr<thread_task>& task);
     void timer_main();
@@ -149,46 +251,105 @@ namespace {
 /// state alive, so the last owner may let go of it from inside a call.
 void start_thread(const std::shared_ptr<thread_pool_core::state>& s) {
     std::size_t index = s->threads.size();
-    s->idle.fetch_add(1, std::memory_order_relaxed);  // a new thread holds no call yet; it takes one from the queue
-    try {
-        s->threads.emplace_back([s, index] { s->worker_main(index); });
-    } catch (...) {
-        s->idle.fetch_sub(1, std::memory_order_relaxed);
-        throw;
-    }
+    s->threads.emplace_back([s, index] { s->worker_main(index); });
     ++s->started;
+    if (s->threads.size() >= static_cast<std::size_t>(s->max_workers)) s->all_started.store(true, std::memory_order_relaxed);
 }
 
 }  // namespace
 
-// The next call for an idle thread, or null when the executor stops. Under
-// `lock`. One idle thread spins (without the lock) before sleeping, so that
-// a call submitted soon after needs no wake-up.
-std::shared_ptr<thread_task> thread_pool_core::state::take(std::unique_lock<std::mutex>& lock) {
+std::shared_ptr<thread_task> thread_pool_core::state::try_take(bool& more) {
+    std::lock_guard lock(queue.taking_lock());
+    return queue.take(more);
+}
+
+// Wakes a sleeping worker unless one is already coming for the queue.
+void thread_pool_core::state::wake_one_if_none_coming() {
+    if (sleepers.load(std::memory_order_seq_cst) == 0 || spinning.load(std::memory_order_seq_cst) ||
+        wakes_pending.load(std::memory_order_seq_cst) != 0)
+        return;
+    bool wake = false;
+    {
+        std::lock_guard lock(sleep_mutex);
+        // Under the lock every counted sleeper is in the wait (it registers
+        // and waits under this lock), so a notify reaches one.
+        if (sleepers.load(std::memory_order_relaxed) > wakes_pending.load(std::memory_order_relaxed) &&
+            wakes_pending.load(std::memory_order_relaxed) == 0) {
+            wakes_pending.fetch_add(1, std::memory_order_relaxed);
+            wake = true;
+        }
+    }
+    if (wake) work_ready.notify_one();
+}
+
+void thread_pool_core::state::wake_all() {
+    { std::lock_guard lock(sleep_mutex); }  // a sleeper that checked `stopping` before it was set is in the wait now
+    work_ready.notify_all();
+}
+
+// The next call for an idle thread, or null when the executor stops (once
+// the queue is empty). One idle thread spins before sleeping, so that a call
+// submitted soon after needs no wake-up.
+std::shared_ptr<thread_task> thread_pool_core::state::take() {
+    unsigned cut_retries = 0;
+    bool woken = false;  // left the wait: a submit may have counted on this thread
     for (;;) {
-        if (!queue.empty()) {
-            std::shared_ptr<thread_task> task = queue.pop_front();
-            queued.store(queue.size(), std::memory_order_relaxed);
-            idle.fetch_sub(1, std::memory_order_relaxed);
+        if (broken_flag.load(std::memory_order_relaxed)) return nullptr;  // break_pool fails the queued calls
+        bool more = false;
+        if (auto task = try_take(more)) {
+            // More queued and nobody coming for it: the next worker is
+            // woken by this one, not by the submitter. A woken thread also
+            // looks at the count (seq_cst with a submit's count, as its
+            // wakes_pending decrement is with the submit's load of it): a
+            // call pushed while it was on its way found it pending and woke
+            // nobody, and may not be linked behind this one yet.
+            if (more || (woken && queue.nonempty())) wake_one_if_none_coming();
             return task;
         }
-        if (shut_down || !broken.empty()) return nullptr;
-        if (!spinning) {
-            spinning = true;
-            lock.unlock();
-            sys::spinner spin(spin_for_work, &work_spins);
-            while (spin.step())
-                if (queued.load(std::memory_order_relaxed) != 0 || stopping.load(std::memory_order_relaxed)) break;
-            lock.lock();
-            spinning = false;
-            if (!queue.empty() || shut_down || !broken.empty()) continue;
+        if (queue.nonempty()) {
+            // A submitter is between its count and its link store, or
+            // another worker took the call.
+            pause_for_cut(++cut_retries);
+            continue;
         }
-        ++sleepers;
-        work_ready.wait(lock);
-        // Whichever sleeper leaves the wait (notified or spuriously) answers
-        // one pending wake: it is awake now and takes the queued call.
-        --sleepers;
-        if (wakes_pending > 0) --wakes_pending;
+        if (stopping.load(std::memory_order_seq_cst)) {
+            // Stopping is set after the queue is closed: looked at again
+            // now, an empty queue stays empty.
+            if (!queue.nonempty()) return nullptr;
+            continue;
+        }
+        if (!spinning.exchange(true, std::memory_order_seq_cst)) {
+            // The spinner stays marked until it has taken a call: a submit
+            // that sees the mark wakes nobody, however soon the call is taken.
+            std::shared_ptr<thread_task> task;
+            {
+                sys::spinner spin(spin_for_work, &work_spins);
+                while (spin.step()) {
+                    if (queue.nonempty() && (task = try_take(more))) break;
+                    if (stopping.load(std::memory_order_relaxed)) break;
+                }
+            }
+            // seq_cst with a submit's count: either it saw the mark (and
+            // woke nobody), or this sees its call now and wakes for it.
+            spinning.store(false, std::memory_order_seq_cst);
+            if (task) {
+                if (queue.nonempty()) wake_one_if_none_coming();
+                return task;
+            }
+            if (queue.nonempty() || stopping.load(std::memory_order_seq_cst)) continue;
+        }
+        std::unique_lock lock(sleep_mutex);
+        // seq_cst with the submitter's count increment: either it sees this
+        // sleeper and wakes it, or this sees its call and does not sleep.
+        sleepers.fetch_add(1, std::memory_order_seq_cst);
+        while (!queue.nonempty() && !stopping.load(std::memory_order_seq_cst)) {
+            work_ready.wait(lock);
+            // Whichever sleeper leaves the wait (notified or spuriously)
+            // answers one pending wake.
+            if (wakes_pending.load(std::memory_order_relaxed) > 0) wakes_pending.fetch_sub(1, std::memory_order_seq_cst);
+            woken = true;
+        }
+        sleepers.fetch_sub(1, std::memory_order_relaxed);
     }
 }
 
@@ -201,44 +362,36 @@ void thread_pool_core::state::worker_main(std::size_t index) {
             initializer();
         } catch (...) {
             break_pool(std::current_exception());
-            idle.fetch_sub(1, std::memory_order_relaxed);
             return;
         }
     }
 
-    std::unique_lock lock(mutex);
     for (;;) {
-        std::shared_ptr<thread_task> task = take(lock);
-        if (!task) {
-            idle.fetch_sub(1, std::memory_order_relaxed);
-            return;
-        }
-        lock.unlock();
+        std::shared_ptr<thread_task> task = take();
+        if (!task) return;
         if (task->timeout) arm_deadline(task);
         task->execute();
         // Idle again before the future is set: a caller that waits on this
         // result and submits the next call finds this thread idle rather
         // than starting another one (Python's test_idle_thread_reuse).
-        idle.fetch_add(1, std::memory_order_relaxed);
-        task->publish();  // done callbacks run here, outside the lock
-        task.reset();     // the call's captures are destroyed outside the lock too
-        lock.lock();
+        if (!all_started.load(std::memory_order_relaxed)) idle_tokens.fetch_add(1, std::memory_order_release);
+        task->publish();  // done callbacks run here, under no lock of ours
+        task.reset();     // the call's captures are destroyed under no lock too
     }
 }
 
 void thread_pool_core::state::break_pool(std::exception_ptr e) {
-    std::vector<std::shared_ptr<thread_task>> failed;
     {
         std::lock_guard lock(mutex);
         if (broken.empty())
             broken = "a thread's initializer threw (" + describe(e) +
                      "), so the executor is broken; create a new executor (and fix the initializer)";
-        failed = queue.take_all();
-        queued.store(0, std::memory_order_relaxed);
-        stopping.store(true, std::memory_order_relaxed);
+        queue.close();
+        stopping.store(true, std::memory_order_seq_cst);
+        broken_flag.store(true, std::memory_order_seq_cst);
     }
-    work_ready.notify_all();
-    for (auto& t : failed) t->fail(e);
+    wake_all();
+    drain([&](thread_task& t) { t.fail(e); });
 }
 
 void thread_pool_core::state::arm_deadline(const std::shared_ptr<thread_task>& task) {
@@ -325,56 +478,50 @@ void thread_pool_core::submit(std::shared_ptr<thread_task> task) {
         throw error(
             "mp::thread_pool_executor: this executor was inherited through fork and its threads stay "
             "in the parent; create a new executor in the child");
-    bool wake = false;
-    {
+    if (!s_->all_started.load(std::memory_order_relaxed)) {
         std::lock_guard lock(s_->mutex);
-        if (!s_->broken.empty()) throw error("mp::thread_pool_executor: " + s_->broken);
-        if (s_->shut_down)
-            throw closed_error(
-                "mp::thread_pool_executor: cannot schedule new calls after shutdown(); submit before "
-                "shutting down, or create a new executor");
-        s_->queue.push_back(std::move(task));
-        s_->queued.store(s_->queue.size(), std::memory_order_relaxed);
-        if (s_->idle.load(std::memory_order_relaxed) < s_->queue.size() &&
-            s_->threads.size() < static_cast<std::size_t>(s_->max_workers)) {
-            try {
-                start_thread(s_);
-            } catch (...) {
-                // No thread could start. If none exists at all, the call
-                // would never run: take it back and report the failure.
-                if (s_->threads.empty()) {
-                    s_->queue.pop_back();
-                    s_->queued.store(s_->queue.size(), std::memory_order_relaxed);
-                    throw;
+        throw_if_closed();
+        if (!s_->all_started.load(std::memory_order_relaxed)) {
+            // As Python: a thread starts unless an idle one answers for this call.
+            int tokens = s_->idle_tokens.load(std::memory_order_acquire);
+            while (tokens > 0 && !s_->idle_tokens.compare_exchange_weak(tokens, tokens - 1, std::memory_order_acquire)) {
+            }
+            if (tokens == 0) {
+                try {
+                    start_thread(s_);
+                } catch (...) {
+                    // No thread could start. If none exists at all, the call
+                    // would never run: report the failure.
+                    if (s_->threads.empty()) throw;
                 }
             }
         }
-        // A spinning thread takes the first queued call, and a sleeper
-        // already notified takes one more: a sleeper is woken (a futex call)
-        // only for the calls beyond those. Without counting the notified
-        // ones, every submit until the woken thread runs would notify again.
-        std::size_t awake_for_queue = (s_->spinning ? 1u : 0u) + s_->wakes_pending;
-        wake = s_->sleepers > s_->wakes_pending && s_->queue.size() > awake_for_queue;
-        if (wake) ++s_->wakes_pending;
     }
-    if (wake) s_->work_ready.notify_one();
+    if (!s_->queue.push(task)) {
+        std::lock_guard lock(s_->mutex);
+        throw_if_closed();
+    }
+    s_->wake_one_if_none_coming();
+}
+
+void thread_pool_core::throw_if_closed() const {
+    if (!s_->broken.empty()) throw error("mp::thread_pool_executor: " + s_->broken);
+    if (s_->shut_down)
+        throw closed_error(
+            "mp::thread_pool_executor: cannot schedule new calls after shutdown(); submit before "
+            "shutting down, or create a new executor");
 }
 
 void thread_pool_core::shutdown(bool wait, bool cancel_futures) noexcept {
     if (s_->inherited()) return;  // see the destructor
-    std::vector<std::shared_ptr<thread_task>> cancelled;
     {
         std::lock_guard lock(s_->mutex);
         s_->shut_down = true;
-        s_->stopping.store(true, std::memory_order_relaxed);
-        if (cancel_futures) {
-            cancelled = s_->queue.take_all();
-            s_->queued.store(0, std::memory_order_relaxed);
-        }
+        s_->queue.close();
+        s_->stopping.store(true, std::memory_order_seq_cst);
     }
-    s_->work_ready.notify_all();
-    for (auto& t : cancelled) t->cancel_unrun();
-    cancelled.clear();
+    s_->wake_all();
+    if (cancel_futures) s_->drain([](thread_task& t) { t.cancel_unrun(); });
     if (!wait) return;
 
     std::lock_guard join_lock(s_->join_mutex);

@@ -14,6 +14,7 @@
 #include <latch>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <ranges>
 #include <regex>
 #include <semaphore>
@@ -26,9 +27,11 @@
 #include "mp/process.hpp"
 #include "mp/queue.hpp"
 #include "support/thread_pool_helpers.hpp"
+#include "thread_pool_test_hooks.hpp"
 
 using namespace std::chrono_literals;
 using namespace mp_test;
+namespace hooks = mp::detail::thread_pool_test_hooks;
 
 namespace {
 
@@ -248,6 +251,201 @@ TEST(thread_pool_submit_with, calls_within_their_deadline_keep_their_value) {
     release.set_value();
     blocker.get();
     EXPECT_EQ(queued.get(30s), 9);
+}
+
+// ---- the queue: submitters append without a lock shared with the workers ----
+
+// Several threads submit at once while the workers take: every call runs
+// exactly once and its future gets its own result (the queue's chain is
+// briefly cut while a submitter appends; workers wait that out).
+TEST(thread_pool_queue, many_submitters_and_workers_lose_no_call) {
+    for (int workers : {1, 2, 3}) {
+        mp::thread_pool_executor tx(workers);
+        constexpr int submitters = 4;
+        constexpr int per_submitter = 3000;
+        std::atomic<long> runs{0};
+        std::vector<std::thread> ts;
+        std::atomic<int> wrong{0};
+        for (int t = 0; t < submitters; ++t)
+            ts.emplace_back([&, t] {
+                std::vector<mp::future<int>> fs;
+                for (int i = 0; i < per_submitter; ++i)
+                    fs.push_back(tx.submit([&runs](int x) { runs.fetch_add(1); return x; }, t * per_submitter + i));
+                for (int i = 0; i < per_submitter; ++i)
+                    if (fs[static_cast<std::size_t>(i)].get() != t * per_submitter + i) ++wrong;
+            });
+        for (auto& t : ts) t.join();
+        EXPECT_EQ(wrong.load(), 0) << workers << " workers";
+        EXPECT_EQ(runs.load(), submitters * per_submitter) << workers << " workers";
+    }
+}
+
+// shutdown(cancel_futures) while other threads still submit: each submit
+// either throws mp::closed_error or returns a future that ends cancelled or
+// with its result, and exactly the calls not cancelled ran.
+TEST(thread_pool_queue, shutdown_cancel_futures_while_others_submit) {
+    mp::thread_pool_executor tx(2);
+    std::atomic<long> runs{0};
+    std::atomic<long> done_ok{0}, cancelled{0}, refused{0};
+    std::latch submitting(3);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 3; ++t)
+        ts.emplace_back([&] {
+            std::vector<mp::future<int>> fs;
+            submitting.count_down();
+            for (int i = 0; i < 100000; ++i) {
+                try {
+                    fs.push_back(tx.submit([&runs](int x) { runs.fetch_add(1); return x; }, i));
+                } catch (const mp::closed_error&) {
+                    ++refused;
+                    break;
+                }
+            }
+            for (std::size_t i = 0; i < fs.size(); ++i) {
+                try {
+                    if (fs[i].get(30s) == static_cast<int>(i)) ++done_ok;
+                } catch (const mp::cancelled_error&) {
+                    ++cancelled;
+                }
+            }
+        });
+    submitting.wait();
+    std::this_thread::sleep_for(2ms);
+    tx.shutdown(/*wait=*/false, /*cancel_futures=*/true);
+    for (auto& t : ts) t.join();
+    tx.shutdown(true);
+    EXPECT_EQ(runs.load(), done_ok.load());
+    EXPECT_GT(done_ok.load() + cancelled.load(), 0);
+}
+
+// A sleeping thread is woken for a call even while another thread is busy
+// with a long one: the call does not wait for the busy thread.
+TEST(thread_pool_queue, a_sleeping_thread_runs_a_call_while_the_other_is_busy) {
+    mp::thread_pool_executor tx(2);
+    std::latch both(2);
+    auto a = tx.submit([&] { both.arrive_and_wait(); });
+    auto b = tx.submit([&] { both.arrive_and_wait(); });
+    a.get();
+    b.get();
+    std::this_thread::sleep_for(50ms);  // past the idle threads' spin: both sleep
+    gate release;
+    std::latch started(1);
+    auto blocker = tx.submit([&] {
+        started.count_down();
+        release.wait();
+    });
+    started.wait();
+    std::this_thread::sleep_for(50ms);  // the other thread is asleep again
+    auto quick = tx.submit(mul, 6, 7);
+    EXPECT_EQ(quick.get(30s), 42);  // generous: only catches a call left waiting for the busy thread
+    EXPECT_FALSE(blocker.done());
+    release.open();
+    blocker.get();
+    EXPECT_EQ(tx.thread_count(), 2u);
+}
+
+// shutdown(wait) while other threads still submit: every submit that
+// returned a future got its call run before shutdown returned; the others
+// threw mp::closed_error.
+TEST(thread_pool_queue, shutdown_while_others_submit_runs_every_admitted_call) {
+    mp::thread_pool_executor tx(2);
+    std::latch submitting(3);
+    std::vector<std::vector<mp::future<int>>> futures(3);
+    std::vector<std::thread> ts;
+    for (std::size_t t = 0; t < 3; ++t)
+        ts.emplace_back([&, t] {
+            submitting.count_down();
+            for (int i = 0; i < 100000; ++i) {
+                try {
+                    futures[t].push_back(tx.submit(mul, i, 1));
+                } catch (const mp::closed_error&) {
+                    return;
+                }
+            }
+        });
+    submitting.wait();
+    std::this_thread::sleep_for(2ms);
+    tx.shutdown(/*wait=*/true);
+    for (auto& t : ts) t.join();
+    // A submit admitted just before shutdown may still have been linking
+    // its call when shutdown began: the threads waited for it.
+    for (auto& fs : futures)
+        for (std::size_t i = 0; i < fs.size(); ++i) {
+            ASSERT_TRUE(fs[i].done()) << i;
+            ASSERT_EQ(fs[i].get(), static_cast<int>(i));
+        }
+}
+
+// A submitter held between counting its call and linking it (test hook):
+// the window in which the queue's chain is cut.
+struct link_delayed {
+    explicit link_delayed(int us) {
+        hooks::links_delayed = 0;
+        hooks::link_delay_us = us;
+    }
+    ~link_delayed() { hooks::link_delay_us = 0; }
+    link_delayed(const link_delayed&) = delete;
+    link_delayed& operator=(const link_delayed&) = delete;
+    /// Waits until a submit sleeps in the window (bounded: only catches a hang).
+    static void wait_for_one() {
+        auto until = std::chrono::steady_clock::now() + 30s;
+        while (hooks::links_delayed.load() == 0 && std::chrono::steady_clock::now() < until)
+            std::this_thread::sleep_for(1ms);
+    }
+};
+
+// The workers wait for a counted call's link: it runs.
+TEST(thread_pool_queue, a_call_counted_but_not_yet_linked_runs) {
+    mp::thread_pool_executor tx(2);
+    EXPECT_EQ(tx.submit(mul, 1, 1).get(), 1);  // threads started
+    link_delayed delay(50'000);
+    auto f = tx.submit(mul, 6, 7);
+    EXPECT_EQ(f.get(30s), 42);
+}
+
+// shutdown(cancel_futures) while a submit is between its count and its
+// link: the submit was admitted, so its call is cancelled with the others
+// (it neither runs after shutdown nor stays queued). Fails when shutdown
+// stops draining at the cut chain: the call then runs once the blocker ends.
+TEST(thread_pool_queue, shutdown_cancel_futures_waits_for_a_call_being_linked) {
+    mp::thread_pool_executor tx(1);
+    std::latch started(1);
+    gate release;
+    auto blocker = tx.submit([&] {
+        started.count_down();
+        release.wait();
+    });
+    started.wait();
+    link_delayed delay(100'000);
+    std::atomic<bool> ran{false};
+    std::optional<mp::future<void>> late;
+    std::thread submitter([&] { late.emplace(tx.submit([&] { ran = true; })); });
+    link_delayed::wait_for_one();
+    tx.shutdown(/*wait=*/false, /*cancel_futures=*/true);
+    submitter.join();
+    release.open();
+    tx.shutdown(true);
+    ASSERT_TRUE(late.has_value());
+    EXPECT_TRUE(late->cancelled());
+    EXPECT_FALSE(ran.load());
+    blocker.get();
+}
+
+// shutdown(wait) while a submit is between its count and its link: the
+// threads wait for the call and run it before shutdown returns.
+TEST(thread_pool_queue, shutdown_wait_runs_a_call_being_linked) {
+    mp::thread_pool_executor tx(2);
+    EXPECT_EQ(tx.submit(mul, 1, 1).get(), 1);
+    std::this_thread::sleep_for(50ms);  // past the spin: the threads sleep
+    link_delayed delay(100'000);
+    std::optional<mp::future<int>> late;
+    std::thread submitter([&] { late.emplace(tx.submit(mul, 6, 7)); });
+    link_delayed::wait_for_one();
+    tx.shutdown(/*wait=*/true);
+    submitter.join();
+    ASSERT_TRUE(late.has_value());
+    EXPECT_TRUE(late->done());
+    EXPECT_EQ(late->get(), 42);
 }
 
 }  // namespace

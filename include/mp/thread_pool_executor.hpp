@@ -19,6 +19,13 @@
 // - An idle thread spins briefly for the next call before it sleeps (one at
 //   a time), and get() spins briefly for the result: a submit().get() round
 //   trip needs no futex wake while both sides are quick.
+// - Once max_workers threads have started, submit() takes no lock (the
+//   queue costs it two atomic instructions; the call and its future's state
+//   are one allocation unless the call takes a std::stop_token) and wakes a
+//   sleeping thread only when no thread is already on its way to the queue;
+//   a thread that takes a call and sees more queued wakes the next. Calls
+//   submitted while a thread spins for work, or while a woken one is on its
+//   way, cost the submitter no system call.
 // - map() reads its input lazily with a bounded number of calls in flight,
 //   so an endless input range works; results come in input order, and an
 //   exception in one call is thrown when iteration reaches it.
@@ -35,6 +42,7 @@
 // wait for its own thread).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -70,8 +78,14 @@ using thread_pool_map_options = map_options;
 
 namespace detail {
 
+/// A link of the executor's queue (thread_pool_executor.cpp): the queued
+/// calls are chained through themselves, so queueing allocates nothing.
+struct thread_queue_link {
+    std::atomic<thread_queue_link*> next{nullptr};
+};
+
 /// One queued call of a thread_pool_executor.
-class thread_task {
+class thread_task : public thread_queue_link {
 public:
     virtual ~thread_task() = default;
     /// Runs the call (unless its future was cancelled) and keeps the outcome.
@@ -88,6 +102,8 @@ public:
 
     /// Deadline counted from when a thread starts the call (submit_with).
     std::optional<std::chrono::nanoseconds> timeout;
+    /// The queue's reference to this call, while queued.
+    std::shared_ptr<thread_task> queued_self;
 };
 
 /// A call and its future's state in one allocation: the queue and the
@@ -171,6 +187,9 @@ public:
     struct state;
 
 private:
+    /// Requires state::mutex held: throws if broken or shut down.
+    void throw_if_closed() const;
+
     std::shared_ptr<state> s_;  // shared with the threads
 };
 
