@@ -154,6 +154,8 @@ shm_worker_channel::shm_worker_channel(const worker_setup& setup)
         throw serialization_error("mp: a pool worker received a bad slot number");
 }
 
+shm_worker_channel::~shm_worker_channel() { leave_spinner_role(); }
+
 namespace {
 struct receive_context {
     worker_slot* slot;

@@ -103,6 +103,9 @@ private:
 class shm_worker_channel final : public worker_channel {
 public:
     explicit shm_worker_channel(const worker_setup& setup);
+    /// A worker that ends (told to stop, or its maxtasksperchild reached)
+    /// leaves the spinner role it may hold: rings would count on it.
+    ~shm_worker_channel() override;
     bool receive(received_task& task) override;
     void send(const output_archive& result) override;
     void finished() noexcept override;
