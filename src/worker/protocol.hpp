@@ -102,10 +102,11 @@ struct alignas(64) task_doorbell {
     // make no system call, and the woken worker, finding more tasks behind
     // the one it takes, rings for them.
     std::atomic<std::uint32_t> wake_pending;
-    // Sleepers that sleep for at most on_call_period because tasks are in
-    // flight (counted from before they count as sleepers until after): they
-    // look at the queue soon by themselves, so a ring need not wake them for
-    // a short queue that a worker is about to drain (slot_table::ring).
+    // Slot + 1 of the sleeper on call (0: none): while tasks are in flight
+    // one sleeper sleeps for at most on_call_period and looks at the queue
+    // by itself, so a ring need not wake anyone for a short queue that a
+    // worker is about to drain (slot_table::ring). One only: an idle worker
+    // beside a long task wakes a thousand times a second.
     std::atomic<std::uint32_t> on_call;
     // The CPU of the parent's thread that last sent a task (-1: none yet),
     // written only when it changes. No worker spins for tasks on that CPU:

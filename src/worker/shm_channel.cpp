@@ -117,13 +117,12 @@ void slot_table::ring(std::size_t tasks_waiting, bool all) noexcept {
         // takes one task within microseconds.
         if (tasks_waiting <= 1) return;
         // A queue no longer than a refill burst it drains by itself, as long
-        // as every sleeper is on call (looks by itself within
-        // on_call_period, should a task turn out long). Bursts of tiny
-        // tasks woke the other worker each time: on 2 cores it then took the
-        // core of the parent's thread that sends them, which sets the rate.
-        if (tasks_waiting <= backlog_ &&
-            bell.sleepers.load(std::memory_order_seq_cst) == bell.on_call.load(std::memory_order_seq_cst))
-            return;
+        // as a sleeper is on call (looks by itself within on_call_period,
+        // should a task turn out long, and rings for the rest). Bursts of
+        // tiny tasks woke the other worker each time: on 2 cores it then
+        // took the core of the parent's thread that sends them, which sets
+        // the rate.
+        if (tasks_waiting <= backlog_ && bell.on_call.load(std::memory_order_seq_cst) != 0) return;
     }
     if (bell.sleepers.load(std::memory_order_relaxed) == 0) return;
     // One system call per sleep: a worker woken but not yet running (a tiny
@@ -229,10 +228,13 @@ void shm_worker_channel::wait_for_task() {
         if (seen) return;
     }
     leave_spinner_role();
-    // On call while tasks are in flight: a ring may leave this worker asleep
-    // then (slot_table::ring), so it looks by itself before long.
-    const bool on_call = slots_.tasks_in_flight();
-    if (on_call) bell.on_call.fetch_add(1, std::memory_order_seq_cst);
+    // On call (one sleeper at most) while tasks are in flight: a ring may
+    // leave the sleepers asleep then (slot_table::ring), so this one looks by
+    // itself before long. Set before this worker counts as a sleeper and
+    // looks at the queue, cleared after it left and before it looks again.
+    std::uint32_t nobody = 0;
+    const bool on_call = slots_.tasks_in_flight() &&
+                         bell.on_call.compare_exchange_strong(nobody, index_ + 1, std::memory_order_seq_cst);
     bell.sleepers.fetch_add(1, std::memory_order_seq_cst);
     // A ring that counted this worker among the sleepers after it last left
     // may have woken nobody: its pending mark must not outlive this look at
@@ -257,7 +259,7 @@ void shm_worker_channel::wait_for_task() {
     if (int delay = test_hooks::doorbell_leave_delay_us.load(std::memory_order_relaxed); delay > 0)
         std::this_thread::sleep_for(std::chrono::microseconds(delay));
     bell.sleepers.fetch_sub(1, std::memory_order_seq_cst);
-    if (on_call) bell.on_call.fetch_sub(1, std::memory_order_seq_cst);
+    if (on_call) bell.on_call.store(0, std::memory_order_seq_cst);
 }
 
 bool shm_worker_channel::receive(received_task& task) {

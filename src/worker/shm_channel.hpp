@@ -79,8 +79,8 @@ public:
     /// After a task or stop message was put: wakes a sleeping worker unless
     /// the spinning one (or the one taking quick tasks back to back) will
     /// take the task, or drain a queue no longer than a refill burst while
-    /// every sleeper is on call (task_doorbell::on_call). `all`: wakes
-    /// every sleeping worker.
+    /// a sleeper is on call (task_doorbell::on_call). `all`: wakes every
+    /// sleeping worker.
     void ring(std::size_t tasks_waiting, bool all) noexcept;
     /// Whether any task is queued or running (its claim not retired).
     [[nodiscard]] bool tasks_in_flight() const noexcept;

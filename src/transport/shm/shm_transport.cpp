@@ -440,6 +440,9 @@ void shm_transport::handle_exit(std::uint32_t slot) {
     // looked at the queue).
     std::uint32_t spinner = slot + 1;
     slots_->doorbell().spinner.compare_exchange_strong(spinner, 0);
+    // Nor a sleeper on call, which rings count on to look at the queue.
+    std::uint32_t on_call = slot + 1;
+    slots_->doorbell().on_call.compare_exchange_strong(on_call, 0);
     slots_->doorbell().wake_pending.store(0);
     slots_->ring(0, true);
     {
