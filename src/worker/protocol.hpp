@@ -108,6 +108,10 @@ struct alignas(64) task_doorbell {
     // worker is about to drain (slot_table::ring). One only: an idle worker
     // beside a long task wakes a thousand times a second.
     std::atomic<std::uint32_t> on_call;
+    // 1 while the spinner's tasks are tiny: it takes them faster than the
+    // parent sends them, so a burst of them needs no second worker
+    // (slot_table::ring). Written by the spinner when it changes.
+    std::atomic<std::uint32_t> spinner_outpaces;
     // The CPU of the parent's thread that last sent a task (-1: none yet),
     // written only when it changes. No worker spins for tasks on that CPU:
     // a map of tiny tasks keeps that thread busy (it receives each result

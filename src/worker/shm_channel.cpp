@@ -63,6 +63,11 @@ constexpr auto on_call_period = std::chrono::milliseconds(1);
 // A worker whose last task ran less than this is back at the queue sooner
 // than a sleeping worker could be woken.
 constexpr std::int64_t quick_task_ns = 20'000;
+// A worker whose tasks run less than this takes them faster than the
+// parent's thread hands them out (about half a microsecond per task): a
+// burst of them needs no second worker. Longer ones (measured: 5 us tasks
+// ran at 0.75x when one worker drained every burst alone) get one.
+constexpr std::int64_t tiny_task_ns = 500;
 }  // namespace
 
 slot_table::slot_table(std::uint32_t count, std::uint32_t claims)
@@ -116,13 +121,15 @@ void slot_table::ring(std::size_t tasks_waiting, bool all) noexcept {
         // The spinning worker (or the one taking quick tasks back to back)
         // takes one task within microseconds.
         if (tasks_waiting <= 1) return;
-        // A queue no longer than a refill burst it drains by itself, as long
-        // as a sleeper is on call (looks by itself within on_call_period,
-        // should a task turn out long, and rings for the rest). Bursts of
-        // tiny tasks woke the other worker each time: on 2 cores it then
-        // took the core of the parent's thread that sends them, which sets
-        // the rate.
-        if (tasks_waiting <= backlog_ && bell.on_call.load(std::memory_order_seq_cst) != 0) return;
+        // A queue no longer than a refill burst of tiny tasks it drains by
+        // itself, faster than they come, as long as a sleeper is on call
+        // (looks by itself within on_call_period, should a task turn out
+        // long, and rings for the rest). Such bursts woke the other worker
+        // each time: on 2 cores it then took the core of the parent's
+        // thread that sends them, which sets the rate.
+        if (tasks_waiting <= backlog_ && bell.spinner_outpaces.load(std::memory_order_relaxed) != 0 &&
+            bell.on_call.load(std::memory_order_seq_cst) != 0)
+            return;
     }
     if (bell.sleepers.load(std::memory_order_relaxed) == 0) return;
     // One system call per sleep: a worker woken but not yet running (a tiny
@@ -201,6 +208,15 @@ void shm_worker_channel::leave_spinner_role() noexcept {
     slots_.doorbell().spinner.compare_exchange_strong(me, 0, std::memory_order_seq_cst);
 }
 
+void shm_worker_channel::say_whether_outpacing() noexcept {
+    auto& bell = slots_.doorbell();
+    if (bell.spinner.load(std::memory_order_relaxed) != index_ + 1) return;
+    const std::uint32_t outpaces = last_ran_ns_ < tiny_task_ns ? 1 : 0;
+    // Written only when it changes: the parent reads this line at each ring.
+    if (bell.spinner_outpaces.load(std::memory_order_relaxed) != outpaces)
+        bell.spinner_outpaces.store(outpaces, std::memory_order_relaxed);
+}
+
 void shm_worker_channel::wait_for_task() {
     auto& bell = slots_.doorbell();
     std::uint32_t none = 0;
@@ -211,6 +227,7 @@ void shm_worker_channel::wait_for_task() {
                                                bell.spinner.compare_exchange_strong(none, index_ + 1,
                                                                                     std::memory_order_seq_cst));
     if (spinning) {
+        say_whether_outpacing();
         bool seen = false;
         {
             // Spins only while spinning pays: on a loaded machine the next
@@ -282,7 +299,10 @@ bool shm_worker_channel::receive(received_task& task) {
                                                                     std::memory_order_acq_rel)) {
             // A worker whose tasks are quick stays the spinner while it runs
             // this one: it is back at the queue within microseconds.
-            if (last_ran_ns_ >= quick_task_ns) leave_spinner_role();
+            if (last_ran_ns_ >= quick_task_ns)
+                leave_spinner_role();
+            else
+                say_whether_outpacing();
             // Tasks behind this one, whose rings found a wake-up pending: wake
             // a sleeping worker for them (no system call if none sleeps).
             if (const std::size_t waiting = tasks_.size(); waiting > 0) slots_.ring(waiting, false);

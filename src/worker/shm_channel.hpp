@@ -118,6 +118,8 @@ private:
     // Whether this worker runs on the CPU of the thread that sends tasks.
     bool beside_sender() noexcept;
     void leave_spinner_role() noexcept;
+    // As the spinner: tells rings whether its tasks are tiny (task_doorbell::spinner_outpaces).
+    void say_whether_outpacing() noexcept;
 
     queue_core tasks_;
     queue_core results_;
