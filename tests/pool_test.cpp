@@ -238,6 +238,27 @@ TEST_P(pool_test, bursts_of_tiny_tasks_never_leave_a_task_with_every_worker_asle
     }
 }
 
+// A burst of tiny tasks leaves the other worker asleep (a worker about to
+// take the queue drains it alone), but on call: a task that turns out long
+// must not hold up the tiny ones queued behind it until it ends.
+int sqr_or_linger(int x) {
+    if (x == 100) std::this_thread::sleep_for(1s);
+    return x * x;
+}
+
+TEST_P(pool_test, tiny_tasks_queued_behind_a_long_one_go_to_the_other_worker) {
+    mp::pool p(opts());
+    for (int round = 0; round < 3; ++round) {
+        (void)p.map(sqr, iota_vec(2000), 1);  // the workers' tasks have been quick
+        std::vector<int> arrived;
+        for (int r : p.imap_unordered(sqr_or_linger, iota_vec(300), 1)) arrived.push_back(r);
+        ASSERT_EQ(arrived.size(), 300u);
+        // Every other item ran on the other worker while the long one ran
+        // (without the on-call sleep, those queued behind it waited for it).
+        EXPECT_EQ(arrived.back(), 100 * 100) << "round " << round;
+    }
+}
+
 TEST_P(pool_test, map_async) {
     mp::pool p(opts());
     auto r = p.map_async(sqr, iota_vec(10));

@@ -37,11 +37,11 @@
 #include <thread>
 #include <unordered_map>
 
+#include "engine/engine_core.hpp"
 #include "engine/transport.hpp"
 #include "mp/detail/task.hpp"
 #include "sys/after_fork.hpp"
 #include "sys/sys.hpp"
-#include "transport/shm/shm_transport.hpp"
 #include "worker/protocol.hpp"
 
 namespace mp::detail {
@@ -60,10 +60,11 @@ void run_all(later_list& later) noexcept {
     later.clear();
 }
 
-// This process's pid, read once per process instead of once per task (a
-// system call on every submit): fork children refresh it.
 std::atomic<int> cached_pid{0};
-int own_pid() noexcept {
+
+}  // namespace
+
+int cached_current_pid() noexcept {
     static const bool hooked = [] {
         sys::register_after_fork([] { cached_pid.store(0, std::memory_order_relaxed); });
         return true;
@@ -76,6 +77,8 @@ int own_pid() noexcept {
     }
     return pid;
 }
+
+namespace {
 
 // How many tasks a result's arrival waits for room for before the engine
 // refills the transport. Trade-off: larger makes fewer, bigger bursts (fewer
@@ -91,94 +94,6 @@ std::exception_ptr terminated_error() {
 
 }  // namespace
 
-class engine_core final : public transport_events, public std::enable_shared_from_this<engine_core> {
-public:
-    engine_core(int workers, std::unique_ptr<transport> t) : workers_(workers), transport_(std::move(t)) {
-        depth_ = transport_->capacity();
-    }
-    ~engine_core() override;
-
-    void start() { transport_->start(*this); }
-    void add(const std::shared_ptr<pool_job>& job, const char* what);
-    void room_available(pool_job* job);
-    void drop(pool_job* job);
-    void close() noexcept;
-    void join();
-    void terminate() noexcept;
-    void cancel_pending() noexcept;
-    bool closed() const noexcept {
-        std::lock_guard lock(mutex_);
-        return state_ != run_state::open;
-    }
-    int workers() const noexcept { return workers_; }
-    std::vector<int> worker_pids() const { return transport_->worker_ids(); }
-
-    // Task controls (futures): withdraw before a worker takes it; stop after.
-    bool withdraw(std::uint64_t id) noexcept;
-    bool taken(std::uint64_t id, transport::ticket ticket) const noexcept { return transport_->taken(ticket, id); }
-    bool stop_task(std::uint64_t id) noexcept;
-    void receive_while_waiting(const std::atomic<bool>& done, steady_deadline deadline) noexcept {
-        if (!inherited()) transport_->receive_while_waiting(done, deadline);
-    }
-
-    // transport_events
-    void on_result(std::uint64_t task, bool ok, input_archive& body) noexcept override;
-    void on_task_lost(std::uint64_t task, std::exception_ptr why) noexcept override;
-    void on_events_end() noexcept override;
-
-private:
-    enum class run_state { open, closed, terminated };
-
-    struct running_task {
-        std::shared_ptr<pool_job> job;
-        std::uint64_t seq = 0;
-        transport::ticket ticket = 0;
-    };
-
-    // A process that inherited this engine by fork (a fork child, a fork
-    // worker) shares its queues and memory but owns none of it: there every
-    // operation does nothing, and destruction releases only local memory.
-    bool inherited() const noexcept { return own_pid() != owner_pid_; }
-    // Produces and sends tasks while the transport has room. `may_block`:
-    // this thread may read jobs whose input may block (the feeder only).
-    void dispatch(bool may_block) noexcept;
-    std::shared_ptr<pool_job> next_source_locked(bool may_block);
-    void start_feeder_locked();
-    void feed_loop();
-    void stop_feeder() noexcept;
-    bool idle_locked() const {
-        return sources_.empty() && parked_.empty() && running_.empty() && producing_ == 0;
-    }
-    // Removes a task that has its outcome; refills. Null job when unknown.
-    running_task finish_locked(std::uint64_t id);
-    // Whether a result's arrival refills the transport now (see refill_batch).
-    bool refill_due_locked() const noexcept;
-
-    const int workers_;
-    const int owner_pid_ = own_pid();
-    std::unique_ptr<transport> transport_;
-    std::size_t depth_ = 0;
-
-    mutable std::mutex mutex_;
-    std::condition_variable idle_cv_;                          // notified when idle_locked() may have become true
-    run_state state_ = run_state::open;                        // guarded by mutex_
-    std::deque<std::shared_ptr<pool_job>> sources_;            // guarded by mutex_: jobs that may produce
-    std::vector<std::shared_ptr<pool_job>> parked_;            // guarded by mutex_: jobs waiting for room
-    std::unordered_map<std::uint64_t, running_task> running_;  // guarded by mutex_: sent, no outcome yet
-    std::uint64_t next_id_ = 1;                                // guarded by mutex_
-    std::size_t producing_ = 0;                                // guarded by mutex_: tasks being produced
-
-    // The feeder: reads the input of jobs that may block (range_job over a
-    // generator), so that neither the event thread nor a caller waits for it.
-    std::thread feeder_;
-    std::condition_variable feed_cv_;
-    bool feed_wanted_ = false;  // guarded by mutex_
-    bool feeder_stop_ = false;  // guarded by mutex_
-
-    // Set when a done-callback stopped the engine from the transport's event
-    // thread: that thread was detached and holds the engine until it ends.
-    std::shared_ptr<engine_core> keep_alive_;
-};
 
 class engine_task_control final : public task_control {
 public:
@@ -595,71 +510,5 @@ void engine_core::on_events_end() noexcept {
     // Detached by a done-callback that stopped the engine: the last owner may be this thread.
     auto last = std::move(keep_alive_);
 }
-
-// ---- pool_job / pool_engine --------------------------------------------------
-
-void throw_fd_argument(const char* where) {
-    throw serialization_error(
-        std::string("mp: ") + where +
-        " hold an mp::queue, pipe, lock, event or shared memory, which travel as file descriptors; pool and "
-        "executor tasks travel as plain bytes and cannot carry them (Python: \"Queue objects should only be "
-        "shared between processes through inheritance\"). Use an mp::manager's queue or lock (its proxies "
-        "travel as addresses), or start the pool with the fork method and let workers inherit the object as a "
-        "global");
-}
-
-void pool_job::room_available() noexcept {
-    if (auto e = engine_.lock()) {
-        try {
-            e->room_available(this);
-        } catch (...) {
-        }
-    }
-}
-
-void pool_job::drop() noexcept {
-    if (auto e = engine_.lock()) e->drop(this);
-}
-
-void pool_job::help_receive(const std::atomic<bool>& done, steady_deadline deadline) noexcept {
-    if (auto e = engine_.lock()) e->receive_while_waiting(done, deadline);
-}
-
-namespace {
-std::unique_ptr<transport> local_transport(const engine_config& cfg) {
-    if (cfg.workers < 1)
-        throw value_error("mp: a pool needs at least one worker process (asked for " + std::to_string(cfg.workers) +
-                          ")");
-    return std::make_unique<shm_transport>(
-        shm_transport_config{.workers = cfg.workers,
-                             .method = cfg.context ? cfg.context->get_start_method() : get_start_method(),
-                             .initializer = cfg.initializer,
-                             .max_tasks_per_child = cfg.max_tasks_per_child,
-                             .pool_names = cfg.pool_names});
-}
-}  // namespace
-
-pool_engine::pool_engine(engine_config config)
-    : core_(std::make_shared<engine_core>(config.workers, local_transport(config))) {
-    core_->start();
-}
-
-pool_engine::pool_engine(int workers, std::unique_ptr<transport> transport)
-    : core_(std::make_shared<engine_core>(workers, std::move(transport))) {
-    core_->start();
-}
-
-pool_engine::~pool_engine() {
-    if (core_) core_->terminate();
-}
-
-void pool_engine::add(const std::shared_ptr<pool_job>& job, const char* what) { core_->add(job, what); }
-void pool_engine::close() noexcept { core_->close(); }
-void pool_engine::join() { core_->join(); }
-void pool_engine::terminate() noexcept { core_->terminate(); }
-void pool_engine::cancel_pending() noexcept { core_->cancel_pending(); }
-bool pool_engine::closed() const noexcept { return core_->closed(); }
-int pool_engine::workers() const noexcept { return core_->workers(); }
-std::vector<int> pool_engine::worker_pids() const { return core_->worker_pids(); }
 
 }  // namespace mp::detail

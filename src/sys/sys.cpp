@@ -97,6 +97,8 @@ int open_devnull(int flags) {
     return fd;
 }
 
+int current_cpu() noexcept { return ::sched_getcpu(); }
+
 bool spin_history::should_spin() noexcept {
     int skip = skip_.load(std::memory_order_relaxed);
     while (skip > 0)

@@ -46,6 +46,11 @@ std::vector<std::size_t> wait_any_readable(std::span<const int> fds,
 int open_devnull(int flags);
 
 // ---- busy waiting -------------------------------------------------------------
+/// The CPU the calling thread runs on now (it may move at any moment: a
+/// hint for where to spin, read without a system call where the kernel
+/// supports it); -1 if unknown.
+int current_cpu() noexcept;
+
 /// Remembers, for one place that waits, whether busy-waiting there pays off.
 /// Where the awaited message keeps arriving after the spin budget (an idle
 /// peer, or more runnable processes than cores, where a spinner only delays

@@ -92,12 +92,34 @@ struct alignas(64) worker_slot {
 struct alignas(64) task_doorbell {
     std::atomic<std::uint32_t> seq;       // bumped by each ring (the futex word)
     std::atomic<std::uint32_t> sleepers;  // workers between announcing a sleep and leaving it
-    std::atomic<std::uint32_t> spinner;   // slot + 1 of the worker spinning for a task; 0: none
+    // Slot + 1 of the worker spinning for a task (0: none). It keeps the
+    // role while it takes quick tasks back to back (it is back at the queue
+    // within microseconds), and leaves it to sleep or to run a task that may
+    // be long.
+    std::atomic<std::uint32_t> spinner;
     // 1 from a ring that woke one worker until a worker enters or leaves the
     // sleeping path (and then looks at the queue): further rings meanwhile
     // make no system call, and the woken worker, finding more tasks behind
     // the one it takes, rings for them.
     std::atomic<std::uint32_t> wake_pending;
+    // Slot + 1 of the sleeper on call (0: none): while tasks are in flight
+    // one sleeper sleeps for at most on_call_period and looks at the queue
+    // by itself, so a ring need not wake anyone for a short queue that a
+    // worker is about to drain (slot_table::ring). One only: an idle worker
+    // beside a long task wakes a thousand times a second.
+    std::atomic<std::uint32_t> on_call;
+    // 1 while the spinner's tasks are tiny: it takes them faster than the
+    // parent sends them, so a burst of them needs no second worker
+    // (slot_table::ring). Written by the spinner when it changes.
+    std::atomic<std::uint32_t> spinner_outpaces;
+    // The CPU of the parent's thread that last sent a task (-1: none yet),
+    // written only when it changes. No worker spins for tasks on that CPU:
+    // a map of tiny tasks keeps that thread busy (it receives each result
+    // and sends the next task), and a worker spinning beside it on its core
+    // took a third of that core (pool.map chunksize 1 on 2 cores, both
+    // pinned there: 0.6-0.8x the rate with them on separate cores). Such a worker
+    // sleeps instead; the kernel wakes it on an idle CPU if there is one.
+    std::atomic<std::int32_t> sender_cpu;
 };
 
 /// One per task in flight, in shared memory: who has taken it. The word holds

@@ -73,9 +73,17 @@ public:
     slot_table& operator=(const slot_table&) = delete;
 
     [[nodiscard]] task_doorbell& doorbell() noexcept { return *doorbell_; }
+    /// Before a task is sent: records the sending thread's CPU, where no
+    /// worker spins (task_doorbell::sender_cpu).
+    void note_sender_cpu() noexcept;
     /// After a task or stop message was put: wakes a sleeping worker unless
-    /// the spinning one will take it (`all`: every sleeping worker).
+    /// the spinning one (or the one taking quick tasks back to back) will
+    /// take the task, or drain a queue no longer than a refill burst while
+    /// a sleeper is on call (task_doorbell::on_call). `all`: wakes every
+    /// sleeping worker.
     void ring(std::size_t tasks_waiting, bool all) noexcept;
+    /// Whether any task is queued or running (its claim not retired).
+    [[nodiscard]] bool tasks_in_flight() const noexcept;
     [[nodiscard]] worker_slot& operator[](std::uint32_t i) noexcept { return slots_[i]; }
     [[nodiscard]] task_claim& claim(std::uint32_t i) noexcept { return claims_[i]; }
     [[nodiscard]] std::uint32_t claim_count() const noexcept { return claim_count_; }
@@ -87,6 +95,7 @@ private:
     worker_slot* slots_ = nullptr;
     task_claim* claims_ = nullptr;
     std::uint32_t claim_count_ = 0;
+    std::size_t backlog_ = 2;  // tasks waiting that the spinning worker drains alone
     std::size_t size_ = 0;
 };
 
@@ -94,6 +103,9 @@ private:
 class shm_worker_channel final : public worker_channel {
 public:
     explicit shm_worker_channel(const worker_setup& setup);
+    /// A worker that ends (told to stop, or its maxtasksperchild reached)
+    /// leaves the spinner role it may hold: rings would count on it.
+    ~shm_worker_channel() override;
     bool receive(received_task& task) override;
     void send(const output_archive& result) override;
     void finished() noexcept override;
@@ -103,6 +115,11 @@ private:
     bool take(received_task& task, bool& stop);
     // Waits at the doorbell until a task may be there.
     void wait_for_task();
+    // Whether this worker runs on the CPU of the thread that sends tasks.
+    bool beside_sender() noexcept;
+    void leave_spinner_role() noexcept;
+    // As the spinner: tells rings whether its tasks are tiny (task_doorbell::spinner_outpaces).
+    void say_whether_outpacing() noexcept;
 
     queue_core tasks_;
     queue_core results_;
@@ -112,6 +129,7 @@ private:
     std::uint32_t index_;
     std::uint32_t generation_;
     sys::spin_history spin_history_;  // does spinning for the next task pay off?
+    std::int64_t last_ran_ns_ = INT64_MAX;  // how long its last task ran (none yet: long)
 };
 
 /// The process target of every pool worker: ignores SIGINT, attaches to the

@@ -286,12 +286,14 @@ public:
         save_callable(ar, static_cast<const fn&>(f));
         (save_value(ar, args), ...);
         if (!ar.fds().empty()) throw_fd_argument("a task's arguments");
-        if (ar.size() >= large_decode_bytes) {  // a large argument: no page fault per 4 KiB in the copy
-            job->payload_.reserve(ar.size());
-            prepare_item_buffer(job->payload_.data(), ar.size());
-        }
-        job->payload_.resize(ar.size());
-        ar.copy_to(job->payload_.data());  // flat: the arguments may be gone when it is sent
+        // Flat, written once (not zero-filled first): the arguments may be
+        // gone when it is sent. A transport may send it from where it lies
+        // (it is borrowed by produce()'s archive until the job is released).
+        job->payload_size_ = ar.size();
+        job->payload_ = std::make_unique_for_overwrite<std::byte[]>(ar.size());
+        if (ar.size() >= large_decode_bytes)  // a large argument: no page fault per 4 KiB in the copy
+            prepare_item_buffer(job->payload_.get(), ar.size());
+        ar.copy_to(job->payload_.get());
         job->future_ = job->promise_.get_future();
         return job;
     }
@@ -303,7 +305,7 @@ public:
         produced_ = true;
         if (promise_.cancelled()) return step::skip;
         seq = 0;
-        out.saveBinary(payload_.data(), payload_.size());
+        out.saveBinary(payload_.get(), payload_size_);
         return step::task;
     }
     // As Python's executor, the future is "running" only once a worker has
@@ -334,11 +336,13 @@ public:
 
 private:
     void release() noexcept {
-        std::vector<std::byte>().swap(payload_);
+        payload_.reset();
+        payload_size_ = 0;
         future_ = {};
     }
 
-    std::vector<std::byte> payload_;  // entry code_ref + callable + arguments
+    std::unique_ptr<std::byte[]> payload_;  // entry code_ref + callable + arguments
+    std::size_t payload_size_ = 0;
     promise<R> promise_;
     future<R> future_;  // kept until done, so that cancel_pending can cancel
     bool produced_ = false;  // engine-only (under its lock)

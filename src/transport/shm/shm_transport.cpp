@@ -239,6 +239,7 @@ void shm_transport::send_task(ticket t, std::uint64_t id, const output_archive& 
         claim_recs_[t] = claim_rec{timeout, false, out.size()};
     }
     bytes_in_flight_.fetch_add(out.size(), std::memory_order_relaxed);
+    slots_->note_sender_cpu();
     slots_->claim(t).word.store(w::claim_word(id, w::claim_queued), std::memory_order_release);
     // The supervisor sleeps without a time limit while no task has a deadline.
     if (timeout && timed_.fetch_add(1, std::memory_order_relaxed) == 0) wake();
@@ -439,6 +440,9 @@ void shm_transport::handle_exit(std::uint32_t slot) {
     // looked at the queue).
     std::uint32_t spinner = slot + 1;
     slots_->doorbell().spinner.compare_exchange_strong(spinner, 0);
+    // Nor a sleeper on call, which rings count on to look at the queue.
+    std::uint32_t on_call = slot + 1;
+    slots_->doorbell().on_call.compare_exchange_strong(on_call, 0);
     slots_->doorbell().wake_pending.store(0);
     slots_->ring(0, true);
     {
