@@ -237,7 +237,7 @@ struct thread_pool_core::state {
         if (retries % 64 == 0)
             std::this_thread::yield();
         else
-            __builtin_ia32_pause();
+            sys::cpu_relax();
     }
     void break_pool(std::exception_ptr e);
     void arm_deadline(const std::shared_ptr<thread_task>& task);

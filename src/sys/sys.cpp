@@ -127,7 +127,7 @@ spinner::~spinner() {
 bool spinner::step() noexcept {
     if (!enabled_ || exhausted_) return false;
     ++steps_;
-    __builtin_ia32_pause();
+    cpu_relax();
     if (steps_ % 16 != 0) return true;  // read the clock only now and then
     auto now = clock::now();
     if (!until_) until_ = now + budget_;

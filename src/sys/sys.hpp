@@ -51,6 +51,16 @@ int open_devnull(int flags);
 /// supports it); -1 if unknown.
 int current_cpu() noexcept;
 
+/// Tells the CPU that the caller is busy-waiting (x86 `pause`, Arm `yield`):
+/// a sibling hyperthread gets the core's resources meanwhile.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+    asm volatile("yield" ::: "memory");
+#endif
+}
+
 /// Remembers, for one place that waits, whether busy-waiting there pays off.
 /// Where the awaited message keeps arriving after the spin budget (an idle
 /// peer, or more runnable processes than cores, where a spinner only delays
