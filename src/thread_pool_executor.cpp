@@ -64,15 +64,15 @@ int default_thread_pool_workers() { return std::min(32, cpu_count() + 4); }
 /// (thread_task::queued_self).
 ///
 /// The chain is Vyukov's intrusive queue: `back_` is the last link, `front_`
-/// the next to take, `stub_` a link of the queue's own that keeps the chain
+/// the next to take, `sentinel_` a link of the queue's own that keeps the chain
 /// from ever being empty. A link is taken only once its successor is known;
-/// the last call is taken by appending the stub behind it. Between a
+/// the last call is taken by appending the sentinel behind it. Between a
 /// submitter's count and its link store the chain is briefly cut: then
 /// take() finds nothing although `nonempty()` says a call is queued, and the
 /// worker retries.
 ///
 /// The submitter's end (back_, pushed_), the workers' end (the lock, front_,
-/// taken_) and the stub are on cache lines of their own: a submit writes
+/// taken_) and the sentinel are on cache lines of their own: a submit writes
 /// only lines that the workers read when the queue runs empty.
 class task_queue {
 public:
@@ -117,23 +117,23 @@ public:
     std::shared_ptr<thread_task> take(bool& more) noexcept {
         thread_queue_link* front = front_;
         thread_queue_link* next = front->next.load(std::memory_order_acquire);
-        if (front == &stub_) {
+        if (front == &sentinel_) {
             if (next == nullptr) return nullptr;
             front_ = front = next;
             next = next->next.load(std::memory_order_acquire);
         }
         if (next == nullptr) {
             if (front != back_.load(std::memory_order_acquire)) return nullptr;  // cut: a push in progress
-            link(&stub_);
+            link(&sentinel_);
             next = front->next.load(std::memory_order_acquire);
             if (next == nullptr) return nullptr;  // a push came between: cut until it links
         }
         front_ = next;
-        more = next != &stub_ || stub_.next.load(std::memory_order_acquire) != nullptr;
+        more = next != &sentinel_ || sentinel_.next.load(std::memory_order_acquire) != nullptr;
         taken_.store(taken_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
         // front->next is left as it is: the call is never linked again, and
         // not writing it spares the worker a write to a line the submitter wrote.
-        return std::move(static_cast<thread_task*>(front)->queued_self);  // front is never the stub here
+        return std::move(static_cast<thread_task*>(front)->queued_self);  // front is never the sentinel here
     }
 
     [[nodiscard]] std::mutex& taking_lock() noexcept { return taking_; }
@@ -152,13 +152,13 @@ private:
         prev->next.store(l, std::memory_order_release);
     }
 
-    alignas(64) std::atomic<thread_queue_link*> back_{&stub_};  // written by submitters
+    alignas(64) std::atomic<thread_queue_link*> back_{&sentinel_};  // written by submitters
     static constexpr std::size_t closed_mark = 1;
     std::atomic<std::size_t> pushed_{0};                       // 2 * pushes | closed_mark
     alignas(64) std::mutex taking_;
-    thread_queue_link* front_ = &stub_;                         // guarded by taking_
+    thread_queue_link* front_ = &sentinel_;                         // guarded by taking_
     std::atomic<std::size_t> taken_{0};                         // written under taking_
-    alignas(64) thread_queue_link stub_;
+    alignas(64) thread_queue_link sentinel_;
 };
 
 // How long an idle thread spins for the next call before it sleeps. Only
