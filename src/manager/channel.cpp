@@ -71,9 +71,12 @@ bool channel::fill(std::size_t n, std::optional<clock::time_point> deadline, clo
     sys::spinner spinner(std::chrono::duration_cast<std::chrono::microseconds>(spin));  // reported to `history` here
     bool spun = false;
     while (end_ < n) {
-        // Not spinning and no deadline: one blocking recv, the fewest system calls.
+        // Not spinning and no deadline: one blocking recv, the fewest system
+        // calls. A probe is a plain recv (lighter than recvmsg, which also
+        // copies a message header in and out).
         bool block = !spinning && !deadline;
-        long r = sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, !block);
+        long r = block ? sys::recv_some(fd_.get(), buf_.data() + end_, buf_.size() - end_, nullptr, false)
+                       : sys::recv_nowait(fd_.get(), buf_.data() + end_, buf_.size() - end_);
         if (r > 0) {
             end_ += static_cast<std::size_t>(r);
             if (spinning && spun && history) history->spun_with_success();

@@ -65,7 +65,14 @@ constexpr std::size_t max_idle = 64;
 /// How long a call waits for its reply without sleeping (when its
 /// connection's history says that pays off, see channel.hpp). Trade-off:
 /// longer catches slower replies without a wake-up, and burns more CPU when
-/// the reply is slow (a method that works, a busy machine).
+/// the reply is slow (a method that works, a busy machine). A short call's
+/// reply comes 3-4 µs after the request on an idle machine, but a hiccup of
+/// the server's core (an interrupt, a preempted virtual CPU) often delays
+/// it past 10 µs: a spin that short fails, the history turns spinning off
+/// for the next calls, and each then costs a sleep and a wake-up (measured
+/// on 2 virtual cores: one client's calls per second fell below 170k in 13%
+/// of the runs with 10 µs, 3% with 50 µs, at about the same median). With
+/// 16 clients on 2 cores the history keeps failed spins rare either way.
 constexpr auto reply_spin = std::chrono::microseconds(50);
 
 struct pooled {
