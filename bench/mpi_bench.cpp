@@ -20,6 +20,12 @@
 // every median with the ratios. --quick: tiny sizes. Under mpiexec with
 // --child, `--only <workload>` (raw, submit, chunk1, chunk1000, big, local;
 // repeatable) runs only those: for profiling one path.
+//
+// For diagnosis (environment, passed with mpiexec -x): MP_BENCH_EACH=1
+// prints every repetition of a map to stderr (runs on 2 cores swing with
+// where the scheduler places the three busy parties); MP_BENCH_PIN_WORKER=<cpu>
+// pins the worker rank's local worker process to that CPU (with `taskset`
+// on each rank, every placement can be measured on its own).
 #include <mpi.h>
 
 #include <cstdio>
@@ -29,6 +35,7 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <sched.h>
 #include <unistd.h>
 #include <numeric>
 #include <string>
@@ -77,6 +84,13 @@ double rank_cpu_seconds() {
     return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 std::vector<char> echo(std::vector<char> v) { return v; }
+// In the worker rank's local worker process: runs it on `cpu` only.
+int pin_self(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
 
 struct sizes {
     int rtt_calls = 2000;
@@ -121,6 +135,7 @@ void raw_ping_pong(const bench::options& o, const sizes& s, int rank) {
 void run_mp(const bench::options& o, const sizes& s) {
     mp::mpi_pool_executor ex({.max_workers = 1});
     (void)ex.submit(inc, 1).get();
+    if (const char* pin = std::getenv("MP_BENCH_PIN_WORKER")) (void)ex.submit(pin_self, std::atoi(pin)).get();
     std::vector<double> v;
     if (o.wants("submit")) {
         for (int r = 0; r < o.reps; ++r)
@@ -141,6 +156,7 @@ void run_mp(const bench::options& o, const sizes& s) {
                 for (int y : executor.map(inc, items, {.chunksize = chunk})) sum += y;
             });
             rates.push_back(n / t);
+            if (std::getenv("MP_BENCH_EACH")) std::fprintf(stderr, "rep %d chunk %zu: %.3g /s\n", r, chunk, n / t);
         }
         return bench::median(rates);
     };

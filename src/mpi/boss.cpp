@@ -57,6 +57,15 @@ std::int64_t now_ns() noexcept {
 // for the deliveries of other threads only.
 thread_local std::vector<std::uint32_t> delivering_here;
 
+// A task's bytes, kept to be sent later: written once (a vector sized
+// first would be zero-filled, then overwritten).
+std::vector<std::byte> copy_of(const output_archive& message) {
+    std::vector<std::byte> bytes;
+    bytes.reserve(message.size());
+    message.for_each_piece([&](const std::byte* p, std::size_t n) { bytes.insert(bytes.end(), p, p + n); });
+    return bytes;
+}
+
 boss_transport* instance = nullptr;  // guarded by instance_mutex
 std::mutex instance_mutex;
 
@@ -186,17 +195,13 @@ void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_a
         auto r = entry->queue.empty() ? pick_rank_locked(entry->ranks) : -1;
         if (r >= 0 && ranks_[static_cast<std::size_t>(r)].in_flight >= batch_behind &&
             message.borrowed_blocks().empty() && message.size() <= batch_item_limit) {
-            queued_task q{id, std::vector<std::byte>(message.size())};
-            message.copy_to(q.bytes.data());
-            batch_locked(*entry, static_cast<std::size_t>(r), std::move(q));
+            batch_locked(*entry, static_cast<std::size_t>(r), queued_task{id, copy_of(message)});
             if (batches_[static_cast<std::size_t>(r)].tasks.size() >= batch_tasks)
                 flush_batch_locked(static_cast<std::size_t>(r));
         } else if (r >= 0) {
             send_locked(*entry, static_cast<std::size_t>(r), id, message);
         } else {
-            queued_task q{id, std::vector<std::byte>(message.size())};
-            message.copy_to(q.bytes.data());
-            entry->queue.push_back(std::move(q));
+            entry->queue.push_back(queued_task{id, copy_of(message)});
             return;
         }
     }
@@ -286,17 +291,19 @@ void boss_transport::flush_batch_locked(std::size_t rank_index) noexcept {
     auto& batch = batches_[rank_index];
     if (batch.tasks.empty()) return;
     try {
-        output_archive ar;
+        // Sent from the bytes written here (a lone task from its own), not copied again.
         if (batch.tasks.size() == 1) {
-            const auto& bytes = batch.tasks.front().second.bytes;
-            ar.saveBinary(bytes.data(), bytes.size());
-            sends_.send(ar, ranks_[rank_index].rank, mpi_wire::task, view_.link.comm);
+            auto& bytes = batch.tasks.front().second.bytes;
+            const std::size_t size = bytes.size();
+            sends_.send_owned(std::move(bytes), 0, size, ranks_[rank_index].rank, mpi_wire::task, view_.link.comm);
         } else {
+            output_archive ar(sends_.reusable());
             for (const auto& [exec, task] : batch.tasks) {
                 ar(static_cast<std::uint64_t>(task.bytes.size()));
                 ar.saveBinary(task.bytes.data(), task.bytes.size());
             }
-            sends_.send(ar, ranks_[rank_index].rank, mpi_wire::tasks, view_.link.comm);
+            const std::size_t size = ar.size();
+            sends_.send_owned(ar.take_buffer(), 0, size, ranks_[rank_index].rank, mpi_wire::tasks, view_.link.comm);
             task_batches_sent_.fetch_add(1, std::memory_order_relaxed);
         }
     } catch (const std::exception& e) {

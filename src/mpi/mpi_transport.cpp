@@ -22,6 +22,10 @@ namespace {
 // read ahead of its consumer.
 constexpr std::size_t capacity_per_rank = 32;
 
+// A thread keeps the buffer of its last task message for the next one up
+// to this size (a map's chunks are a few KiB each).
+constexpr std::size_t spare_limit = std::size_t{256} << 10;
+
 class mpi_transport final : public transport, public task_source {
 public:
     mpi_transport(boss_transport& boss, int workers, const mpi_pool_executor_options& options)
@@ -53,10 +57,14 @@ public:
                    std::optional<std::chrono::nanoseconds> timeout) override {
         // The envelope first ([u32 executor][i64 deadline]), then the task
         // message; its large blocks stay borrowed (sent from where they are).
-        output_archive message;
+        // Written into this thread's buffer of the last task (its memory
+        // is mapped and large enough already); the boss copies what it keeps.
+        thread_local std::vector<std::byte> spare;
+        output_archive message(std::move(spare));
         message(exec_, timeout ? static_cast<std::int64_t>(timeout->count()) : std::int64_t{-1});
         out.for_each_piece([&](const std::byte* p, std::size_t n) { message.saveBinary(p, n); });
         boss_.submit(exec_, id, message);
+        if (message.buffer().size() <= spare_limit) spare = message.take_buffer();
     }
 
     void close_task(ticket) noexcept override {}

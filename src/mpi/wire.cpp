@@ -94,14 +94,40 @@ void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
 void send_queue::send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
     const std::size_t size = ar.size();
     if (size > async_limit) return mpi_wire::send(ar, dest, tag, comm);
-    auto bytes = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
-    ar.copy_to(bytes.get());
+    buffer b;
+    b.copy = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
+    ar.copy_to(b.copy.get());
+    const std::byte* data = b.copy.get();
+    start(std::move(b), data, size, dest, tag, comm);
+}
+
+void send_queue::send_owned(std::vector<std::byte>&& bytes, std::size_t offset, std::size_t size, int dest, int tag,
+                            MPI_Comm comm) {
+    if (offset > bytes.size() || size > bytes.size() - offset || size > async_limit)
+        throw value_error("mp: send_queue::send_owned: the bytes to send lie outside the buffer or exceed async_limit");
+    buffer b;
+    b.owned = std::move(bytes);
+    const std::byte* data = b.owned.data() + offset;
+    start(std::move(b), data, size, dest, tag, comm);
+}
+
+void send_queue::start(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag, MPI_Comm comm) {
     std::lock_guard lock(mutex_);
+    requests_.reserve(requests_.size() + 1);
+    buffers_.reserve(buffers_.size() + 1);
     MPI_Request request = MPI_REQUEST_NULL;
-    check(MPI_Isend(bytes.get(), static_cast<int>(size), MPI_BYTE, dest, tag, comm, &request), "MPI_Isend");
+    check(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, comm, &request), "MPI_Isend");
     requests_.push_back(request);
     buffers_.push_back(std::move(bytes));
     pending_.fetch_add(1, std::memory_order_release);
+}
+
+std::vector<std::byte> send_queue::reusable() noexcept {
+    std::lock_guard lock(mutex_);
+    if (spares_.empty()) return {};
+    auto b = std::move(spares_.back());
+    spares_.pop_back();
+    return b;
 }
 
 void send_queue::progress() noexcept {
@@ -116,9 +142,20 @@ void send_queue::progress() noexcept {
     // Completed requests are MPI_REQUEST_NULL now: keep the others, in order.
     std::size_t kept = 0;
     for (std::size_t i = 0; i < requests_.size(); ++i) {
-        if (requests_[i] == MPI_REQUEST_NULL) continue;
-        requests_[kept] = requests_[i];
-        buffers_[kept] = std::move(buffers_[i]);
+        if (requests_[i] == MPI_REQUEST_NULL) {
+            auto& owned = buffers_[i].owned;
+            if (owned.capacity() > 0 && spares_.size() < max_spares) {
+                try {
+                    spares_.push_back(std::move(owned));
+                } catch (...) {  // out of memory: the buffer is freed instead
+                }
+            }
+            continue;
+        }
+        if (kept != i) {  // a vector moved onto itself would be emptied (and freed while MPI sends it)
+            requests_[kept] = requests_[i];
+            buffers_[kept] = std::move(buffers_[i]);
+        }
         ++kept;
     }
     requests_.resize(kept);

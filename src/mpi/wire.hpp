@@ -82,6 +82,14 @@ public:
 
     /// As mpi_wire::send, without waiting for the receiver when `ar` is small.
     void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
+    /// Sends bytes[offset, offset + size), at most async_limit of them, from
+    /// the vector itself, which the queue keeps until the send completes: a
+    /// message written straight into a buffer (a batch) is not copied again.
+    void send_owned(std::vector<std::byte>&& bytes, std::size_t offset, std::size_t size, int dest, int tag,
+                    MPI_Comm comm);
+    /// The buffer of a completed send_owned, for the next message to be
+    /// written into (its memory is mapped already); empty if none is spare.
+    [[nodiscard]] std::vector<std::byte> reusable() noexcept;
     /// Completes the sends that can be (MPI_Testsome). From a polling loop.
     void progress() noexcept;
     /// Whether no send is pending.
@@ -91,9 +99,17 @@ public:
     void drain(std::chrono::milliseconds limit) noexcept;
 
 private:
+    struct buffer {
+        std::unique_ptr<std::byte[]> copy;  // send(): a copy of the archive
+        std::vector<std::byte> owned;       // send_owned(): the caller's bytes
+    };
+    void start(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag, MPI_Comm comm);
+    static constexpr std::size_t max_spares = 4;
+
     std::mutex mutex_;
-    std::vector<MPI_Request> requests_;                  // guarded by mutex_
-    std::vector<std::unique_ptr<std::byte[]>> buffers_;  // guarded by mutex_: requests_[i] sends buffers_[i]
+    std::vector<MPI_Request> requests_;        // guarded by mutex_
+    std::vector<buffer> buffers_;              // guarded by mutex_: requests_[i] sends buffers_[i]
+    std::vector<std::vector<std::byte>> spares_;  // guarded by mutex_: owned buffers of completed sends
     std::atomic<std::size_t> pending_{0};
 };
 

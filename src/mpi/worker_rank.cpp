@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -62,34 +63,40 @@ public:
         return ar.size() <= max_item && ar.borrowed_blocks().empty();
     }
     void add(const output_archive& ar) {
+        add_written([&](output_archive& out) {
+            ar.for_each_piece([&](const std::byte* p, std::size_t n) { out.saveBinary(p, n); });
+        });
+    }
+    /// Adds the message that `write(archive)` writes, of at most max_item
+    /// bytes, straight into the batch (no archive of its own to copy from).
+    template <class Write>
+    void add_written(Write&& write) {
         if (count_ == 0) first_ = std::chrono::steady_clock::now();
-        (*bytes_)(static_cast<std::uint64_t>(ar.size()));
-        ar.for_each_piece([&](const std::byte* p, std::size_t n) { bytes_->saveBinary(p, n); });
+        const std::size_t at = bytes_->buffer().size();
+        (*bytes_)(std::uint64_t{0});  // its size, known once it is written
+        write(*bytes_);
+        const std::uint64_t size = bytes_->buffer().size() - at - sizeof size;
+        std::memcpy(bytes_->buffer().data() + at, &size, sizeof size);
         ++count_;
     }
     [[nodiscard]] std::chrono::steady_clock::time_point due_at() const noexcept { return first_ + max_age; }
     [[nodiscard]] bool due() const noexcept {
         return count_ >= max_items || (count_ > 0 && std::chrono::steady_clock::now() >= due_at());
     }
-    /// The bytes to send (one item goes as a plain `result`) and their tag;
-    /// the batch is empty again once the caller has sent them.
+    /// Hands the batch's bytes to `send(bytes, offset, size, tag)`, which
+    /// sends them from that buffer (one item goes as a plain `result`, its
+    /// size prefix left out) and returns a buffer for the next batch.
     template <class Send>
     void flush(Send&& send) {
         if (count_ == 0) return;
-        if (count_ == 1) {
-            input_archive in(bytes_->buffer());
-            std::uint64_t size = 0;
-            in(size);
-            output_archive one;
-            auto item = in.take(static_cast<std::size_t>(size));
-            one.saveBinary(item.data(), item.size());
-            send(one, mpi_wire::result);
-        } else {
-            send(*bytes_, mpi_wire::results);
-        }
-        auto keep = bytes_->take_buffer();  // its memory serves the next batch
-        bytes_.emplace(std::move(keep));
+        const std::size_t used = bytes_->buffer().size();
+        const bool one = count_ == 1;
         count_ = 0;
+        auto bytes = bytes_->take_buffer();
+        constexpr std::size_t prefix = sizeof(std::uint64_t);
+        auto next = send(std::move(bytes), one ? prefix : 0, one ? used - prefix : used,
+                         one ? int{mpi_wire::result} : int{mpi_wire::results});
+        bytes_.emplace(std::move(next));
     }
 
 private:
@@ -138,10 +145,14 @@ void send_now(const output_archive& ar, int tag) noexcept {
     current->backoff.activity();
 }
 
-// Sends the batch; the caller holds batch_mutex.
+// Sends the batch (from its own buffer); the caller holds batch_mutex.
 void flush_locked() noexcept {
     try {
-        current->batch.flush([](const output_archive& ar, int tag) { send_now(ar, tag); });
+        current->batch.flush([](std::vector<std::byte>&& bytes, std::size_t offset, std::size_t size, int tag) {
+            current->sends.send_owned(std::move(bytes), offset, size, current->link.boss, tag, current->link.comm);
+            current->backoff.activity();
+            return current->sends.reusable();
+        });
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }
@@ -157,18 +168,53 @@ void flush_results_if_due() noexcept {
     if (current->batch.due()) flush_locked();
 }
 
+// After a result joined the batch (under `lock`): sends the batch now, or
+// leaves it to the main thread.
+void added_to_batch(std::unique_lock<std::mutex>& lock) noexcept {
+    // The last task out: nobody waits for more (a round trip goes at once).
+    if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) {
+        flush_locked();
+    } else if (std::this_thread::get_id() != current->main_thread) {
+        lock.unlock();
+        current->backoff.activity();  // the main thread polls, and sends the batch when due
+    }
+}
+
+/// A task's value as the local pool delivered it: a small one is written
+/// straight into the batch (no result archive of its own, no copy of it).
+void send_value_to_boss(std::uint32_t exec, std::uint64_t id, std::span<const std::byte> value) noexcept {
+    auto write = [&](output_archive& out) {
+        out(exec);  // the envelope: rank 0 numbers tasks per executor
+        w::write_result_header(out, id, 0, w::result_status::ok);
+        out.saveBinary(value.data(), value.size());  // a large value is sent from the local result's bytes
+    };
+    constexpr std::size_t header = 4 + 1 + 8 + 1 + 4;  // [u32 executor][u8 kind][u64 id][u8 status][u32 claim]
+    try {
+        std::unique_lock lock(current->batch_mutex);
+        if (value.size() + header <= result_batch::max_item) {
+            current->batch.add_written(write);
+            added_to_batch(lock);
+            return;
+        }
+        flush_locked();  // the results that came first leave first
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+    try {
+        output_archive out;
+        write(out);
+        send_now(out, mpi_wire::result);
+    } catch (const std::exception& e) {
+        lost_boss(e.what());
+    }
+}
+
 void send_to_boss(const output_archive& ar) noexcept {
     try {
         std::unique_lock lock(current->batch_mutex);
         if (current->batch.takes(ar)) {
             current->batch.add(ar);
-            // The last task out: nobody waits for more (a round trip goes at once).
-            if (current->outstanding.load(std::memory_order_relaxed) == 0 || current->batch.due()) {
-                flush_locked();
-            } else if (std::this_thread::get_id() != current->main_thread) {
-                lock.unlock();
-                current->backoff.activity();  // the main thread polls, and sends the batch when due
-            }
+            added_to_batch(lock);
             return;
         }
         flush_locked();  // the results that came first leave first
@@ -232,12 +278,7 @@ public:
     }
     void on_value(std::uint64_t, input_archive& in) override {
         finished();
-        output_archive out;
-        out(exec_);
-        w::write_result_header(out, id_, 0, w::result_status::ok);
-        auto value = in.take(in.remaining());
-        out.saveBinary(value.data(), value.size());  // a large value is sent from the local result queue's bytes
-        send_to_boss(out);
+        send_value_to_boss(exec_, id_, in.take(in.remaining()));
         msg_.reset();
     }
     void on_error(std::uint64_t, std::exception_ptr e) noexcept override {

@@ -1,0 +1,65 @@
+// mpi_wire::send_queue on rank 0, in the mpi_executor_test binary (run by
+// the static-mode ctest entries under mpiexec; see CMakeLists.txt).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <vector>
+
+#include "mp/error.hpp"
+#include "mpi/wire.hpp"
+
+using namespace std::chrono_literals;
+
+// The send queue sends a buffer it was handed (send_owned) from that buffer,
+// in order with copied sends, and hands the buffer back for reuse once its
+// send completed. Between rank 0 and itself, on a communicator of its own
+// (the boss's service thread receives from any rank on the link).
+TEST(mpi_executor, send_queue_owned_buffers_keep_order_and_come_back) {
+    MPI_Comm self = MPI_COMM_NULL;
+    ASSERT_EQ(MPI_Comm_dup(MPI_COMM_SELF, &self), MPI_SUCCESS);
+    namespace wire = mp::detail::mpi_wire;
+    {
+        wire::send_queue sends;
+        EXPECT_TRUE(sends.reusable().empty());
+        std::vector<std::vector<std::byte>> expected;
+        for (int i = 0; i < 12; ++i) {
+            // Even ones owned, from an offset into their buffer; odd ones
+            // copied. All over the eager limit of shared memory, the first
+            // ones largest.
+            std::vector<std::byte> bytes(std::size_t{3000} + static_cast<std::size_t>(12 - i) * 20000);
+            for (std::size_t k = 0; k < bytes.size(); ++k) bytes[k] = static_cast<std::byte>((k * 7 + static_cast<std::size_t>(i)) & 0xff);
+            if (i % 2 == 0) {
+                expected.emplace_back(bytes.begin() + 8, bytes.end());
+                const std::size_t size = bytes.size() - 8;
+                sends.send_owned(std::move(bytes), 8, size, 0, wire::result, self);
+            } else {
+                expected.push_back(bytes);
+                mp::detail::output_archive ar;
+                ar.saveBinary(bytes.data(), bytes.size());
+                sends.send(ar, 0, wire::result, self);
+            }
+        }
+        EXPECT_THROW(sends.send_owned(std::vector<std::byte>(16), 8, 9, 0, wire::result, self), mp::value_error);
+        std::size_t got = 0;
+        wire::message m;
+        const auto until = std::chrono::steady_clock::now() + 30s;
+        while ((got < expected.size() || !sends.idle()) && std::chrono::steady_clock::now() < until) {
+            sends.progress();
+            if (!wire::try_receive(m, 0, self)) continue;
+            ASSERT_LT(got, expected.size());
+            EXPECT_EQ(m.tag, wire::result);
+            ASSERT_EQ(m.size, expected[got].size()) << "message " << got;
+            EXPECT_TRUE(std::equal(expected[got].begin(), expected[got].end(), m.data())) << "message " << got;
+            ++got;
+        }
+        EXPECT_EQ(got, expected.size());
+        EXPECT_TRUE(sends.idle());
+        // The owned buffers came back (a few are kept), with their memory.
+        auto spare = sends.reusable();
+        EXPECT_GE(spare.size(), std::size_t{4000});
+    }
+    MPI_Comm_free(&self);
+}
