@@ -22,6 +22,8 @@ constexpr std::size_t depth_per_rank = 16;
 // task goes alone, from its own bytes.
 constexpr std::size_t batch_item_limit = std::size_t{32} << 10;
 constexpr std::size_t batch_limit = std::size_t{128} << 10;
+static_assert(batch_limit + batch_item_limit + 2 * sizeof(std::uint64_t) <= mpi_wire::send_queue::async_limit,
+              "a batch of tasks is sent from its own buffer, which send_owned takes only up to async_limit");
 // A small task for a rank that has at least this many tasks in flight waits
 // in the rank's batch until the next poll of a receiving thread and leaves
 // with the tasks handed out meanwhile: a map's consumer hands out one chunk

@@ -57,6 +57,8 @@ public:
     static constexpr std::size_t max_item = std::size_t{4} << 10;  // a larger result goes alone
     static constexpr std::size_t max_items = 32;
     static constexpr auto max_age = std::chrono::microseconds(20);
+    static_assert(max_items * (max_item + sizeof(std::uint64_t)) <= mpi_wire::send_queue::async_limit,
+                  "a batch is sent from its own buffer, which send_owned takes only up to async_limit");
 
     [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
     [[nodiscard]] bool takes(const output_archive& ar) const noexcept {
