@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include "log.hpp"
 #include "worker/protocol.hpp"
@@ -453,6 +454,10 @@ void boss_transport::service_loop() {
             continue;
         }
         blocks_.trim();
+        if (!sends_.idle()) {  // a large task is on its way: progress() it without a nap
+            std::this_thread::yield();
+            continue;
+        }
         // A spare block is let go after a while: poll (napping) until then.
         backoff_.idle(ticket, in_flight_.load(std::memory_order_relaxed) == 0 && sends_.idle() && !blocks_.holds_spare());
     }

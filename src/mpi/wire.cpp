@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "mp/error.hpp"
@@ -93,7 +94,8 @@ void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
 
 void send_queue::send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
     const std::size_t size = ar.size();
-    if (size > async_limit) return mpi_wire::send(ar, dest, tag, comm);
+    // mpi_wire::send refuses what one MPI message cannot carry, with its message.
+    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max())) return mpi_wire::send(ar, dest, tag, comm);
     buffer b;
     b.copy = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
     ar.copy_to(b.copy.get());

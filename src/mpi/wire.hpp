@@ -67,20 +67,23 @@ void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
 /// 4 KiB (OpenMPI's eager limit there) is a rendezvous: a blocking MPI_Send
 /// returns only once the receiver has polled and matched it, so each task
 /// or result of a few KiB (a chunk of 1000 items) waited for the other
-/// side's next poll, one at a time. Here a message up to async_limit is
-/// copied and sent with MPI_Isend; the polling loop completes the sends
-/// (progress()); a larger one is sent in place by send(), blocking (its copy
-/// would cost more than the wait). Messages from one thread to one rank
-/// still arrive in the order they were sent. Thread-safe.
+/// side's next poll, one at a time. Here every message is copied and sent
+/// with MPI_Isend, however large; the polling loop completes the sends
+/// (progress()). A large one is never sent blocking: rank 0 sends tasks
+/// under its lock, and a worker rank's main thread (the one that receives
+/// its tasks) sends results, so a blocking send of each crossing the other
+/// deadlocked both. Messages from one thread to one rank still arrive in
+/// the order they were sent. Thread-safe.
 class send_queue {
 public:
+    /// The most send_owned takes (a batch written into its own buffer).
     static constexpr std::size_t async_limit = std::size_t{256} << 10;
 
     send_queue() = default;
     send_queue(const send_queue&) = delete;
     send_queue& operator=(const send_queue&) = delete;
 
-    /// As mpi_wire::send, without waiting for the receiver when `ar` is small.
+    /// As mpi_wire::send, without waiting for the receiver.
     void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
     /// Sends bytes[offset, offset + size), at most async_limit of them, from
     /// the vector itself, which the queue keeps until the send completes: a

@@ -537,7 +537,10 @@ void serve(const mpi_wire::link& link, int my_rank) {
                 } else {
                     flush_results();
                     state.blocks.trim();
-                    state.backoff.idle(ticket);
+                    if (state.sends.idle())
+                        state.backoff.idle(ticket);
+                    else
+                        std::this_thread::yield();  // a large result is on its way: progress() it without a nap
                 }
             }
         } catch (const std::exception& e) {

@@ -9,9 +9,38 @@
 #include <vector>
 
 #include "mp/error.hpp"
+#include "mp/mpi.hpp"
 #include "mpi/wire.hpp"
 
 using namespace std::chrono_literals;
+
+namespace {
+std::vector<char> flip_first(std::vector<char> v) {
+    v.front() = static_cast<char>(~v.front());
+    return v;
+}
+}  // namespace
+
+// Tasks and results larger than a send that completes at once (OpenMPI's
+// rendezvous, above send_queue::async_limit), crossing between rank 0 and
+// every worker rank at the same time. They were sent blocking: rank 0 sent a
+// task holding the lock its receiving thread needed for the results, while
+// the worker rank's main thread, the one that receives tasks, sent a result
+// to rank 0. Each waited for the other for ever (16 tasks of 300 KB on 3
+// ranks hung in the first round).
+TEST(mpi_executor, large_tasks_and_results_crossing_never_deadlock) {
+    mp::mpi_pool_executor ex;
+    for (int round = 0; round < 20; ++round) {
+        std::vector<mp::future<std::vector<char>>> fs;
+        for (int i = 0; i < 16; ++i) fs.push_back(ex.submit(flip_first, std::vector<char>(300'000, static_cast<char>(i))));
+        for (int i = 0; i < 16; ++i) {
+            const auto& v = fs[static_cast<std::size_t>(i)].get(120s);
+            ASSERT_EQ(v.size(), 300'000u);
+            EXPECT_EQ(v.front(), static_cast<char>(~i));
+            EXPECT_EQ(v.back(), static_cast<char>(i));
+        }
+    }
+}
 
 // The send queue sends a buffer it was handed (send_owned) from that buffer,
 // in order with copied sends, and hands the buffer back for reuse once its
