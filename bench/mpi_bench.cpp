@@ -3,6 +3,11 @@
 //
 //   raw_rtt_us           MPI ping-pong, 64 B, MPI_Mprobe/MPI_Mrecv       µs
 //   raw_gb_s             MPI ping-pong, 256 MiB each way                 GB/s (both directions)
+//   raw_by_value_gb_s    the same, plus the four copies any call that takes and returns a
+//                        vector by value makes, done by hand: the argument into the task,
+//                        into the callee's vector, the result out of it, and into the
+//                        caller's vector (fresh memory each time, prepared as mp prepares
+//                        it). The floor for big_roundtrip_gb_s: no executor copies less.
 //   submit_rtt_us        ex.submit(inc, i).get(), one at a time          µs
 //   map_chunk1_per_s     ex.map(inc, 5,000 ints, chunksize 1)            tasks/s
 //   map_chunk1000_per_s  ex.map(inc, 1,000,000 ints, chunksize 1000)     items/s
@@ -33,6 +38,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <sched.h>
@@ -42,6 +48,7 @@
 #include <vector>
 
 #include "bench_util.hpp"
+#include "mp/detail/archive.hpp"
 #include "mp/mpi.hpp"
 #include "mp/process_pool_executor.hpp"
 
@@ -119,16 +126,46 @@ void raw_ping_pong(const bench::options& o, const sizes& s, int rank) {
             }
         }
     };
+    std::vector<char> argument(s.big, 'x'), reply(s.big);
+    auto fresh_copy = [](const std::vector<char>& from) {
+        auto to = std::make_unique_for_overwrite<char[]>(from.size());
+        mp::detail::prepare_item_buffer(to.get(), from.size());
+        std::memcpy(to.get(), from.data(), from.size());
+        return to;
+    };
+    auto by_value_round_trip = [&] {
+        if (rank == 0) {
+            auto task = fresh_copy(argument);
+            MPI_Send(task.get(), static_cast<int>(s.big), MPI_BYTE, 1, raw_tag, MPI_COMM_WORLD);
+            MPI_Message m;
+            MPI_Mprobe(1, raw_tag, MPI_COMM_WORLD, &m, MPI_STATUS_IGNORE);
+            MPI_Mrecv(big.data(), static_cast<int>(big.size()), MPI_BYTE, &m, MPI_STATUS_IGNORE);
+            auto result = fresh_copy(big);
+            asm volatile("" : : "r"(result.get()) : "memory");
+        } else {
+            MPI_Message m;
+            MPI_Mprobe(0, raw_tag, MPI_COMM_WORLD, &m, MPI_STATUS_IGNORE);
+            MPI_Mrecv(big.data(), static_cast<int>(big.size()), MPI_BYTE, &m, MPI_STATUS_IGNORE);
+            auto callee = fresh_copy(big);
+            std::memcpy(reply.data(), callee.get(), s.big);
+            MPI_Send(reply.data(), static_cast<int>(s.big), MPI_BYTE, 0, raw_tag, MPI_COMM_WORLD);
+        }
+    };
     exchange(small, 100);
-    std::vector<double> rtts, rates;
+    exchange(big, 1);
+    by_value_round_trip();
+    std::vector<double> rtts, rates, by_value_rates;
     for (int r = 0; r < o.reps; ++r) {
         rtts.push_back(bench::seconds_of([&] { exchange(small, s.rtt_calls); }) / s.rtt_calls * 1e6);
         rates.push_back(2.0 * static_cast<double>(s.big) / bench::seconds_of([&] { exchange(big, 1); }) /
                         bench::gigabyte);
+        by_value_rates.push_back(2.0 * static_cast<double>(s.big) / bench::seconds_of(by_value_round_trip) /
+                                 bench::gigabyte);
     }
     if (rank == 0) {
         bench::result("raw_rtt_us", bench::median(rtts));
         bench::result("raw_gb_s", bench::median(rates));
+        bench::result("raw_by_value_gb_s", bench::median(by_value_rates));
     }
 }
 
@@ -218,7 +255,7 @@ int drive(const char* self, bool quick) {
                                     "/mpi_bench.py" +
                           q);
     std::printf("%-24s %14s %14s %14s %10s\n", "median", "mp shm", "mp tcp", "mpi4py shm", "mp/mpi4py");
-    for (const char* key : {"raw_rtt_us", "raw_gb_s", "submit_rtt_us", "map_chunk1_per_s", "map_chunk1000_per_s",
+    for (const char* key : {"raw_rtt_us", "raw_gb_s", "raw_by_value_gb_s", "submit_rtt_us", "map_chunk1_per_s", "map_chunk1000_per_s",
                             "big_roundtrip_gb_s", "idle_rank_cpu_pct", "local_submit_rtt_us", "local_chunk1_per_s",
                             "local_chunk1000_per_s", "local_big_roundtrip_gb_s"}) {
         double a = shm[key], b = tcp[key], c = py.count(key) ? py[key] : 0;

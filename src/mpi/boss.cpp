@@ -18,13 +18,10 @@ namespace {
 constexpr std::size_t depth_per_rank = 16;
 
 // Queued tasks up to this size that leave for one rank together go as one
-// `tasks` message, up to batch_limit bytes (both within send_queue's
-// asynchronous limit, so the batch is one copy and one MPI_Isend). A larger
-// task goes alone, from its own bytes.
+// `tasks` message, up to batch_limit bytes (one copy and one MPI_Isend).
+// A larger task goes alone, from its own bytes.
 constexpr std::size_t batch_item_limit = std::size_t{32} << 10;
 constexpr std::size_t batch_limit = std::size_t{128} << 10;
-static_assert(batch_limit + batch_item_limit + 2 * sizeof(std::uint64_t) <= mpi_wire::send_queue::async_limit,
-              "a batch of tasks is sent from its own buffer, which send_owned takes only up to async_limit");
 // A small task for a rank that has at least this many tasks in flight waits
 // in the rank's batch until the next poll of a receiving thread and leaves
 // with the tasks handed out meanwhile: a map's consumer hands out one chunk
@@ -173,15 +170,15 @@ void boss_transport::close(std::uint32_t exec, bool terminate) noexcept {
     drain_locked();  // the ranks it used may serve others now
 }
 
-void boss_transport::send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id,
-                                 const output_archive& message) {
+template <class Send>
+void boss_transport::count_sent_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, Send&& send) {
     flush_batch_locked(rank_index);  // a rank receives its tasks in the order they were handed out
     auto& rank = ranks_[rank_index];
     entry.sent.emplace(id, rank_index);
     ++rank.in_flight;
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     try {
-        sends_.send(message, rank.rank, mpi_wire::task, view_.link.comm);
+        send(rank.rank);
     } catch (...) {
         entry.sent.erase(id);
         --rank.in_flight;
@@ -191,6 +188,7 @@ void boss_transport::send_locked(source_entry& entry, std::size_t rank_index, st
 }
 
 void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_archive& message) {
+    std::shared_ptr<mpi_wire::send_queue::in_place> sending;
     {
         std::lock_guard lock(mutex_);
         auto* entry = find_locked(exec);
@@ -202,13 +200,39 @@ void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_a
             if (batches_[static_cast<std::size_t>(r)].tasks.size() >= batch_tasks)
                 flush_batch_locked(static_cast<std::size_t>(r));
         } else if (r >= 0) {
-            send_locked(*entry, static_cast<std::size_t>(r), id, message);
+            // A large task (a 256 MiB argument) is sent from where it is,
+            // and this thread waits below, without the lock, until it has
+            // left. Not the service thread (it hands out tasks as results
+            // come): it must keep receiving, so it sends a copy and goes on.
+            const bool in_place = !message.borrowed_blocks().empty() && !on_service_thread();
+            count_sent_locked(*entry, static_cast<std::size_t>(r), id, [&](int rank) {
+                if (in_place)
+                    sending = sends_.send_in_place(message, rank, mpi_wire::task, view_.link.comm);
+                else
+                    sends_.send(message, rank, mpi_wire::task, view_.link.comm);
+            });
         } else {
             entry->queue.push_back(queued_task{id, copy_of(message)});
             return;
         }
     }
     backoff_.activity();  // the service thread receives the result
+    if (!sending) return;
+    try {
+        sends_.wait(*sending);
+    } catch (...) {
+        // The rank never gets the task: it no longer counts as sent, and the
+        // engine fails it with this error.
+        std::lock_guard lock(mutex_);
+        if (auto* entry = find_locked(exec)) {
+            if (auto it = entry->sent.find(id); it != entry->sent.end()) {
+                --ranks_[it->second].in_flight;
+                in_flight_.fetch_sub(1, std::memory_order_relaxed);
+                entry->sent.erase(it);
+            }
+        }
+        throw;
+    }
 }
 
 bool boss_transport::withdraw(std::uint32_t exec, std::uint64_t id) noexcept {
@@ -273,11 +297,11 @@ void boss_transport::drain_locked() {
 
 void boss_transport::batch_locked(source_entry& entry, std::size_t rank_index, queued_task&& task) {
     auto& batch = batches_[rank_index];
-    if (task.bytes.size() > batch_item_limit) {
-        flush_batch_locked(rank_index);  // the rank receives its tasks in the order they were picked
-        output_archive ar;
-        ar.saveBinary(task.bytes.data(), task.bytes.size());
-        send_locked(entry, rank_index, task.id, ar);
+    if (task.bytes.size() > batch_item_limit) {  // alone, from its own bytes
+        count_sent_locked(entry, rank_index, task.id, [&](int rank) {
+            const std::size_t size = task.bytes.size();
+            sends_.send_owned(std::move(task.bytes), 0, size, rank, mpi_wire::task, view_.link.comm);
+        });
         return;
     }
     if (batch.bytes + task.bytes.size() > batch_limit) flush_batch_locked(rank_index);

@@ -114,7 +114,10 @@ private:
     void drain_locked();
     struct source_entry;
     struct queued_task;
-    void send_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, const output_archive& message);
+    // Counts task `id` as sent to a rank, after the rank's batch, and sends
+    // it with send(rank); undone if that throws.
+    template <class Send>
+    void count_sent_locked(source_entry& entry, std::size_t rank_index, std::uint64_t id, Send&& send);
     // Counts a queued task as sent to a rank and adds it to that rank's
     // batch (a large task leaves at once, alone, after the batch).
     void batch_locked(source_entry& entry, std::size_t rank_index, queued_task&& task);

@@ -56,6 +56,46 @@ struct segment {
     std::size_t copy_at;  // offset in `copies` of a copied segment; SIZE_MAX when sent in place
 };
 
+// A message with borrowed blocks, cut into segments: each large block
+// alone, the pieces between them copied together into `copies`.
+struct cut_message {
+    std::vector<std::byte> copies;
+    std::vector<segment> segments;
+};
+
+cut_message cut(const output_archive& ar) {
+    cut_message m;
+    ar.for_each_piece([&](const std::byte* p, std::size_t n) {
+        if (n == 0) return;
+        if (n >= segment_threshold) {
+            m.segments.push_back({p, n, SIZE_MAX});
+            return;
+        }
+        if (m.segments.empty() || m.segments.back().copy_at == SIZE_MAX)
+            m.segments.push_back({nullptr, 0, m.copies.size()});
+        m.copies.insert(m.copies.end(), p, p + n);
+        m.segments.back().size += n;
+    });
+    for (auto& s : m.segments)
+        if (s.copy_at != SIZE_MAX) s.data = m.copies.data() + s.copy_at;
+    return m;
+}
+
+// The `pieces` header announcing `segments`, sent with `segment_tag`.
+void write_pieces_header(output_archive& header, int tag, int segment_tag, const std::vector<segment>& segments) {
+    header(static_cast<std::int32_t>(tag), static_cast<std::int32_t>(segment_tag),
+           static_cast<std::uint32_t>(segments.size()));
+    for (const auto& s : segments) header(static_cast<std::uint64_t>(s.size));
+}
+
+int take_segment_tag() noexcept {
+    return first_segment_tag + static_cast<int>(next_segment_tag.fetch_add(1) % segment_tags);
+}
+
+void check_size(const output_archive& ar) {
+    if (ar.size() > static_cast<std::size_t>(INT_MAX)) too_large(ar.size());
+}
+
 void send_contiguous(const void* data, std::size_t size, int dest, int tag, MPI_Comm comm) {
     check(MPI_Send(data, static_cast<int>(size), MPI_BYTE, dest, tag, comm), "MPI_Send");
 }
@@ -63,39 +103,20 @@ void send_contiguous(const void* data, std::size_t size, int dest, int tag, MPI_
 }  // namespace
 
 void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
-    const std::size_t size = ar.size();
-    if (size > static_cast<std::size_t>(INT_MAX)) too_large(size);
-    if (ar.borrowed_blocks().empty()) return send_contiguous(ar.buffer().data(), size, dest, tag, comm);
-    // Cut the message into segments: each large block alone, the pieces
-    // between them copied together.
-    std::vector<std::byte> copies;
-    std::vector<segment> segments;
-    ar.for_each_piece([&](const std::byte* p, std::size_t n) {
-        if (n == 0) return;
-        if (n >= segment_threshold) {
-            segments.push_back({p, n, SIZE_MAX});
-            return;
-        }
-        if (segments.empty() || segments.back().copy_at == SIZE_MAX) segments.push_back({nullptr, 0, copies.size()});
-        copies.insert(copies.end(), p, p + n);
-        segments.back().size += n;
-    });
-    for (auto& s : segments)
-        if (s.copy_at != SIZE_MAX) s.data = copies.data() + s.copy_at;
-    if (segments.size() == 1) return send_contiguous(segments[0].data, segments[0].size, dest, tag, comm);
-    const int segment_tag = first_segment_tag + static_cast<int>(next_segment_tag.fetch_add(1) % segment_tags);
+    check_size(ar);
+    if (ar.borrowed_blocks().empty()) return send_contiguous(ar.buffer().data(), ar.size(), dest, tag, comm);
+    const auto m = cut(ar);
+    if (m.segments.size() == 1) return send_contiguous(m.segments[0].data, m.segments[0].size, dest, tag, comm);
+    const int segment_tag = take_segment_tag();
     output_archive header;
-    header(static_cast<std::int32_t>(tag), static_cast<std::int32_t>(segment_tag),
-           static_cast<std::uint32_t>(segments.size()));
-    for (const auto& s : segments) header(static_cast<std::uint64_t>(s.size));
+    write_pieces_header(header, tag, segment_tag, m.segments);
     send_contiguous(header.buffer().data(), header.size(), dest, pieces, comm);
-    for (const auto& s : segments) send_contiguous(s.data, s.size, dest, segment_tag, comm);
+    for (const auto& s : m.segments) send_contiguous(s.data, s.size, dest, segment_tag, comm);
 }
 
 void send_queue::send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
+    check_size(ar);
     const std::size_t size = ar.size();
-    // mpi_wire::send refuses what one MPI message cannot carry, with its message.
-    if (size > static_cast<std::size_t>(std::numeric_limits<int>::max())) return mpi_wire::send(ar, dest, tag, comm);
     buffer b;
     b.copy = std::make_unique_for_overwrite<std::byte[]>(size == 0 ? 1 : size);
     ar.copy_to(b.copy.get());
@@ -103,25 +124,84 @@ void send_queue::send(const output_archive& ar, int dest, int tag, MPI_Comm comm
     start(std::move(b), data, size, dest, tag, comm);
 }
 
+std::shared_ptr<send_queue::in_place> send_queue::send_in_place(const output_archive& ar, int dest, int tag,
+                                                                MPI_Comm comm) {
+    check_size(ar);
+    auto sent = std::make_shared<in_place>();
+    auto in_place_buffer = [&] {
+        buffer b;
+        b.borrowed = sent;
+        return b;
+    };
+    if (ar.borrowed_blocks().empty()) {
+        start(in_place_buffer(), ar.buffer().data(), ar.size(), dest, tag, comm);
+        return sent;
+    }
+    auto m = cut(ar);
+    sent->copies_ = std::move(m.copies);  // the copied segments point into it (moving keeps them in place)
+    if (m.segments.size() == 1) {
+        start(in_place_buffer(), m.segments[0].data, m.segments[0].size, dest, tag, comm);
+        return sent;
+    }
+    const int segment_tag = take_segment_tag();
+    output_archive header;
+    write_pieces_header(header, tag, segment_tag, m.segments);
+    const std::size_t header_size = header.size();
+    std::lock_guard lock(mutex_);  // one message's segments leave together
+    try {
+        buffer h = in_place_buffer();
+        h.owned = header.take_buffer();
+        const std::byte* at = h.owned.data();
+        start_locked(std::move(h), at, header_size, dest, pieces, comm);
+        for (const auto& s : m.segments) start_locked(in_place_buffer(), s.data, s.size, dest, segment_tag, comm);
+    } catch (...) {
+        // The segments already started complete (or are cancelled by drain):
+        // wait() reports the failure once they no longer use the memory.
+        sent->error_ = std::current_exception();
+    }
+    return sent;
+}
+
+void send_queue::wait(const in_place& sent) {
+    while (!sent.done()) {
+        progress();
+        std::this_thread::yield();
+    }
+    if (sent.error_) std::rethrow_exception(sent.error_);
+}
+
 void send_queue::send_owned(std::vector<std::byte>&& bytes, std::size_t offset, std::size_t size, int dest, int tag,
                             MPI_Comm comm) {
-    if (offset > bytes.size() || size > bytes.size() - offset || size > async_limit)
-        throw value_error("mp: send_queue::send_owned: the bytes to send lie outside the buffer or exceed async_limit");
+    if (offset > bytes.size() || size > bytes.size() - offset)
+        throw value_error("mp: send_queue::send_owned: the bytes to send lie outside the buffer");
+    if (size > static_cast<std::size_t>(INT_MAX)) too_large(size);
     buffer b;
     b.owned = std::move(bytes);
+    b.reusable = true;
     const std::byte* data = b.owned.data() + offset;
     start(std::move(b), data, size, dest, tag, comm);
 }
 
 void send_queue::start(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag, MPI_Comm comm) {
     std::lock_guard lock(mutex_);
+    start_locked(std::move(bytes), data, size, dest, tag, comm);
+}
+
+void send_queue::start_locked(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag,
+                              MPI_Comm comm) {
     requests_.reserve(requests_.size() + 1);
     buffers_.reserve(buffers_.size() + 1);
     MPI_Request request = MPI_REQUEST_NULL;
     check(MPI_Isend(data, static_cast<int>(size), MPI_BYTE, dest, tag, comm, &request), "MPI_Isend");
+    if (bytes.borrowed) bytes.borrowed->pending_.fetch_add(1, std::memory_order_relaxed);
     requests_.push_back(request);
     buffers_.push_back(std::move(bytes));
     pending_.fetch_add(1, std::memory_order_release);
+}
+
+void send_queue::completed(buffer& b) noexcept {
+    if (b.borrowed) b.borrowed->pending_.fetch_sub(1, std::memory_order_acq_rel);
+    b.borrowed.reset();
 }
 
 std::vector<std::byte> send_queue::reusable() noexcept {
@@ -145,13 +225,14 @@ void send_queue::progress() noexcept {
     std::size_t kept = 0;
     for (std::size_t i = 0; i < requests_.size(); ++i) {
         if (requests_[i] == MPI_REQUEST_NULL) {
-            auto& owned = buffers_[i].owned;
-            if (owned.capacity() > 0 && spares_.size() < max_spares) {
+            auto& b = buffers_[i];
+            if (b.reusable && b.owned.capacity() > 0 && spares_.size() < max_spares) {
                 try {
-                    spares_.push_back(std::move(owned));
+                    spares_.push_back(std::move(b.owned));
                 } catch (...) {  // out of memory: the buffer is freed instead
                 }
             }
+            completed(b);
             continue;
         }
         if (kept != i) {  // a vector moved onto itself would be emptied (and freed while MPI sends it)
@@ -172,10 +253,13 @@ void send_queue::drain(std::chrono::milliseconds limit) noexcept {
         std::this_thread::yield();
     }
     std::lock_guard lock(mutex_);
-    for (auto& r : requests_) {
-        if (r == MPI_REQUEST_NULL) continue;
-        MPI_Cancel(&r);
-        MPI_Request_free(&r);
+    for (std::size_t i = 0; i < requests_.size(); ++i) {
+        auto& r = requests_[i];
+        if (r != MPI_REQUEST_NULL) {
+            MPI_Cancel(&r);
+            MPI_Request_free(&r);
+        }
+        completed(buffers_[i]);
     }
     requests_.clear();
     buffers_.clear();

@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -63,31 +64,51 @@ void check(int rc, const char* what);
 /// and mp::serialization_error for a message of 2 GiB or more. Thread-safe.
 void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
 
-/// Sends that a sender does not wait for. Over shared memory a message over
-/// 4 KiB (OpenMPI's eager limit there) is a rendezvous: a blocking MPI_Send
-/// returns only once the receiver has polled and matched it, so each task
-/// or result of a few KiB (a chunk of 1000 items) waited for the other
-/// side's next poll, one at a time. Here every message is copied and sent
-/// with MPI_Isend, however large; the polling loop completes the sends
-/// (progress()). A large one is never sent blocking: rank 0 sends tasks
-/// under its lock, and a worker rank's main thread (the one that receives
-/// its tasks) sends results, so a blocking send of each crossing the other
-/// deadlocked both. Messages from one thread to one rank still arrive in
-/// the order they were sent. Thread-safe.
+/// Sends that a sender does not wait for, or waits for without blocking a
+/// receiver. Over shared memory a message over 4 KiB (OpenMPI's eager limit
+/// there) is a rendezvous: a blocking MPI_Send returns only once the
+/// receiver has polled and matched it, so each task or result of a few KiB
+/// (a chunk of 1000 items) waited for the other side's next poll, one at a
+/// time. Here every message goes with MPI_Isend and the polling loops
+/// complete the sends (progress()). No thread that receives for its process
+/// may wait for a send: rank 0 sends tasks under its lock, and a worker
+/// rank's main thread (the one that receives its tasks) sends results, so a
+/// blocking send of each crossing the other deadlocked both. Messages from
+/// one thread to one rank arrive in the order they were sent. Thread-safe.
 class send_queue {
 public:
-    /// The most send_owned takes (a batch written into its own buffer).
-    static constexpr std::size_t async_limit = std::size_t{256} << 10;
+    /// A send from the caller's memory (send_in_place): it must stay
+    /// unchanged until wait() returns.
+    class in_place {
+    public:
+        [[nodiscard]] bool done() const noexcept { return pending_.load(std::memory_order_acquire) == 0; }
+
+    private:
+        friend class send_queue;
+        std::atomic<std::size_t> pending_{0};  // its MPI requests not yet complete
+        std::exception_ptr error_;             // an MPI_Isend failed
+        std::vector<std::byte> copies_;        // the small pieces between large blocks, copied together
+    };
 
     send_queue() = default;
     send_queue(const send_queue&) = delete;
     send_queue& operator=(const send_queue&) = delete;
 
-    /// As mpi_wire::send, without waiting for the receiver.
+    /// As mpi_wire::send, without waiting for the receiver: the message is
+    /// copied first.
     void send(const output_archive& ar, int dest, int tag, MPI_Comm comm);
-    /// Sends bytes[offset, offset + size), at most async_limit of them, from
-    /// the vector itself, which the queue keeps until the send completes: a
-    /// message written straight into a buffer (a batch) is not copied again.
+    /// As mpi_wire::send, from where the message is (the archive's buffer
+    /// and its borrowed blocks, which a 256 MiB argument is): nothing large
+    /// is copied. The caller keeps `ar` and what it borrows unchanged until
+    /// wait() returns, and calls wait() from a thread that its process's
+    /// receiving does not depend on. Throws as send() does, before sending.
+    [[nodiscard]] std::shared_ptr<in_place> send_in_place(const output_archive& ar, int dest, int tag, MPI_Comm comm);
+    /// Completes the sends (progress(), yielding the core) until `sent` is
+    /// complete. Throws mp::mpi_error if one of its MPI_Isend failed.
+    void wait(const in_place& sent);
+    /// Sends bytes[offset, offset + size) from the vector itself, which the
+    /// queue keeps until the send completes: a message written straight into
+    /// a buffer (a batch, a queued task) is not copied again.
     void send_owned(std::vector<std::byte>&& bytes, std::size_t offset, std::size_t size, int dest, int tag,
                     MPI_Comm comm);
     /// The buffer of a completed send_owned, for the next message to be
@@ -103,10 +124,14 @@ public:
 
 private:
     struct buffer {
-        std::unique_ptr<std::byte[]> copy;  // send(): a copy of the archive
-        std::vector<std::byte> owned;       // send_owned(): the caller's bytes
+        std::unique_ptr<std::byte[]> copy;   // send(): a copy of the archive
+        std::vector<std::byte> owned;        // send_owned(); send_in_place()'s header
+        std::shared_ptr<in_place> borrowed;  // send_in_place(): told when this request completes
+        bool reusable = false;               // `owned` may be handed out by reusable()
     };
+    void start_locked(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag, MPI_Comm comm);
     void start(buffer&& bytes, const std::byte* data, std::size_t size, int dest, int tag, MPI_Comm comm);
+    static void completed(buffer& b) noexcept;
     static constexpr std::size_t max_spares = 4;
 
     std::mutex mutex_;

@@ -57,8 +57,6 @@ public:
     static constexpr std::size_t max_item = std::size_t{4} << 10;  // a larger result goes alone
     static constexpr std::size_t max_items = 32;
     static constexpr auto max_age = std::chrono::microseconds(20);
-    static_assert(max_items * (max_item + sizeof(std::uint64_t)) <= mpi_wire::send_queue::async_limit,
-                  "a batch is sent from its own buffer, which send_owned takes only up to async_limit");
 
     [[nodiscard]] bool empty() const noexcept { return count_ == 0; }
     [[nodiscard]] bool takes(const output_archive& ar) const noexcept {
@@ -205,7 +203,15 @@ void send_value_to_boss(std::uint32_t exec, std::uint64_t id, std::span<const st
     try {
         output_archive out;
         write(out);
-        send_now(out, mpi_wire::result);
+        if (std::this_thread::get_id() == current->main_thread) return send_now(out, mpi_wire::result);
+        // A local pool's result thread sends a large value from the local
+        // result itself (a 256 MiB vector is not copied once more), and
+        // waits until it has left: the local pool reuses that memory once
+        // this returns. Not the main thread: it receives rank 0's tasks,
+        // which rank 0 may be waiting to send, so it sends a copy.
+        auto sending = current->sends.send_in_place(out, current->link.boss, mpi_wire::result, current->link.comm);
+        current->backoff.activity();
+        current->sends.wait(*sending);
     } catch (const std::exception& e) {
         lost_boss(e.what());
     }

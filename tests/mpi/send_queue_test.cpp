@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "mp/error.hpp"
@@ -22,7 +24,7 @@ std::vector<char> flip_first(std::vector<char> v) {
 }  // namespace
 
 // Tasks and results larger than a send that completes at once (OpenMPI's
-// rendezvous, above send_queue::async_limit), crossing between rank 0 and
+// rendezvous), crossing between rank 0 and
 // every worker rank at the same time. They were sent blocking: rank 0 sent a
 // task holding the lock its receiving thread needed for the results, while
 // the worker rank's main thread, the one that receives tasks, sent a result
@@ -89,6 +91,68 @@ TEST(mpi_executor, send_queue_owned_buffers_keep_order_and_come_back) {
         // The owned buffers came back (a few are kept), with their memory.
         auto spare = sends.reusable();
         EXPECT_GE(spare.size(), std::size_t{4000});
+    }
+    MPI_Comm_free(&self);
+}
+
+// A message sent in place (a large borrowed block, as a 256 MiB argument)
+// arrives whole and in order with the others, and wait() returns only once
+// its memory is no longer needed: changing it afterwards changes nothing
+// that arrives.
+TEST(mpi_executor, send_queue_in_place_sends_arrive_whole) {
+    MPI_Comm self = MPI_COMM_NULL;
+    ASSERT_EQ(MPI_Comm_dup(MPI_COMM_SELF, &self), MPI_SUCCESS);
+    namespace wire = mp::detail::mpi_wire;
+    {
+        wire::send_queue sends;
+        // Small pieces around two large blocks (split into segments), one
+        // large block alone, and a small message with no block at all.
+        std::vector<std::byte> first(3u << 20), second(700u << 10), alone(1u << 20);
+        for (std::size_t k = 0; k < first.size(); ++k) first[k] = static_cast<std::byte>(k * 13 & 0xff);
+        for (std::size_t k = 0; k < second.size(); ++k) second[k] = static_cast<std::byte>(k * 5 & 0xff);
+        for (std::size_t k = 0; k < alone.size(); ++k) alone[k] = static_cast<std::byte>(k * 3 & 0xff);
+        std::vector<std::vector<std::byte>> expected;
+        std::vector<std::shared_ptr<wire::send_queue::in_place>> sent;
+        {
+            mp::detail::output_archive ar;
+            ar(std::uint32_t{7});
+            ar.saveBinary(first.data(), first.size());
+            ar(std::uint64_t{42});
+            ar.saveBinary(second.data(), second.size());
+            ar(std::uint8_t{1});
+            ASSERT_EQ(ar.borrowed_blocks().size(), 2u);
+            expected.emplace_back(ar.size());
+            ar.copy_to(expected.back().data());
+            sent.push_back(sends.send_in_place(ar, 0, wire::result, self));
+            // The archive's own bytes were copied (the small pieces): it may go now.
+        }
+        {
+            mp::detail::output_archive ar;
+            ar.saveBinary(alone.data(), alone.size());
+            expected.push_back(alone);
+            sent.push_back(sends.send_in_place(ar, 0, wire::task, self));
+        }
+        mp::detail::output_archive small;
+        small(std::uint64_t{99});
+        expected.emplace_back(small.size());
+        small.copy_to(expected.back().data());
+        sent.push_back(sends.send_in_place(small, 0, wire::stop_task, self));
+        std::size_t got = 0;
+        wire::message m;
+        const int tags[] = {wire::result, wire::task, wire::stop_task};
+        const auto until = std::chrono::steady_clock::now() + 30s;
+        while (got < expected.size() && std::chrono::steady_clock::now() < until) {
+            sends.progress();
+            if (!wire::try_receive(m, 0, self)) continue;
+            EXPECT_EQ(m.tag, tags[got]);
+            ASSERT_EQ(m.size, expected[got].size()) << "message " << got;
+            EXPECT_TRUE(std::equal(expected[got].begin(), expected[got].end(), m.data())) << "message " << got;
+            ++got;
+        }
+        EXPECT_EQ(got, expected.size());
+        for (const auto& s : sent) sends.wait(*s);
+        EXPECT_TRUE(sends.idle());
+        std::fill(first.begin(), first.end(), std::byte{0});  // free to change now
     }
     MPI_Comm_free(&self);
 }
