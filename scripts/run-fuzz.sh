@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.."
 
 mode=fuzz
 seconds=60
-targets=(archive pipe_frame queue_record worker_message code_ref manager_handshake manager_request proxy)
+targets=(archive pipe_frame queue_record worker_message code_ref manager_handshake manager_request proxy mpi_message)
 replay=()
 case "${1:-}" in
   --write-seeds) mode=seeds ;;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "log.hpp"
+#include "mpi/layout.hpp"
 #include "worker/protocol.hpp"
 
 namespace mp::detail {
@@ -493,16 +494,7 @@ void boss_transport::handle(mpi_wire::message& m) {
         return handle_results({&one, 1});
     }
     if (m.tag != mpi_wire::results) return;  // a late hello: every report was read at start-up
-    input_archive batch(m.span());
-    std::vector<std::span<const std::byte>> results;
-    while (batch.remaining() > 0) {
-        std::uint64_t size = 0;
-        batch(size);
-        if (size > batch.remaining())
-            throw serialization_error("mp: mpi_pool_executor: a batch of results from a worker rank is cut short");
-        results.push_back(batch.take(static_cast<std::size_t>(size)));
-    }
-    handle_results(results);
+    handle_results(mpi_wire::split_batch(m.span(), "mpi_pool_executor: a batch of results from a worker rank"));
 }
 
 void boss_transport::handle_results(std::span<const std::span<const std::byte>> results) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "mp/error.hpp"
+#include "mpi/layout.hpp"
 
 namespace mp::detail::mpi_wire {
 
@@ -44,10 +45,6 @@ namespace {
 // fragments that only moves while both ranks hold a core). The small pieces
 // around the blocks are copied together into one segment between them.
 constexpr std::size_t segment_threshold = std::size_t{256} << 10;
-// Each split message's segments carry a tag of their own, so that the
-// segments of messages sent by several threads at once never mix.
-constexpr int first_segment_tag = 1000;
-constexpr int segment_tags = 30000;  // first_segment_tag + segment_tags <= 32767, MPI's least MPI_TAG_UB
 std::atomic<unsigned> next_segment_tag{0};
 
 struct segment {
@@ -83,9 +80,10 @@ cut_message cut(const output_archive& ar) {
 
 // The `pieces` header announcing `segments`, sent with `segment_tag`.
 void write_pieces_header(output_archive& header, int tag, int segment_tag, const std::vector<segment>& segments) {
-    header(static_cast<std::int32_t>(tag), static_cast<std::int32_t>(segment_tag),
-           static_cast<std::uint32_t>(segments.size()));
-    for (const auto& s : segments) header(static_cast<std::uint64_t>(s.size));
+    std::vector<std::size_t> sizes;
+    sizes.reserve(segments.size());
+    for (const auto& s : segments) sizes.push_back(s.size);
+    mpi_wire::write_pieces_header(header, tag, segment_tag, sizes);
 }
 
 int take_segment_tag() noexcept {
@@ -293,25 +291,16 @@ void receive_matched(message& out, MPI_Message& handle, const MPI_Status& status
     if (out.tag != pieces) return;
     // A split message (see send): its segments follow from the same sender,
     // in order, with their own tag; they land side by side in one buffer.
-    input_archive in(out.span());
-    std::int32_t tag = 0, segment_tag = 0;
-    std::uint32_t count_of_segments = 0;
-    in(tag, segment_tag, count_of_segments);
-    std::vector<std::uint64_t> sizes(count_of_segments);
-    std::size_t total = 0;
-    for (auto& n : sizes) {
-        in(n);
-        total += n;
-    }
-    if (total > static_cast<std::size_t>(INT_MAX)) too_large(total);
-    std::byte* whole = make_room(out, total, large);
+    const auto header = read_pieces_header(out.span());
+    std::byte* whole = make_room(out, header.total, large);
     std::size_t at = 0;
-    for (auto n : sizes) {
-        check(MPI_Recv(whole + at, static_cast<int>(n), MPI_BYTE, out.source, segment_tag, comm, MPI_STATUS_IGNORE),
+    for (auto n : header.sizes) {
+        check(MPI_Recv(whole + at, static_cast<int>(n), MPI_BYTE, out.source, header.segment_tag, comm,
+                       MPI_STATUS_IGNORE),
               "MPI_Recv");
         at += n;
     }
-    out.tag = tag;
+    out.tag = header.tag;
 }
 
 }  // namespace

@@ -33,6 +33,7 @@
 
 #include "log.hpp"
 #include "mpi/idle_backoff.hpp"
+#include "mpi/layout.hpp"
 #include "mpi/mpi_runtime.hpp"
 #include "worker/protocol.hpp"
 
@@ -461,13 +462,10 @@ private:
 
     // Several tasks in one message: each is handed on as it would be alone
     // (its bytes stay in the message, which lives while any of them runs).
+    // Every size is checked before the first task is handed on.
     void tasks(input_archive& in, const std::shared_ptr<mpi_wire::message>& msg) {
-        while (in.remaining() > 0) {
-            std::uint64_t size = 0;
-            in(size);
-            if (size > in.remaining())
-                throw serialization_error("mp: MPI worker rank: a batch of tasks from rank 0 is cut short");
-            input_archive one(in.take(static_cast<std::size_t>(size)));
+        for (auto bytes : mpi_wire::split_batch(in.take(in.remaining()), "MPI worker rank: a batch of tasks from rank 0")) {
+            input_archive one(bytes);
             task(one, msg);
         }
     }

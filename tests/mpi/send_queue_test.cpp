@@ -8,10 +8,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "mp/error.hpp"
 #include "mp/mpi.hpp"
+#include "mpi/layout.hpp"
 #include "mpi/wire.hpp"
 
 using namespace std::chrono_literals;
@@ -155,4 +157,59 @@ TEST(mpi_executor, send_queue_in_place_sends_arrive_whole) {
         std::fill(first.begin(), first.end(), std::byte{0});  // free to change now
     }
     MPI_Comm_free(&self);
+}
+
+// The headers of split messages and the batches come from another rank:
+// a length that does not add up is refused with mp::serialization_error,
+// before anything is received or handed on (a segment size that wrapped the
+// sum around made a receive write past its buffer before).
+TEST(mpi_executor, corrupt_pieces_headers_and_batches_are_refused) {
+    namespace wire = mp::detail::mpi_wire;
+    auto header = [](std::int32_t tag, std::int32_t segment_tag, std::uint32_t count,
+                     std::vector<std::uint64_t> sizes) {
+        mp::detail::output_archive out;
+        out(tag, segment_tag, count);
+        for (auto n : sizes) out(n);
+        return std::vector<std::byte>(out.buffer().begin(), out.buffer().end());
+    };
+    const std::size_t good_sizes[] = {100, 300000, 7};
+    mp::detail::output_archive written;
+    wire::write_pieces_header(written, wire::task, wire::first_segment_tag + 5, good_sizes);
+    const auto good = wire::read_pieces_header(written.buffer());
+    EXPECT_EQ(good.tag, wire::task);
+    EXPECT_EQ(good.segment_tag, wire::first_segment_tag + 5);
+    EXPECT_EQ(good.sizes, (std::vector<std::size_t>{100, 300000, 7}));
+    EXPECT_EQ(good.total, 300107u);
+
+    const int tag = wire::first_segment_tag;
+    const std::vector<std::vector<std::byte>> corrupt = {
+        {},                                                               // too short for the fixed part
+        header(wire::task, tag, 0, {}),                                   // no segment
+        header(wire::task, tag, 3, {1, 2}),                               // fewer sizes than announced
+        header(wire::task, tag, 1, {1, 2}),                               // more sizes than announced
+        header(wire::task, tag, 0xffffffffu, {1}),                        // a count to allocate 32 GiB for
+        header(wire::task, 7, 1, {1}),                                    // not a segment tag
+        header(wire::task, tag, 2, {10, 0}),                              // an empty segment
+        header(wire::task, tag, 2, {~std::uint64_t{0} - 9, 20}),         // a sum that wraps around to 10
+        header(wire::task, tag, 2, {std::uint64_t{1} << 30, std::uint64_t{1} << 30}),  // 2 GiB together
+    };
+    for (std::size_t i = 0; i < corrupt.size(); ++i)
+        EXPECT_THROW((void)wire::read_pieces_header(corrupt[i]), mp::serialization_error) << "header " << i;
+
+    mp::detail::output_archive batch;
+    batch(std::uint64_t{3});
+    batch.saveBinary("abc", 3);
+    batch(std::uint64_t{0});
+    const auto items = wire::split_batch(batch.buffer(), "a test batch");
+    ASSERT_EQ(items.size(), 2u);
+    EXPECT_EQ(items[0].size(), 3u);
+    EXPECT_TRUE(items[1].empty());
+    batch(std::uint64_t{5});
+    batch.saveBinary("ab", 2);
+    try {
+        (void)wire::split_batch(batch.buffer(), "a test batch");
+        FAIL() << "a batch cut short was split";
+    } catch (const mp::serialization_error& e) {
+        EXPECT_NE(std::string(e.what()).find("a test batch is cut short"), std::string::npos) << e.what();
+    }
 }
