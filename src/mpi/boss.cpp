@@ -205,7 +205,8 @@ void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_a
             // and this thread waits below, without the lock, until it has
             // left. Not the service thread (it hands out tasks as results
             // come): it must keep receiving, so it sends a copy and goes on.
-            const bool in_place = !message.borrowed_blocks().empty() && !on_service_thread();
+            const bool in_place = message.size() >= mpi_wire::send_queue::in_place_from &&
+                                  !message.borrowed_blocks().empty() && !on_service_thread();
             count_sent_locked(*entry, static_cast<std::size_t>(r), id, [&](int rank) {
                 if (in_place)
                     sending = sends_.send_in_place(message, rank, mpi_wire::task, view_.link.comm);

@@ -90,6 +90,11 @@ public:
         std::vector<std::byte> copies_;        // the small pieces between large blocks, copied together
     };
 
+    /// Messages from this size on are worth sending in place: copying a
+    /// smaller one costs less than waiting for the receiver's next poll
+    /// (an idle rank naps between polls).
+    static constexpr std::size_t in_place_from = std::size_t{1} << 20;
+
     send_queue() = default;
     send_queue(const send_queue&) = delete;
     send_queue& operator=(const send_queue&) = delete;

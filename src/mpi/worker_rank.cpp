@@ -204,7 +204,8 @@ void send_value_to_boss(std::uint32_t exec, std::uint64_t id, std::span<const st
     try {
         output_archive out;
         write(out);
-        if (std::this_thread::get_id() == current->main_thread) return send_now(out, mpi_wire::result);
+        if (out.size() < mpi_wire::send_queue::in_place_from || std::this_thread::get_id() == current->main_thread)
+            return send_now(out, mpi_wire::result);
         // A local pool's result thread sends a large value from the local
         // result itself (a 256 MiB vector is not copied once more), and
         // waits until it has left: the local pool reuses that memory once
