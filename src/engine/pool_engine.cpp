@@ -45,7 +45,8 @@ std::unique_ptr<transport> local_transport(const engine_config& cfg) {
                              .method = cfg.context ? cfg.context->get_start_method() : get_start_method(),
                              .initializer = cfg.initializer,
                              .max_tasks_per_child = cfg.max_tasks_per_child,
-                             .pool_names = cfg.pool_names});
+                             .pool_names = cfg.pool_names,
+                             .sender_yields = cfg.sender_yields});
 }
 }  // namespace
 

@@ -419,7 +419,8 @@ private:
                                                                   .context = mp::context(start_method::forkserver),
                                                                   .initializer = std::move(initializer),
                                                                   .max_tasks_per_child = max_tasks,
-                                                                  .pool_names = false});
+                                                                  .pool_names = false,
+                                                                  .sender_yields = true});
         } catch (...) {
             ex.start_error = std::current_exception();
         }

@@ -234,6 +234,13 @@ struct engine_config {
     mp::function<void()> initializer;
     int max_tasks_per_child = 0;  // 0: no limit
     bool pool_names = true;       // "ForkPoolWorker-N" (mp::pool) or "ForkProcess-N" (executor)
+    /// Whether the thread that sends the tasks yields its CPU at each look
+    /// while it waits for a result, so that a worker on the same CPU may
+    /// spin for tasks too. Off for pools: a waiting thread that never yields
+    /// keeps the result it waits for from being computed beside it, so no
+    /// worker spins on its CPU. On for an MPI worker rank's local pool,
+    /// where the waiting thread also receives the next tasks from rank 0.
+    bool sender_yields = false;
 };
 
 /// The machinery shared by mp::pool and mp::process_pool_executor: worker

@@ -263,6 +263,7 @@ void shm_transport::receive_while_waiting(const std::atomic<bool>& done,
                 }
             }
             if (stop_taken_.load(std::memory_order_relaxed) || !spin.step()) break;
+            if (cfg_.sender_yields) std::this_thread::yield();
         }
     }
     helpers_.fetch_sub(1, std::memory_order_seq_cst);

@@ -239,7 +239,7 @@ void shm_transport::send_task(ticket t, std::uint64_t id, const output_archive& 
         claim_recs_[t] = claim_rec{timeout, false, out.size()};
     }
     bytes_in_flight_.fetch_add(out.size(), std::memory_order_relaxed);
-    slots_->note_sender_cpu();
+    if (!cfg_.sender_yields) slots_->note_sender_cpu();
     slots_->claim(t).word.store(w::claim_word(id, w::claim_queued), std::memory_order_release);
     // The supervisor sleeps without a time limit while no task has a deadline.
     if (timeout && timed_.fetch_add(1, std::memory_order_relaxed) == 0) wake();

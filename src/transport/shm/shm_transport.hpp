@@ -48,6 +48,7 @@ struct shm_transport_config {
     mp::function<void()> initializer;
     int max_tasks_per_child = 0;  // 0: no limit
     bool pool_names = true;       // "ForkPoolWorker-N" (mp::pool) or "ForkProcess-N" (executor)
+    bool sender_yields = false;   // engine_config::sender_yields
 };
 
 class shm_transport final : public transport {
