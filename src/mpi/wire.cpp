@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <thread>
 
 #include "mp/error.hpp"
@@ -79,11 +78,11 @@ cut_message cut(const output_archive& ar) {
 }
 
 // The `pieces` header announcing `segments`, sent with `segment_tag`.
-void write_pieces_header(output_archive& header, int tag, int segment_tag, const std::vector<segment>& segments) {
+void write_header_for(const std::vector<segment>& segments, output_archive& header, int tag, int segment_tag) {
     std::vector<std::size_t> sizes;
     sizes.reserve(segments.size());
     for (const auto& s : segments) sizes.push_back(s.size);
-    mpi_wire::write_pieces_header(header, tag, segment_tag, sizes);
+    write_pieces_header(header, tag, segment_tag, sizes);
 }
 
 int take_segment_tag() noexcept {
@@ -107,7 +106,7 @@ void send(const output_archive& ar, int dest, int tag, MPI_Comm comm) {
     if (m.segments.size() == 1) return send_contiguous(m.segments[0].data, m.segments[0].size, dest, tag, comm);
     const int segment_tag = take_segment_tag();
     output_archive header;
-    write_pieces_header(header, tag, segment_tag, m.segments);
+    write_header_for(m.segments, header, tag, segment_tag);
     send_contiguous(header.buffer().data(), header.size(), dest, pieces, comm);
     for (const auto& s : m.segments) send_contiguous(s.data, s.size, dest, segment_tag, comm);
 }
@@ -143,7 +142,7 @@ std::shared_ptr<send_queue::in_place> send_queue::send_in_place(const output_arc
     }
     const int segment_tag = take_segment_tag();
     output_archive header;
-    write_pieces_header(header, tag, segment_tag, m.segments);
+    write_header_for(m.segments, header, tag, segment_tag);
     const std::size_t header_size = header.size();
     std::lock_guard lock(mutex_);  // one message's segments leave together
     try {
