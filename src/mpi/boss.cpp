@@ -181,11 +181,18 @@ void boss_transport::count_sent_locked(source_entry& entry, std::size_t rank_ind
     try {
         send(rank.rank);
     } catch (...) {
-        entry.sent.erase(id);
-        --rank.in_flight;
-        in_flight_.fetch_sub(1, std::memory_order_relaxed);
+        uncount_sent_locked(entry, id);
         throw;
     }
+}
+
+bool boss_transport::uncount_sent_locked(source_entry& entry, std::uint64_t id) noexcept {
+    auto it = entry.sent.find(id);
+    if (it == entry.sent.end()) return false;
+    --ranks_[it->second].in_flight;
+    in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    entry.sent.erase(it);
+    return true;
 }
 
 void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_archive& message) {
@@ -226,13 +233,7 @@ void boss_transport::submit(std::uint32_t exec, std::uint64_t id, const output_a
         // The rank never gets the task: it no longer counts as sent, and the
         // engine fails it with this error.
         std::lock_guard lock(mutex_);
-        if (auto* entry = find_locked(exec)) {
-            if (auto it = entry->sent.find(id); it != entry->sent.end()) {
-                --ranks_[it->second].in_flight;
-                in_flight_.fetch_sub(1, std::memory_order_relaxed);
-                entry->sent.erase(it);
-            }
-        }
+        if (auto* entry = find_locked(exec)) uncount_sent_locked(*entry, id);
         throw;
     }
 }
@@ -337,12 +338,8 @@ void boss_transport::flush_batch_locked(std::size_t rank_index) noexcept {
         }
     } catch (const std::exception& e) {
         // As a single task that cannot be sent: it is dropped from the counts.
-        for (const auto& [exec, task] : batch.tasks) {
-            auto* entry = find_locked(exec);
-            if (!entry || entry->sent.erase(task.id) == 0) continue;
-            --ranks_[rank_index].in_flight;
-            in_flight_.fetch_sub(1, std::memory_order_relaxed);
-        }
+        for (const auto& [exec, task] : batch.tasks)
+            if (auto* entry = find_locked(exec)) uncount_sent_locked(*entry, task.id);
         detail::log(log_level::warning, std::string("mp: mpi_pool_executor: could not send tasks to a worker rank: ") + e.what());
     }
     batched_.fetch_sub(batch.tasks.size(), std::memory_order_relaxed);
@@ -522,11 +519,7 @@ void boss_transport::handle_results(std::span<const std::span<const std::byte>> 
         for (auto& a : ready) {
             auto* entry = find_locked(a.exec);
             if (!entry) continue;  // its executor was terminated
-            auto it = entry->sent.find(a.id);
-            if (it == entry->sent.end()) continue;
-            --ranks_[it->second].in_flight;
-            in_flight_.fetch_sub(1, std::memory_order_relaxed);
-            entry->sent.erase(it);
+            if (!uncount_sent_locked(*entry, a.id)) continue;
             if (auto s = entry->stopping.find(a.id); s != entry->stopping.end()) {
                 // Failed after a stop was asked: it was stopped (a task that
                 // finished first keeps its own result).

@@ -156,6 +156,9 @@ private:
     };
 
     source_entry* find_locked(std::uint32_t exec) noexcept;
+    // Task `id` no longer counts as sent (its result came, or it never
+    // left): off its rank's count. False if it was not counted.
+    bool uncount_sent_locked(source_entry& entry, std::uint64_t id) noexcept;
     // The least-loaded of the first `ranks` ranks with room, or -1.
     std::ptrdiff_t pick_rank_locked(std::size_t ranks) const noexcept;
 
